@@ -1,0 +1,37 @@
+# Everything runs in the virtual environment at .venv, created on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: demo test lint format bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## demo: set up and run the quickstart scenario (outputs in runs/quickstart)
+demo: $(STAMP)
+	$(BIN)/batchsim run scenarios/quickstart.yaml --out runs/quickstart
+
+## test: set up, lint and run the whole test suite
+test: $(STAMP)
+	$(BIN)/ruff check sim tests benchmarks scripts
+	$(BIN)/ruff format --check sim tests benchmarks scripts
+	$(BIN)/python -m pytest -n 2 -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check sim tests benchmarks scripts
+
+format: $(STAMP)
+	$(BIN)/ruff format sim tests benchmarks scripts
+	$(BIN)/ruff check --fix sim tests benchmarks scripts
+
+## bench: the engine benchmark (1,000,000 requests)
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_engine.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache .hypothesis

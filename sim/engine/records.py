@@ -1,0 +1,93 @@
+"""Columnar records of a run: one array per field, never one Python object per request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+# request outcome codes (int8); the names are what requests.parquet stores
+QUEUED, COMPLETED, IN_SERVICE, DROPPED, REJECTED = 0, 1, 2, 3, 4
+OUTCOME_NAMES = ("queued", "completed", "in_service", "dropped", "rejected")
+
+
+@dataclass
+class RunRecords:
+    """Everything a run produced, in columns.
+
+    Requests: arrival time, source, the batch that served it (-1: none) and the
+    outcome code. A request's start, completion and replica are its batch's.
+    Batches: replica, start, end, real size and padded size.
+    """
+
+    arrival_s: np.ndarray
+    source: np.ndarray
+    request_batch: np.ndarray
+    outcome: np.ndarray
+    batch_replica: np.ndarray
+    batch_start_s: np.ndarray
+    batch_end_s: np.ndarray
+    batch_size: np.ndarray
+    batch_padded: np.ndarray
+    replicas: int
+    warmup_s: float
+    end_s: float
+    source_names: tuple[str, ...] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def request_start_s(self) -> np.ndarray:
+        return _via_batch(self.request_batch, self.batch_start_s)
+
+    @property
+    def request_completion_s(self) -> np.ndarray:
+        done = _via_batch(self.request_batch, self.batch_end_s)
+        done[self.outcome != COMPLETED] = np.nan
+        return done
+
+    @property
+    def request_replica(self) -> np.ndarray:
+        replica = np.full(self.request_batch.size, -1, dtype=np.int32)
+        served = self.request_batch >= 0
+        replica[served] = self.batch_replica[self.request_batch[served]]
+        return replica
+
+    def requests_frame(self) -> pd.DataFrame:
+        """One row per request, in the columns of requests.parquet."""
+        source: Any = self.source
+        if self.source_names is not None:
+            source = pd.Categorical.from_codes(self.source, categories=list(self.source_names))
+        return pd.DataFrame(
+            {
+                "id": np.arange(self.arrival_s.size, dtype=np.int64),
+                "source": source,
+                "arrival": self.arrival_s,
+                "start": self.request_start_s,
+                "completion": self.request_completion_s,
+                "replica": self.request_replica,
+                "batch": self.request_batch,
+                "outcome": pd.Categorical.from_codes(self.outcome, categories=list(OUTCOME_NAMES)),
+            }
+        )
+
+    def batches_frame(self) -> pd.DataFrame:
+        """One row per batch, in the columns of batches.parquet."""
+        return pd.DataFrame(
+            {
+                "id": np.arange(self.batch_start_s.size, dtype=np.int64),
+                "replica": self.batch_replica,
+                "start": self.batch_start_s,
+                "end": self.batch_end_s,
+                "size": self.batch_size,
+                "padded_size": self.batch_padded,
+            }
+        )
+
+
+def _via_batch(request_batch: np.ndarray, batch_values: np.ndarray) -> np.ndarray:
+    out = np.full(request_batch.size, np.nan)
+    served = request_batch >= 0
+    out[served] = batch_values[request_batch[served]]
+    return out

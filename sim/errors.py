@@ -1,0 +1,19 @@
+"""User-facing input errors: one line, exit code 2, never a traceback."""
+
+from __future__ import annotations
+
+
+class InputError(Exception):
+    """Bad user input (scenario, profile, trace, CLI flag).
+
+    The message is one line that names the file, the field and what is allowed.
+    """
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, source: str | None = None, field: str | None = None):
+        self.source = source
+        self.field = field
+        parts = [p for p in (source, field) if p]
+        prefix = ": ".join(parts)
+        super().__init__(f"{prefix}: {message}" if prefix else message)

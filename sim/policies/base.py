@@ -1,0 +1,78 @@
+"""The policy protocol: a clock-free decision from the queue state and the current time.
+
+A policy never sleeps and never touches SimPy or threads. Whoever drives it (the
+SimPy engine or the live runner) asks `decide(now_s, queue)` whenever a replica
+is free and something may have changed, and gets back either a `Launch` or a
+`Wait`. A `Wait` names the conditions under which the answer could change (a
+time, a queue length), so the driver knows when to ask again; asking earlier is
+always allowed and simply returns another `Wait`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True, slots=True)
+class Launch:
+    """Start a batch of the `count` oldest queued requests, run (and costed) at `padded_size`."""
+
+    count: int
+    padded_size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """Launch nothing now; decide again at `until_s` or once the queue holds `until_queue_len`.
+
+    None means no such condition. Both None: only a later completion or driver
+    event can change the answer.
+    """
+
+    until_s: float | None = None
+    until_queue_len: int | None = None
+
+
+Decision = Launch | Wait
+
+
+class QueueView(Protocol):
+    """What a policy may read of the queue: its length and arrival times, oldest first."""
+
+    def __len__(self) -> int: ...
+
+    def arrival_s(self, position: int) -> float:
+        """Arrival time of the request at `position` (0 = oldest)."""
+        ...
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """A batching policy. Implementations are plain objects shared by simulator and live runner."""
+
+    name: str
+
+    def decide(self, now_s: float, queue: QueueView) -> Decision:
+        """What a free replica should do at `now_s` given `queue`."""
+        ...
+
+    def launch_sizes(self) -> set[int]:
+        """Every padded batch size this policy can launch (to check against the profile)."""
+        ...
+
+    @property
+    def max_batch(self) -> int:
+        """The largest number of requests in one batch."""
+        ...
+
+
+def pad_table(max_batch: int, allowed_sizes: list[int] | None) -> list[int]:
+    """pad[k] = the size a batch of k requests runs as: the next allowed size >= k."""
+    if not allowed_sizes:
+        return list(range(max_batch + 1))
+    allowed = sorted(allowed_sizes)
+    table = [0]
+    for k in range(1, max_batch + 1):
+        table.append(next(a for a in allowed if a >= k))
+    return table

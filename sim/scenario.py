@@ -1,0 +1,482 @@
+"""Scenario YAML: the pydantic schema, loading, `--set` overrides and clear errors.
+
+Every key carries its unit (`_s`, `_ms`, `_hz`, `_rps`, `_mb`). Unknown keys are
+errors (a typo must not silently fall back to a default). Every failure becomes
+one `InputError` line naming the file, the dotted field and what is allowed.
+"""
+
+from __future__ import annotations
+
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import numpy as np
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    Tag,
+    ValidationError,
+    model_validator,
+)
+
+from sim.errors import InputError
+from sim.policies import DynamicPolicy, StaticPolicy
+from sim.profile import Profile
+from sim.workload import open as open_loop
+from sim.workload.open import Arrivals
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---- profile -----------------------------------------------------------------------------
+class ProfileFile(BaseModel):
+    """`profile: {path: FILE.csv, COLUMN: VALUE, ...}`: a CSV with a variant selected."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    path: str
+
+    @property
+    def select(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class InlineProfile(Strict):
+    """`profile: {batch_size: [...], latency_ms: [...]}`: a value or a list of samples per size."""
+
+    batch_size: list[PositiveInt] = Field(min_length=1)
+    latency_ms: list[PositiveFloat | list[PositiveFloat]] = Field(min_length=1)
+    peak_mem_mb: list[NonNegativeFloat] | None = None
+
+
+def _profile_tag(value: Any) -> str:
+    if isinstance(value, dict):
+        return "file" if "path" in value else "inline"
+    return "file_path"
+
+
+ProfileSpec = Annotated[
+    Annotated[str, Tag("file_path")]
+    | Annotated[ProfileFile, Tag("file")]
+    | Annotated[InlineProfile, Tag("inline")],
+    Discriminator(_profile_tag),
+]
+
+
+# ---- workloads ---------------------------------------------------------------------------
+class PoissonWorkload(Strict):
+    kind: Literal["poisson"]
+    rate_rps: PositiveFloat
+
+    def arrivals(
+        self, rng: np.random.Generator, duration_s: float | None, count: int | None, base: Path
+    ) -> Arrivals:
+        return open_loop.poisson_arrivals(rng, self.rate_rps, duration_s, count)
+
+
+class GammaWorkload(Strict):
+    kind: Literal["gamma"]
+    rate_rps: PositiveFloat
+    cv: PositiveFloat = Field(description="coefficient of variation of the gaps (1 = Poisson)")
+
+    def arrivals(
+        self, rng: np.random.Generator, duration_s: float | None, count: int | None, base: Path
+    ) -> Arrivals:
+        return open_loop.gamma_arrivals(rng, self.rate_rps, self.cv, duration_s, count)
+
+
+class PeriodicWorkload(Strict):
+    kind: Literal["periodic"]
+    sources: PositiveInt = 1
+    rate_hz: PositiveFloat
+    phases_ms: list[NonNegativeFloat] | None = None
+    phase: Literal["staggered", "synchronized", "random"] = "staggered"
+    jitter_ms: NonNegativeFloat = 0.0
+
+    @model_validator(mode="after")
+    def _phases(self) -> PeriodicWorkload:
+        if self.phases_ms is not None:
+            if "phase" in self.model_fields_set:
+                raise ValueError("give phases_ms or phase, not both")
+            if len(self.phases_ms) != self.sources:
+                raise ValueError(
+                    f"phases_ms needs one value per source ({self.sources}), got {len(self.phases_ms)}"
+                )
+        return self
+
+    def arrivals(
+        self, rng: np.random.Generator, duration_s: float | None, count: int | None, base: Path
+    ) -> Arrivals:
+        if self.phases_ms is not None:
+            phases_s = np.asarray(self.phases_ms) / 1000.0
+        else:
+            phases_s = open_loop.staggered_phases_s(self.sources, self.rate_hz, self.phase, rng)
+        return open_loop.periodic_arrivals(
+            rng, self.sources, self.rate_hz, phases_s, self.jitter_ms / 1000.0, duration_s, count
+        )
+
+
+class MmppState(Strict):
+    rate_rps: NonNegativeFloat
+    mean_s: PositiveFloat = Field(description="mean sojourn in this state")
+
+
+class MmppWorkload(Strict):
+    kind: Literal["mmpp"]
+    states: list[MmppState] = Field(min_length=2)
+
+    @model_validator(mode="after")
+    def _some_traffic(self) -> MmppWorkload:
+        if all(s.rate_rps == 0 for s in self.states):
+            raise ValueError("at least one state needs rate_rps > 0")
+        return self
+
+    def arrivals(
+        self, rng: np.random.Generator, duration_s: float | None, count: int | None, base: Path
+    ) -> Arrivals:
+        return open_loop.mmpp_arrivals(
+            rng,
+            [s.rate_rps for s in self.states],
+            [s.mean_s for s in self.states],
+            duration_s,
+            count,
+        )
+
+
+class TraceWorkload(Strict):
+    kind: Literal["trace"]
+    path: str
+    time_column: str = "arrival_s"
+    source_column: str | None = None
+
+    def arrivals(
+        self, rng: np.random.Generator, duration_s: float | None, count: int | None, base: Path
+    ) -> Arrivals:
+        path = resolve_path(self.path, base, "workload.path")
+        return open_loop.trace_arrivals(
+            path, self.time_column, self.source_column, duration_s, count
+        )
+
+
+Workload = Annotated[
+    PoissonWorkload | GammaWorkload | PeriodicWorkload | MmppWorkload | TraceWorkload,
+    Field(discriminator="kind"),
+]
+
+
+# ---- cluster, policy, admission, slo -----------------------------------------------------
+class Cluster(Strict):
+    replicas: PositiveInt = 1
+    queue: Literal["shared"] = "shared"
+
+
+class StaticPolicyConfig(Strict):
+    kind: Literal["static"]
+    batch_size: PositiveInt
+    timeout_ms: NonNegativeFloat | None = None
+
+    def build(self) -> StaticPolicy:
+        return StaticPolicy(self.batch_size, self.timeout_ms)
+
+
+class DynamicPolicyConfig(Strict):
+    kind: Literal["dynamic"]
+    max_batch: PositiveInt
+    max_wait_ms: NonNegativeFloat | None = 0.0
+    min_batch: PositiveInt = 1
+    preferred_sizes: list[PositiveInt] | None = None
+    allowed_sizes: list[PositiveInt] | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DynamicPolicyConfig:
+        self.build()  # the policy's own checks, reported as this field's error
+        return self
+
+    def build(self) -> DynamicPolicy:
+        return DynamicPolicy(
+            self.max_batch,
+            self.max_wait_ms,
+            self.min_batch,
+            self.preferred_sizes,
+            self.allowed_sizes,
+        )
+
+
+PolicyConfig = Annotated[StaticPolicyConfig | DynamicPolicyConfig, Field(discriminator="kind")]
+
+
+class Admission(Strict):
+    max_queue: PositiveInt | None = None
+    timeout_ms: PositiveFloat | None = None
+
+
+class Slo(Strict):
+    latency_ms: PositiveFloat | None = None
+
+
+class Scenario(Strict):
+    """A whole simulation: traffic, cluster, policy, admission and SLO."""
+
+    name: str = "scenario"
+    seed: NonNegativeInt = 0
+    duration_s: PositiveFloat | None = None
+    requests: PositiveInt | None = None
+    warmup_s: NonNegativeFloat = 0.0
+    profile: ProfileSpec
+    workload: Workload
+    cluster: Cluster = Cluster()
+    policy: PolicyConfig
+    admission: Admission = Admission()
+    slo: Slo = Slo()
+
+    @model_validator(mode="after")
+    def _stop_rule(self) -> Scenario:
+        if (self.duration_s is None) == (self.requests is None):
+            raise ValueError("give exactly one of duration_s and requests")
+        if self.duration_s is not None and self.warmup_s >= self.duration_s:
+            raise ValueError(
+                f"warmup_s ({self.warmup_s}) must be shorter than duration_s ({self.duration_s})"
+            )
+        return self
+
+
+# ---- loading -----------------------------------------------------------------------------
+def resolve_path(path: str, base: Path, field: str) -> Path:
+    """A relative path is looked up beside the scenario file, then in the working directory."""
+    p = Path(path).expanduser()
+    if p.is_absolute():
+        return p
+    for candidate in (base / p, Path.cwd() / p):
+        if candidate.exists():
+            return candidate
+    raise InputError(f"file '{path}' not found (looked in {base} and {Path.cwd()})", field=field)
+
+
+_UNION_FIELDS = frozenset({"profile", "workload", "policy"})
+
+
+def _visible_loc(loc: tuple[Any, ...]) -> list[Any]:
+    """Drop the union tag pydantic inserts after profile/workload/policy (e.g. policy.dynamic)."""
+    if len(loc) > 1 and loc[0] in _UNION_FIELDS:
+        tags = {_tag_of(c) for c in _model_classes(Scenario.model_fields[loc[0]].annotation)}
+        if loc[1] in tags | {"file_path"}:
+            return [loc[0], *loc[2:]]
+    return list(loc)
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The model class whose fields an error location points into (to list the allowed keys)."""
+    model: Any = Scenario
+    parts = list(loc[:-1])
+    i = 0
+    while i < len(parts):
+        part = parts[i]
+        if isinstance(part, int):
+            i += 1
+            continue
+        if model is None or part not in model.model_fields:
+            return None
+        candidates = _model_classes(model.model_fields[part].annotation)
+        if len(candidates) > 1 and i + 1 < len(parts):
+            tagged = [c for c in candidates if _tag_of(c) == parts[i + 1]]
+            if tagged:
+                candidates = tagged
+                i += 1
+        model = candidates[0] if candidates else None
+        i += 1
+    return model
+
+
+def _model_classes(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [c for arg in typing.get_args(annotation) for c in _model_classes(arg)]
+
+
+def _tag_of(cls: type[BaseModel]) -> str | None:
+    field = cls.model_fields.get("kind")
+    if field is not None:
+        return typing.get_args(field.annotation)[0]
+    return {ProfileFile: "file", InlineProfile: "inline"}.get(cls)
+
+
+def _format_error(exc: ValidationError) -> tuple[str, str]:
+    """(dotted field, message) for the first error, in words a user can act on."""
+    err = exc.errors()[0]
+    loc = tuple(err["loc"])
+    field = ".".join(str(p) for p in _visible_loc(loc)) or "(top level)"
+    etype = err["type"]
+    if etype == "extra_forbidden":
+        model = _model_at(loc)
+        allowed = ", ".join(model.model_fields) if model else "see DESIGN.md"
+        return field, f"unknown field; allowed here: {allowed}"
+    if etype == "missing":
+        return field, "required field is missing"
+    if etype in ("union_tag_invalid", "union_tag_not_found"):
+        ctx = err.get("ctx", {})
+        expected = ctx.get("expected_tags", "")
+        if etype == "union_tag_not_found":
+            return f"{field}.kind", f"required field is missing; one of {expected}"
+        return f"{field}.kind", f"unknown kind {ctx.get('tag')!r}; one of {expected}"
+    message = err["msg"].removeprefix("Value error, ")
+    if etype != "value_error" and not isinstance(err.get("input"), dict | list):
+        message += f" (got {repr(err.get('input'))[:60]})"
+    return field, message
+
+
+def parse_scenario(data: Any, source: str = "<scenario>") -> Scenario:
+    """Validate a scenario mapping; one InputError line on failure."""
+    if not isinstance(data, dict):
+        raise InputError("a scenario must be a YAML mapping of keys to values", source=source)
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as exc:
+        field, message = _format_error(exc)
+        raise InputError(message, source=source, field=field) from None
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("scenario file not found", source=str(path))
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise InputError(f"invalid YAML ({where}{problem})", source=str(path)) from None
+    if data is None:
+        raise InputError("the scenario file is empty", source=str(path))
+    return data
+
+
+def apply_overrides(
+    data: dict[str, Any], overrides: list[str], source: str = "--set"
+) -> dict[str, Any]:
+    """Apply `KEY=VALUE` overrides (dotted key, YAML value) to a raw scenario mapping."""
+    out = _deep_copy(data)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise InputError(
+                f"'{item}' is not KEY=VALUE (e.g. --set policy.max_batch=8)", source=source
+            )
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            raise InputError(
+                f"the value '{raw}' is not valid YAML", source=source, field=key
+            ) from None
+        node = out
+        parts = key.split(".")
+        for depth, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                prefix = ".".join(parts[: depth + 1])
+                raise InputError(f"'{prefix}' is a value, not a section", source=source, field=key)
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def _deep_copy(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _deep_copy(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_deep_copy(v) for v in data]
+    return data
+
+
+class LoadedScenario:
+    """A validated scenario with its file resolved: the profile loaded and checked against the policy."""
+
+    def __init__(self, scenario: Scenario, base: Path, source: str, raw: dict[str, Any]):
+        self.scenario = scenario
+        self.raw = raw  # the mapping as written (overrides applied), for scenario.yaml outputs
+        self.base = base
+        self.source = source
+        self.profile = self._load_profile()
+        self.policy = scenario.policy.build()
+        self._check_policy_against_profile()
+
+    def _load_profile(self) -> Profile:
+        spec = self.scenario.profile
+        if isinstance(spec, InlineProfile):
+            try:
+                return Profile.from_inline(spec.batch_size, spec.latency_ms, spec.peak_mem_mb)
+            except InputError as exc:
+                raise InputError(str(exc), source=self.source) from None
+        path, select = (spec, {}) if isinstance(spec, str) else (spec.path, spec.select)
+        try:
+            resolved = resolve_path(path, self.base, "profile")
+        except InputError as exc:
+            raise InputError(str(exc), source=self.source) from None
+        return Profile.from_csv(resolved, select)
+
+    def _check_policy_against_profile(self) -> None:
+        sizes = self.policy.launch_sizes()
+        prof = self.profile
+        field = "policy.batch_size" if self.scenario.policy.kind == "static" else "policy.max_batch"
+        if self.scenario.policy.kind == "dynamic" and self.scenario.policy.allowed_sizes:
+            field = "policy.allowed_sizes"
+        too_big = [s for s in sorted(sizes) if s > prof.max_size]
+        too_small = [s for s in sorted(sizes) if s < prof.min_size]
+        if too_big or too_small:
+            bad = too_big[-1] if too_big else too_small[0]
+            raise InputError(
+                f"the policy can launch batches of size {bad} but the profile ({prof.source}) "
+                f"measures sizes {prof.min_size}..{prof.max_size}; profiles are never extrapolated",
+                source=self.source,
+                field=field,
+            )
+
+    def rngs(self) -> dict[str, np.random.Generator]:
+        """Independent named streams from the seed: the same arrivals whatever the policy."""
+        arrivals, service = np.random.SeedSequence(self.scenario.seed).spawn(2)
+        return {
+            "arrivals": np.random.default_rng(arrivals),
+            "service": np.random.default_rng(service),
+        }
+
+    def arrivals(self, rng: np.random.Generator) -> Arrivals:
+        s = self.scenario
+        try:
+            return s.workload.arrivals(rng, s.duration_s, s.requests, self.base)
+        except InputError as exc:
+            if exc.source is None:
+                raise InputError(str(exc), source=self.source) from None
+            raise
+
+
+def load_scenario(path: str | Path, overrides: list[str] | None = None) -> LoadedScenario:
+    """Read, override, validate and resolve a scenario file."""
+    path = Path(path)
+    data = read_yaml(path)
+    if overrides:
+        if not isinstance(data, dict):
+            raise InputError(
+                "a scenario must be a YAML mapping of keys to values", source=str(path)
+            )
+        data = apply_overrides(data, overrides)
+    scenario = parse_scenario(data, str(path))
+    return LoadedScenario(scenario, path.resolve().parent, str(path), data)
+
+
+def scenario_from_dict(
+    data: dict[str, Any], base: Path | None = None, source: str = "<dict>"
+) -> LoadedScenario:
+    """The same as load_scenario, for a mapping built in Python (notebooks, tests)."""
+    return LoadedScenario(parse_scenario(data, source), base or Path.cwd(), source, data)
