@@ -255,10 +255,12 @@ def resolve_path(path: str, base: Path, field: str) -> Path:
     p = Path(path).expanduser()
     if p.is_absolute():
         return p
-    for candidate in (base / p, Path.cwd() / p):
-        if candidate.exists():
-            return candidate
-    raise InputError(f"file '{path}' not found (looked in {base} and {Path.cwd()})", field=field)
+    places = list(dict.fromkeys([base, Path.cwd()]))
+    for place in places:
+        if (place / p).exists():
+            return place / p
+    looked = " and ".join(str(place) for place in places)
+    raise InputError(f"file '{path}' not found (looked in {looked})", field=field)
 
 
 _UNION_FIELDS = frozenset({"profile", "workload", "policy"})
@@ -311,9 +313,11 @@ def _tag_of(cls: type[BaseModel]) -> str | None:
 
 def _format_error(exc: ValidationError) -> tuple[str, str]:
     """(dotted field, message) for the first error, in words a user can act on."""
-    err = exc.errors()[0]
+    errors = exc.errors()
+    # a misspelt key often also leaves a required one missing: name the typo first
+    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = tuple(err["loc"])
-    field = ".".join(str(p) for p in _visible_loc(loc)) or "(top level)"
+    field = ".".join(str(p) for p in _visible_loc(loc))
     etype = err["type"]
     if etype == "extra_forbidden":
         model = _model_at(loc)
@@ -323,7 +327,8 @@ def _format_error(exc: ValidationError) -> tuple[str, str]:
         return field, "required field is missing"
     if etype in ("union_tag_invalid", "union_tag_not_found"):
         ctx = err.get("ctx", {})
-        expected = ctx.get("expected_tags", "")
+        kinds = _model_classes(Scenario.model_fields[loc[0]].annotation) if loc else []
+        expected = ctx.get("expected_tags") or ", ".join(repr(_tag_of(c)) for c in kinds)
         if etype == "union_tag_not_found":
             return f"{field}.kind", f"required field is missing; one of {expected}"
         return f"{field}.kind", f"unknown kind {ctx.get('tag')!r}; one of {expected}"
@@ -341,7 +346,7 @@ def parse_scenario(data: Any, source: str = "<scenario>") -> Scenario:
         return Scenario.model_validate(data)
     except ValidationError as exc:
         field, message = _format_error(exc)
-        raise InputError(message, source=source, field=field) from None
+        raise InputError(message, source=source, field=field or None) from None
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -471,8 +476,27 @@ def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Loade
                 "a scenario must be a YAML mapping of keys to values", source=str(path)
             )
         data = apply_overrides(data, overrides)
-    scenario = parse_scenario(data, str(path))
+    try:
+        scenario = parse_scenario(data, str(path))
+    except InputError as exc:
+        flag = _override_for(exc.field, overrides)
+        if flag is None:
+            raise
+        raise InputError(str(exc).split(": ", 1)[1], source=f"{path} --set {flag}") from None
     return LoadedScenario(scenario, path.resolve().parent, str(path), data)
+
+
+def _override_for(field: str | None, overrides: list[str]) -> str | None:
+    """The --set flag that an error's field came from, if any."""
+    if not field:
+        return None
+    for flag in overrides:
+        key = flag.partition("=")[0].strip()
+        section = key.rpartition(".")[0]
+        same_section = bool(section) and field.rpartition(".")[0] == section
+        if field == key or field.startswith(key + ".") or key.startswith(field + ".") or same_section:
+            return flag
+    return None
 
 
 def scenario_from_dict(
