@@ -494,7 +494,12 @@ def _override_for(field: str | None, overrides: list[str]) -> str | None:
         key = flag.partition("=")[0].strip()
         section = key.rpartition(".")[0]
         same_section = bool(section) and field.rpartition(".")[0] == section
-        if field == key or field.startswith(key + ".") or key.startswith(field + ".") or same_section:
+        if (
+            field == key
+            or field.startswith(key + ".")
+            or key.startswith(field + ".")
+            or same_section
+        ):
             return flag
     return None
 
