@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from hypothesis import settings
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCHSIM = [sys.executable, "-m", "sim.cli"]
@@ -52,3 +53,9 @@ def simulate_arrays(
     sampler = profile.sampler(np.random.default_rng(seed))
     engine = Engine(arrivals, policy, sampler, replicas, max_queue, timeout_s, horizon_s, warmup_s)
     return engine.run()
+
+
+# CI explores the same hypothesis examples every run; locally each run explores new ones
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")

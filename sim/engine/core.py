@@ -114,15 +114,27 @@ class Engine:
             if span:
                 self.env.process(self._monitor(span))
         self.env.run(until=self.horizon_s)
-        end_s = self.horizon_s if self.horizon_s is not None else self.env.now
+        end_s = self.horizon_s if self.horizon_s is not None else self._quiet_end_s()
         if self._progress is not None:
             self._progress(1.0)
         return self._records(end_s)
 
+    def _quiet_end_s(self) -> float:
+        """End of a run without horizon: nothing is scheduled, so no replica will launch
+        again; what is left still arrives (and is queued or rejected) and, with an
+        admission timeout, expires."""
+        end_s = self.env.now
+        if len(self.arrivals):
+            end_s = max(end_s, float(self.arrivals.time_s[-1]))
+        self.queue.advance(end_s)
+        if self.queue.timeout_s is not None and len(self.queue):
+            newest_s = self.queue.arrival_s(len(self.queue) - 1)
+            end_s = max(end_s, math.nextafter(newest_s + self.queue.timeout_s, math.inf))
+        return end_s
+
     def _records(self, end_s: float) -> RunRecords:
-        # a request that arrives after the horizon never exists (generators stop there),
-        # so at the end it is queued, in service, completed, dropped or rejected
-        self.queue.advance(end_s if math.isfinite(end_s) else self.env.now)
+        # every arrival up to the end is admitted or rejected, and expiries applied
+        self.queue.advance(end_s)
         batch_end = np.asarray(self._b_end, dtype=float)
         served = self.request_batch >= 0
         done = np.zeros(served.size, dtype=bool)

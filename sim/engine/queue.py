@@ -30,7 +30,7 @@ class ArrivalQueue:
         self._n = len(self._times)
         self._outcome = outcome
         self._max_queue = max_queue
-        self._timeout_s = timeout_s
+        self.timeout_s = timeout_s
         # admitted ids in queue order; while nothing was rejected, buf[i] == i already
         self.buf = np.arange(self._n, dtype=np.int64)
         self.head = 0  # first id still queued (index into buf)
@@ -50,14 +50,14 @@ class ArrivalQueue:
         stop = bisect_right(self._times, now_s, self.next_arrival)
         if self._max_queue is None:
             self._admit_all(stop)
-        elif self._timeout_s is None:
+        elif self.timeout_s is None:
             self._admit_bounded(stop)
         else:
             # both rules: a request that expires before an arrival frees its place for it
             for i in range(self.next_arrival, stop):
                 self._expire(self._times[i])
                 self._admit_bounded(i + 1)
-        if self._timeout_s is not None:
+        if self.timeout_s is not None:
             self._expire(now_s)
 
     def _admit_all(self, stop: int) -> None:
@@ -78,7 +78,7 @@ class ArrivalQueue:
             self.next_arrival = stop
 
     def _expire(self, now_s: float) -> None:
-        cutoff = now_s - self._timeout_s
+        cutoff = now_s - self.timeout_s
         buf, times = self.buf, self._times
         while self.head < self.tail and times[buf[self.head]] < cutoff:
             self._outcome[buf[self.head]] = DROPPED
