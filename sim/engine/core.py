@@ -1,42 +1,49 @@
-"""The SimPy model: replicas pulling batches from a shared queue under a policy.
+"""The SimPy model: replicas pulling batches from queues under a policy.
 
-One SimPy process per replica. A free replica asks the policy what to do; on
-`Launch` it takes the oldest requests, draws the batch's service time from the
-profile at the padded size and holds for it; on `Wait` it sleeps until the
-earliest moment the answer could change (the policy's time, or the arrival that
-brings the queue to the policy's length) and asks again. Arrivals never cost an
-event: they are known in advance and admitted in bulk before each decision.
+One SimPy process per replica. A free replica asks its policy what to do; on
+`Launch` it takes the first requests of its queue, draws the batch's service time
+from the profile at the padded size and holds for it; on `Drop` it removes
+requests the policy gave up on; on `Wait` it sleeps until the earliest moment the
+answer could change (the policy's time, or the arrival that could bring the queue
+to the policy's length) and asks again. Arrivals never cost an event: they are
+known in advance and admitted in bulk before each decision.
 
 Semantics (docs/semantics.md says the same): arrivals at time t are queued
-before any decision at t (`advance` admits arrival times <= t); a completion at
-t frees its replica, which decides at t; a batch of k requests padded to p
-costs the profile's time for p.
+before any decision at t; a completion at t frees its replica, which decides at
+t; a batch of k requests padded to p costs the profile's time for p.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import simpy
 
-from sim.engine.queue import ArrivalQueue
-from sim.engine.records import COMPLETED, IN_SERVICE, RunRecords
-from sim.policies.base import Launch, Policy
-from sim.profile import ServiceSampler
+from sim.engine.dispatch import make_dispatcher
+from sim.engine.queue import Feed, FifoQueue, OrderedQueue, Queue
+from sim.engine.records import COMPLETED, DROPPED, IN_SERVICE, RunRecords
+from sim.policies.base import Drop, Launch, Policy
+from sim.profile import Profile, ServiceSampler
 from sim.workload.open import Arrivals
 
 ProgressFn = Callable[[float], None]
 
 
 class Engine:
-    """One simulation run over open-loop arrivals."""
+    """One simulation run over open-loop arrivals.
+
+    `policy` is one object shared by all replicas (shared queue), or one per replica
+    (per-replica queues, where an arriving request joins the queue `dispatch` picks).
+    Requests may carry deadlines (for EDF policies and SLO accounting) and class
+    priorities (served first under FIFO policies).
+    """
 
     def __init__(
         self,
         arrivals: Arrivals,
-        policy: Policy,
+        policy: Policy | Sequence[Policy],
         service: ServiceSampler,
         replicas: int = 1,
         max_queue: int | None = None,
@@ -44,19 +51,55 @@ class Engine:
         horizon_s: float | None = None,
         warmup_s: float = 0.0,
         progress: ProgressFn | None = None,
+        *,
+        dispatch: str | None = None,
+        profile: Profile | None = None,
+        dispatch_rng: np.random.Generator | None = None,
+        deadline_s: np.ndarray | None = None,
+        priority: np.ndarray | None = None,
+        class_id: np.ndarray | None = None,
+        class_names: tuple[str, ...] | None = None,
+        max_padded_size: int | None = None,
     ):
         self.env = simpy.Environment()
         self.arrivals = arrivals
-        self.policy = policy
         self.service = service
         self.replicas = replicas
         self.horizon_s = horizon_s
         self.warmup_s = warmup_s
         self._progress = progress
+        self._max_padded_size = max_padded_size
         n = len(arrivals)
+        per_replica = dispatch is not None
+        self.policies = list(policy) if isinstance(policy, Sequence) else [policy] * replicas
+        if len(self.policies) != replicas:
+            raise ValueError("give one policy, or one per replica")
+        if not per_replica and len({id(p) for p in self.policies}) != 1:
+            raise ValueError("a shared queue is served by one policy object")
         self.outcome = np.zeros(n, dtype=np.int8)
         self.request_batch = np.full(n, -1, dtype=np.int64)
-        self.queue = ArrivalQueue(arrivals.time_s, self.outcome, max_queue, timeout_s)
+        self.deadline_s = np.full(n, np.inf) if deadline_s is None else deadline_s
+        self.class_id = np.zeros(n, dtype=np.int16) if class_id is None else class_id
+        self.class_names = class_names
+        times = arrivals.time_s.tolist()  # Python floats: fast scalar reads for policies
+        deadlines = self.deadline_s.tolist()
+        make_queue = self._queue_factory(times, deadlines, priority, per_replica)
+        self.queues: list[Queue] = [make_queue() for _ in range(replicas if per_replica else 1)]
+        self.busy_until_s = [0.0] * replicas  # predicted, for the least-work dispatcher
+        dispatcher = None
+        if per_replica:
+            if profile is None:
+                raise ValueError("per-replica dispatch needs the profile")
+            dispatcher = make_dispatcher(
+                dispatch,
+                self.queues,
+                profile,
+                max(p.max_batch for p in self.policies),
+                self.busy_until_s,
+                dispatch_rng or np.random.default_rng(0),
+            )
+        self._profile = profile
+        self.feed = Feed(times, self.queues, self.outcome, dispatcher, max_queue, timeout_s)
         # per-batch columns grow as Python lists: one append per batch is cheap
         self._b_replica: list[int] = []
         self._b_start: list[float] = []
@@ -64,19 +107,35 @@ class Engine:
         self._b_size: list[int] = []
         self._b_padded: list[int] = []
 
+    def _queue_factory(self, times, deadlines, priority, per_replica) -> Callable[[], Queue]:
+        order = self.policies[0].order
+        if order == "edf" and np.any(np.diff(self.deadline_s) < 0):
+            return lambda: OrderedQueue(times, deadlines, lambda i: (deadlines[i],))
+        if order == "fifo" and priority is not None and np.unique(priority).size > 1:
+            prio = priority.tolist()
+            return lambda: OrderedQueue(times, deadlines, lambda i: (-prio[i], times[i]))
+        # deadlines in arrival order (or a FIFO policy without priorities): FIFO is the order
+        return lambda: FifoQueue(times, deadlines, prefilled=not per_replica)
+
     def _replica(self, replica: int):
-        env, queue, policy = self.env, self.queue, self.policy
-        request_batch = self.request_batch
+        env, feed, policy = self.env, self.feed, self.policies[replica]
+        queue = self.queues[replica if len(self.queues) > 1 else 0]
+        learns = hasattr(policy, "on_batch_done")
+        request_batch, outcome = self.request_batch, self.outcome
         b_replica, b_start, b_end = self._b_replica, self._b_start, self._b_end
         b_size, b_padded = self._b_size, self._b_padded
+        max_padded = self._max_padded_size
         while True:
             now = env.now
-            queue.advance(now)
+            feed.advance(now)
             decision = policy.decide(now, queue)
-            if type(decision) is Launch:
+            kind = type(decision)
+            if kind is Launch:
                 count, padded = decision.count, decision.padded_size
                 if not 1 <= count <= len(queue) or padded < count:
                     raise RuntimeError(f"{policy!r} returned {decision} with {len(queue)} queued")
+                if max_padded is not None and padded > max_padded:
+                    raise RuntimeError(f"{policy!r} launched {padded}, above the memory limit")
                 batch_id = len(b_start)
                 request_batch[queue.take(count)] = batch_id
                 service_s = self.service(padded)
@@ -85,11 +144,20 @@ class Engine:
                 b_end.append(now + service_s)
                 b_size.append(count)
                 b_padded.append(padded)
+                if self._profile is not None:
+                    self.busy_until_s[replica] = now + self._profile.latency_ms(padded) / 1000.0
                 yield env.timeout(service_s)
+                if learns:
+                    policy.on_batch_done(env.now, count, padded, service_s)
+                continue
+            if kind is Drop:
+                if not 1 <= decision.count <= len(queue):
+                    raise RuntimeError(f"{policy!r} returned {decision} with {len(queue)} queued")
+                outcome[queue.take(decision.count)] = DROPPED
                 continue
             wake = decision.until_s
             if decision.until_queue_len is not None:
-                reach = queue.time_queue_reaches(decision.until_queue_len)
+                reach = feed.time_queue_reaches(queue, decision.until_queue_len)
                 if reach is not None and (wake is None or reach < wake):
                     wake = reach
             if wake is None:
@@ -108,9 +176,7 @@ class Engine:
         for r in range(self.replicas):
             self.env.process(self._replica(r))
         if self._progress is not None:
-            span = self.horizon_s
-            if span is None and len(self.arrivals):
-                span = float(self.arrivals.time_s[-1])
+            span = self.horizon_s if self.horizon_s is not None else self.feed.last_arrival_s
             if span:
                 self.env.process(self._monitor(span))
         self.env.run(until=self.horizon_s)
@@ -124,17 +190,19 @@ class Engine:
         again; what is left still arrives (and is queued or rejected) and, with an
         admission timeout, expires."""
         end_s = self.env.now
-        if len(self.arrivals):
-            end_s = max(end_s, float(self.arrivals.time_s[-1]))
-        self.queue.advance(end_s)
-        if self.queue.timeout_s is not None and len(self.queue):
-            newest_s = self.queue.arrival_s(len(self.queue) - 1)
-            end_s = max(end_s, math.nextafter(newest_s + self.queue.timeout_s, math.inf))
+        if self.feed.last_arrival_s is not None:
+            end_s = max(end_s, self.feed.last_arrival_s)
+        self.feed.advance(end_s)
+        if self.feed.timeout_s is not None:
+            waiting = [q.arrival_s(i) for q in self.queues for i in range(len(q))]
+            if waiting:
+                newest_s = max(waiting) + self.feed.timeout_s
+                end_s = max(end_s, math.nextafter(newest_s, math.inf))
         return end_s
 
     def _records(self, end_s: float) -> RunRecords:
         # every arrival up to the end is admitted or rejected, and expiries applied
-        self.queue.advance(end_s)
+        self.feed.advance(end_s)
         batch_end = np.asarray(self._b_end, dtype=float)
         served = self.request_batch >= 0
         done = np.zeros(served.size, dtype=bool)
@@ -155,4 +223,7 @@ class Engine:
             warmup_s=self.warmup_s,
             end_s=float(end_s),
             source_names=self.arrivals.source_names,
+            deadline_s=self.deadline_s,
+            class_id=self.class_id,
+            class_names=self.class_names,
         )

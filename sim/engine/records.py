@@ -35,6 +35,9 @@ class RunRecords:
     warmup_s: float
     end_s: float
     source_names: tuple[str, ...] | None = None
+    deadline_s: np.ndarray | None = None  # per request; inf where none
+    class_id: np.ndarray | None = None  # per request, index into class_names
+    class_names: tuple[str, ...] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -69,8 +72,18 @@ class RunRecords:
                 "replica": self.request_replica,
                 "batch": self.request_batch,
                 "outcome": pd.Categorical.from_codes(self.outcome, categories=list(OUTCOME_NAMES)),
+                **self._class_columns(),
             }
         )
+
+    def _class_columns(self) -> dict[str, Any]:
+        """deadline and class columns, present when the run had deadlines or classes."""
+        columns: dict[str, Any] = {}
+        if self.deadline_s is not None and np.isfinite(self.deadline_s).any():
+            columns["deadline"] = self.deadline_s
+        if self.class_names is not None and self.class_id is not None:
+            columns["class"] = pd.Categorical.from_codes(self.class_id, categories=list(self.class_names))
+        return columns
 
     def batches_frame(self) -> pd.DataFrame:
         """One row per batch, in the columns of batches.parquet."""

@@ -1,7 +1,22 @@
 """Batching policies: plain decision objects shared by the simulator and the live runner."""
 
-from sim.policies.base import Decision, Launch, Policy, QueueView, Wait
+from sim.policies.adaptive import AdaptivePolicy
+from sim.policies.base import Decision, Drop, Launch, Policy, QueueView, Wait
+from sim.policies.deadline import DeadlinePolicy
 from sim.policies.dynamic import DynamicPolicy
+from sim.policies.pathological import LazyPolicy
 from sim.policies.static import StaticPolicy
 
-__all__ = ["Decision", "DynamicPolicy", "Launch", "Policy", "QueueView", "StaticPolicy", "Wait"]
+__all__ = [
+    "AdaptivePolicy",
+    "DeadlinePolicy",
+    "Decision",
+    "Drop",
+    "DynamicPolicy",
+    "LazyPolicy",
+    "Launch",
+    "Policy",
+    "QueueView",
+    "StaticPolicy",
+    "Wait",
+]

@@ -34,16 +34,31 @@ class Wait:
     until_queue_len: int | None = None
 
 
-Decision = Launch | Wait
+@dataclass(frozen=True, slots=True)
+class Drop:
+    """Remove the first `count` requests in queue order, counted as dropped; then ask again."""
+
+    count: int
+
+
+Decision = Launch | Wait | Drop
 
 
 class QueueView(Protocol):
-    """What a policy may read of the queue: its length and arrival times, oldest first."""
+    """What a policy may read of the queue, in queue order (position 0 is served first).
+
+    The order is the one the policy asks for with its `order` attribute: "fifo"
+    (higher class priority first, then arrival) or "edf" (earliest deadline first).
+    """
 
     def __len__(self) -> int: ...
 
     def arrival_s(self, position: int) -> float:
-        """Arrival time of the request at `position` (0 = oldest)."""
+        """Arrival time of the request at `position`."""
+        ...
+
+    def deadline_s(self, position: int) -> float:
+        """Deadline of the request at `position` (inf when it has none)."""
         ...
 
 
@@ -52,6 +67,7 @@ class Policy(Protocol):
     """A batching policy. Implementations are plain objects shared by simulator and live runner."""
 
     name: str
+    order: str  # "fifo" or "edf": the queue order this policy decides on
 
     def decide(self, now_s: float, queue: QueueView) -> Decision:
         """What a free replica should do at `now_s` given `queue`."""
@@ -64,6 +80,14 @@ class Policy(Protocol):
     @property
     def max_batch(self) -> int:
         """The largest number of requests in one batch."""
+        ...
+
+
+class LearningPolicy(Policy, Protocol):
+    """A policy that also learns from finished batches (the driver reports each one)."""
+
+    def on_batch_done(self, now_s: float, size: int, padded_size: int, service_s: float) -> None:
+        """Batch of `size` (run as `padded_size`) finished at `now_s` after `service_s` of work."""
         ...
 
 

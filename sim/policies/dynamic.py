@@ -20,6 +20,7 @@ class DynamicPolicy:
     """
 
     name = "dynamic"
+    order = "fifo"
 
     def __init__(
         self,

@@ -14,6 +14,7 @@ class StaticPolicy:
     """
 
     name = "static"
+    order = "fifo"
 
     def __init__(self, batch_size: int, timeout_ms: float | None = None):
         if batch_size < 1:
