@@ -75,6 +75,24 @@ def summary_table(summary: dict[str, Any]) -> Table:
         table.add_row(
             f"SLO attainment (<= {slo['latency_ms']:g} ms)", "-" if att is None else f"{att:.2%}"
         )
+    for name, block in summary.get("classes", {}).items():
+        att = block["attainment"]
+        table.add_row(
+            f"class {name}",
+            f"{block['requests']['arrived']:,} arrived, attainment "
+            f"{'-' if att is None else f'{att:.2%}'}, p99 {_fmt(block['latency_ms']['p99'])} ms, "
+            f"goodput {_fmt(block['goodput_rps'])} req/s",
+        )
+    if "fairness" in summary:
+        table.add_row(
+            "fairness (Jain, attainment)", _fmt(summary["fairness"]["jain_attainment"], 3)
+        )
+    if "memory" in summary:
+        mem = summary["memory"]
+        table.add_row(
+            "memory",
+            f"limit {mem['limit_mb']:,.0f} MB: batches up to {mem['largest_batch_in_memory']}",
+        )
     return table
 
 

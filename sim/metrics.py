@@ -8,9 +8,11 @@ Definitions (docs/semantics.md):
 - percentiles are numpy's linear interpolation between order statistics;
 - batch figures are over batches that started in the window, `mean` over batches;
 - utilization: busy time of each replica inside the window / window length;
-- SLO attainment = completed within the SLO / arrived; dropped and rejected
-  count as misses, and so does a request still in the system at the end that has
-  already waited longer than the SLO; one that has not is censored (left out).
+- SLO attainment = completed by their deadline (arrival + SLO) / arrived; dropped
+  and rejected count as misses, and so does a request still in the system at the
+  end whose deadline has passed; one whose deadline has not is censored (left out);
+- with request classes, the same figures per class, and Jain's fairness index
+  across classes of their attainment.
 """
 
 from __future__ import annotations
@@ -36,36 +38,61 @@ def distribution(values_ms: np.ndarray) -> dict[str, float | None]:
     }
 
 
-def summarize(rec: RunRecords, slo_latency_ms: float | None = None) -> dict[str, Any]:
-    """The summary.json figures of one run."""
-    window_s = rec.end_s - rec.warmup_s
-    measured = rec.arrival_s >= rec.warmup_s
+def jain_index(values: list[float]) -> float | None:
+    """Jain's fairness index (sum x)^2 / (n sum x^2): 1 when all equal, 1/n at worst."""
+    x = np.asarray([v for v in values if v is not None], dtype=float)
+    if x.size == 0 or not np.any(x):
+        return None
+    return float(x.sum() ** 2 / (x.size * np.sum(x**2)))
+
+
+def _requests_block(rec: RunRecords, subset: np.ndarray, window_s: float) -> dict[str, Any]:
+    """Counts, throughput, goodput, latency, queue delay and SLO attainment of `subset`."""
     outcome = rec.outcome
-    completed = measured & (outcome == COMPLETED)
-    unfinished = measured & ((outcome == QUEUED) | (outcome == IN_SERVICE))
-    start_s = rec.request_start_s
+    completed = subset & (outcome == COMPLETED)
+    unfinished = subset & ((outcome == QUEUED) | (outcome == IN_SERVICE))
     completion_s = rec.request_completion_s
     latency_ms = (completion_s[completed] - rec.arrival_s[completed]) * 1000.0
-    started = measured & (rec.request_batch >= 0)
-    queue_delay_ms = (start_s[started] - rec.arrival_s[started]) * 1000.0
-
+    started = subset & (rec.request_batch >= 0)
+    queue_delay_ms = (rec.request_start_s[started] - rec.arrival_s[started]) * 1000.0
     counts = {
-        "arrived": int(measured.sum()),
+        "arrived": int(subset.sum()),
         "completed": int(completed.sum()),
-        "dropped": int((measured & (outcome == DROPPED)).sum()),
-        "rejected": int((measured & (outcome == REJECTED)).sum()),
+        "dropped": int((subset & (outcome == DROPPED)).sum()),
+        "rejected": int((subset & (outcome == REJECTED)).sum()),
         "unfinished": int(unfinished.sum()),
     }
     throughput = counts["completed"] / window_s if window_s > 0 else 0.0
-    slo: dict[str, Any] = {"latency_ms": slo_latency_ms, "attainment": None}
-    goodput = throughput
-    if slo_latency_ms is not None:
-        met = int((latency_ms <= slo_latency_ms).sum())
-        waited_ms = (rec.end_s - rec.arrival_s[unfinished]) * 1000.0
-        censored = int((waited_ms <= slo_latency_ms).sum())
+    goodput, attainment = throughput, None
+    deadline_s = rec.deadline_s
+    if deadline_s is not None and np.isfinite(deadline_s[subset]).any():
+        met = int((completion_s[completed] <= deadline_s[completed]).sum())
+        censored = int((rec.end_s <= deadline_s[unfinished]).sum())
         denominator = counts["arrived"] - censored
-        slo["attainment"] = met / denominator if denominator > 0 else None
+        attainment = met / denominator if denominator > 0 else None
         goodput = met / window_s if window_s > 0 else 0.0
+    return {
+        "requests": counts,
+        "throughput_rps": throughput,
+        "goodput_rps": goodput,
+        "latency_ms": distribution(latency_ms),
+        "queue_delay_ms": distribution(queue_delay_ms),
+        "attainment": attainment,
+    }
+
+
+def summarize(rec: RunRecords, slo_latency_ms: float | None = None) -> dict[str, Any]:
+    """The summary.json figures of one run.
+
+    A request meets its SLO when it completes by its deadline (arrival + the SLO of its
+    class, or `slo_latency_ms`).
+    """
+    if rec.deadline_s is None and slo_latency_ms is not None:
+        rec.deadline_s = rec.arrival_s + slo_latency_ms / 1000.0
+    window_s = rec.end_s - rec.warmup_s
+    measured = rec.arrival_s >= rec.warmup_s
+    overall = _requests_block(rec, measured, window_s)
+    attainment = overall.pop("attainment")
 
     in_window = rec.batch_start_s >= rec.warmup_s
     sizes = rec.batch_size[in_window]
@@ -80,14 +107,9 @@ def summarize(rec: RunRecords, slo_latency_ms: float | None = None) -> dict[str,
         if window_s > 0
         else np.zeros(rec.replicas)
     )
-
-    return {
+    summary = {
         "window_s": window_s,
-        "requests": counts,
-        "throughput_rps": throughput,
-        "goodput_rps": goodput,
-        "latency_ms": distribution(latency_ms),
-        "queue_delay_ms": distribution(queue_delay_ms),
+        **overall,
         "batch_size": {
             "batches": int(sizes.size),
             "mean": float(sizes.mean()) if sizes.size else None,
@@ -98,5 +120,15 @@ def summarize(rec: RunRecords, slo_latency_ms: float | None = None) -> dict[str,
             "mean": float(per_replica.mean()),
             "per_replica": [float(u) for u in per_replica],
         },
-        "slo": slo,
+        "slo": {"latency_ms": slo_latency_ms, "attainment": attainment},
     }
+    if rec.class_names is not None and rec.class_id is not None:
+        classes = {}
+        for index, name in enumerate(rec.class_names):
+            block = _requests_block(rec, measured & (rec.class_id == index), window_s)
+            classes[name] = block
+        summary["classes"] = classes
+        summary["fairness"] = {
+            "jain_attainment": jain_index([c["attainment"] for c in classes.values()])
+        }
+    return summary

@@ -28,7 +28,14 @@ from pydantic import (
 )
 
 from sim.errors import InputError
-from sim.policies import DynamicPolicy, StaticPolicy
+from sim.policies import (
+    AdaptivePolicy,
+    DeadlinePolicy,
+    DynamicPolicy,
+    LazyPolicy,
+    Policy,
+    StaticPolicy,
+)
 from sim.profile import Profile
 from sim.workload import open as open_loop
 from sim.workload.open import Arrivals
@@ -176,7 +183,22 @@ Workload = Annotated[
 # ---- cluster, policy, admission, slo -----------------------------------------------------
 class Cluster(Strict):
     replicas: PositiveInt = 1
-    queue: Literal["shared"] = "shared"
+    queue: Literal["shared", "per-replica"] = "shared"
+    dispatch: Literal["round-robin", "shortest-queue", "least-work", "power-of-two"] | None = None
+    memory_mb: PositiveFloat | None = None
+
+    @model_validator(mode="after")
+    def _dispatch_needs_queues(self) -> Cluster:
+        if self.dispatch is not None and self.queue != "per-replica":
+            raise ValueError("dispatch applies to queue: per-replica only")
+        return self
+
+    @property
+    def dispatcher(self) -> str | None:
+        """The dispatcher in use: None for a shared queue, round-robin by default."""
+        if self.queue == "shared":
+            return None
+        return self.dispatch or "round-robin"
 
 
 class StaticPolicyConfig(Strict):
@@ -184,7 +206,7 @@ class StaticPolicyConfig(Strict):
     batch_size: PositiveInt
     timeout_ms: NonNegativeFloat | None = None
 
-    def build(self) -> StaticPolicy:
+    def build(self, profile: Profile | None = None) -> StaticPolicy:
         return StaticPolicy(self.batch_size, self.timeout_ms)
 
 
@@ -201,7 +223,7 @@ class DynamicPolicyConfig(Strict):
         self.build()  # the policy's own checks, reported as this field's error
         return self
 
-    def build(self) -> DynamicPolicy:
+    def build(self, profile: Profile | None = None) -> DynamicPolicy:
         return DynamicPolicy(
             self.max_batch,
             self.max_wait_ms,
@@ -211,7 +233,62 @@ class DynamicPolicyConfig(Strict):
         )
 
 
-PolicyConfig = Annotated[StaticPolicyConfig | DynamicPolicyConfig, Field(discriminator="kind")]
+class AdaptivePolicyConfig(Strict):
+    kind: Literal["adaptive"]
+    target_ms: PositiveFloat
+    max_batch: PositiveInt
+    min_batch: PositiveInt = 1
+    step: PositiveFloat = 1.0
+    backoff: float = Field(0.9, gt=0, lt=1)
+    max_wait_ms: NonNegativeFloat | None = 0.0
+    initial_batch: PositiveInt | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AdaptivePolicyConfig:
+        self.build()
+        return self
+
+    def build(self, profile: Profile | None = None) -> AdaptivePolicy:
+        return AdaptivePolicy(
+            self.target_ms,
+            self.max_batch,
+            self.min_batch,
+            self.step,
+            self.backoff,
+            self.max_wait_ms,
+            self.initial_batch,
+        )
+
+
+class DeadlinePolicyConfig(Strict):
+    kind: Literal["deadline"]
+    max_batch: PositiveInt
+    quantile: float = Field(0.5, ge=0.5, le=0.99)
+    on_miss: Literal["drop", "serve"] = "drop"
+
+    def build(self, profile: Profile | None = None) -> DeadlinePolicy:
+        if profile is None:
+            raise ValueError("the deadline policy plans with the profile")
+        return DeadlinePolicy(profile, self.max_batch, self.quantile, self.on_miss)
+
+
+class LazyPolicyConfig(Strict):
+    kind: Literal["lazy"]
+    max_batch: PositiveInt
+    max_wait_ms: NonNegativeFloat
+
+    def build(self, profile: Profile | None = None) -> LazyPolicy:
+        return LazyPolicy(self.max_batch, self.max_wait_ms)
+
+
+PolicyConfig = Annotated[
+    StaticPolicyConfig
+    | DynamicPolicyConfig
+    | AdaptivePolicyConfig
+    | DeadlinePolicyConfig
+    | LazyPolicyConfig,
+    Field(discriminator="kind"),
+]
 
 
 class Admission(Strict):
@@ -221,6 +298,15 @@ class Admission(Strict):
 
 class Slo(Strict):
     latency_ms: PositiveFloat | None = None
+
+
+class RequestClass(Strict):
+    """A class of requests: its share of the traffic, latency SLO and priority (higher first)."""
+
+    name: str = Field(min_length=1)
+    share: PositiveFloat
+    latency_ms: PositiveFloat | None = None
+    priority: int = 0
 
 
 class Scenario(Strict):
@@ -237,6 +323,23 @@ class Scenario(Strict):
     policy: PolicyConfig
     admission: Admission = Admission()
     slo: Slo = Slo()
+    classes: list[RequestClass] | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _classes(self) -> Scenario:
+        if self.classes is not None:
+            names = [c.name for c in self.classes]
+            if len(set(names)) != len(names):
+                raise ValueError("classes: names must be distinct")
+        if self.policy.kind == "deadline":
+            has_slo = self.slo.latency_ms is not None or any(
+                c.latency_ms is not None for c in self.classes or []
+            )
+            if not has_slo:
+                raise ValueError(
+                    "the deadline policy needs slo.latency_ms or classes with latency_ms"
+                )
+        return self
 
     @model_validator(mode="after")
     def _stop_rule(self) -> Scenario:
@@ -414,8 +517,42 @@ class LoadedScenario:
         self.base = base
         self.source = source
         self.profile = self._load_profile()
-        self.policy = scenario.policy.build()
+        self.max_size_in_memory = self._memory_cap()
         self._check_policy_against_profile()
+        self.policy = self.build_policy()
+
+    def build_policy(self) -> Policy:
+        """A fresh policy object (per-replica queues get one each: policies may learn)."""
+        return self.scenario.policy.build(self.profile)
+
+    def _launch_sizes(self) -> set[int]:
+        config = self.scenario.policy
+        if isinstance(config, DeadlinePolicyConfig):  # sizes its batches from 1 to max_batch
+            return set(range(1, config.max_batch + 1))
+        return config.build().launch_sizes()
+
+    def _memory_cap(self) -> int | None:
+        """The largest batch size whose peak memory fits cluster.memory_mb (None: no limit)."""
+        limit = self.scenario.cluster.memory_mb
+        if limit is None:
+            return None
+        prof = self.profile
+        if prof.peak_mem_mb is None:
+            raise InputError(
+                f"memory_mb needs a profile with a peak_mem_mb column ({prof.source} has none)",
+                source=self.source,
+                field="cluster.memory_mb",
+            )
+        fits = [
+            b for b in range(prof.min_size, prof.max_size + 1) if prof.peak_memory_mb(b) <= limit
+        ]
+        if not fits:
+            raise InputError(
+                f"{limit:g} MB holds no batch: the smallest needs {prof.peak_memory_mb(prof.min_size):,.0f} MB",
+                source=self.source,
+                field="cluster.memory_mb",
+            )
+        return max(fits)
 
     def _load_profile(self) -> Profile:
         spec = self.scenario.profile
@@ -432,7 +569,7 @@ class LoadedScenario:
         return Profile.from_csv(resolved, select)
 
     def _check_policy_against_profile(self) -> None:
-        sizes = self.policy.launch_sizes()
+        sizes = self._launch_sizes()
         prof = self.profile
         field = "policy.batch_size" if self.scenario.policy.kind == "static" else "policy.max_batch"
         if self.scenario.policy.kind == "dynamic" and self.scenario.policy.allowed_sizes:
@@ -447,13 +584,49 @@ class LoadedScenario:
                 source=self.source,
                 field=field,
             )
+        cap = self.max_size_in_memory
+        if cap is not None and max(sizes) > cap:
+            limit = self.scenario.cluster.memory_mb
+            raise InputError(
+                f"the policy can launch batches of size {max(sizes)}, which need "
+                f"{prof.peak_memory_mb(max(sizes)):,.0f} MB, above cluster.memory_mb {limit:g}; "
+                f"the largest batch that fits is {cap}",
+                source=self.source,
+                field=field,
+            )
 
     def rngs(self) -> dict[str, np.random.Generator]:
-        """Independent named streams from the seed: the same arrivals whatever the policy."""
-        arrivals, service = np.random.SeedSequence(self.scenario.seed).spawn(2)
+        """Independent named streams from the seed: the same arrivals whatever the policy.
+
+        Streams are spawned by position, so adding one never changes the others.
+        """
+        names = ("arrivals", "service", "classes", "dispatch")
+        seeds = np.random.SeedSequence(self.scenario.seed).spawn(len(names))
+        return {name: np.random.default_rng(seed) for name, seed in zip(names, seeds, strict=True)}
+
+    def request_attributes(self, arrivals: Arrivals, rng: np.random.Generator) -> dict[str, Any]:
+        """Per-request class, deadline and priority: classes drawn by share, deadline = arrival + SLO."""
+        s = self.scenario
+        n = len(arrivals)
+        if not s.classes:
+            slo_s = np.inf if s.slo.latency_ms is None else s.slo.latency_ms / 1000.0
+            return {"deadline_s": arrivals.time_s + slo_s}
+        shares = np.array([c.share for c in s.classes], dtype=float)
+        class_id = rng.choice(len(s.classes), size=n, p=shares / shares.sum()).astype(np.int16)
+        default_ms = s.slo.latency_ms
+        slo_s = np.array(
+            [
+                np.inf
+                if (c.latency_ms or default_ms) is None
+                else (c.latency_ms or default_ms) / 1000.0
+                for c in s.classes
+            ]
+        )
         return {
-            "arrivals": np.random.default_rng(arrivals),
-            "service": np.random.default_rng(service),
+            "deadline_s": arrivals.time_s + slo_s[class_id],
+            "priority": np.array([c.priority for c in s.classes])[class_id],
+            "class_id": class_id,
+            "class_names": tuple(c.name for c in s.classes),
         }
 
     def arrivals(self, rng: np.random.Generator) -> Arrivals:

@@ -17,9 +17,14 @@ def simulate(loaded: LoadedScenario, progress: ProgressFn | None = None) -> RunR
     s = loaded.scenario
     rngs = loaded.rngs()
     arrivals = loaded.arrivals(rngs["arrivals"])
+    dispatch = s.cluster.dispatcher
+    if dispatch is None:
+        policy = loaded.policy
+    else:  # one batcher per replica queue, each with its own state
+        policy = [loaded.policy, *(loaded.build_policy() for _ in range(s.cluster.replicas - 1))]
     engine = Engine(
         arrivals,
-        loaded.policy,
+        policy,
         loaded.profile.sampler(rngs["service"]),
         replicas=s.cluster.replicas,
         max_queue=s.admission.max_queue,
@@ -27,6 +32,11 @@ def simulate(loaded: LoadedScenario, progress: ProgressFn | None = None) -> RunR
         horizon_s=s.duration_s,
         warmup_s=s.warmup_s,
         progress=progress,
+        dispatch=dispatch,
+        profile=loaded.profile,
+        dispatch_rng=rngs["dispatch"],
+        max_padded_size=loaded.max_size_in_memory,
+        **loaded.request_attributes(arrivals, rngs["classes"]),
     )
     records = engine.run()
     records.meta.update(
@@ -42,6 +52,11 @@ def simulate(loaded: LoadedScenario, progress: ProgressFn | None = None) -> RunR
 def run_summary(loaded: LoadedScenario, records: RunRecords) -> dict[str, Any]:
     """summary.json: the contract's figures plus what produced them."""
     summary = summarize(records, loaded.scenario.slo.latency_ms)
+    if loaded.scenario.cluster.memory_mb is not None:
+        summary["memory"] = {
+            "limit_mb": loaded.scenario.cluster.memory_mb,
+            "largest_batch_in_memory": loaded.max_size_in_memory,
+        }
     return {
         "scenario": loaded.scenario.name,
         "seed": loaded.scenario.seed,

@@ -63,8 +63,9 @@ def test_run_writes_the_contract_outputs(tmp_path):
     requests = pd.read_parquet(tmp_path / "out" / "requests.parquet")
     batches = pd.read_parquet(tmp_path / "out" / "batches.parquet")
     assert list(requests.columns) == [
-        "id", "source", "arrival", "start", "completion", "replica", "batch", "outcome"
+        "id", "source", "arrival", "start", "completion", "replica", "batch", "outcome", "deadline"
     ]  # fmt: skip
+    assert (requests.deadline - requests.arrival).round(9).eq(0.080).all()
     assert list(batches.columns) == ["id", "replica", "start", "end", "size", "padded_size"]
     # the summary is computed from exactly these rows
     measured = requests[requests.arrival >= 1.0]
@@ -251,6 +252,50 @@ BAD_INPUTS = {
     ),
     "unknown flag": (lambda t: [*_mutate(t), "--bogus"], ["--bogus"]),
     "unknown command": (lambda t: ["simulate", "x.yaml"], ["simulate"]),
+    "adaptive negative target": (
+        lambda t: _mutate(t, policy={"kind": "adaptive", "target_ms": -5, "max_batch": 8}),
+        ["policy.target_ms", "greater than 0"],
+    ),
+    "adaptive backoff outside (0, 1)": (
+        lambda t: _mutate(
+            t, policy={"kind": "adaptive", "target_ms": 50, "max_batch": 8, "backoff": 1.5}
+        ),
+        ["policy.backoff", "less than 1"],
+    ),
+    "deadline quantile out of range": (
+        lambda t: _mutate(t, policy={"kind": "deadline", "max_batch": 8, "quantile": 0.999}),
+        ["policy.quantile", "0.99"],
+    ),
+    "deadline without an slo": (
+        lambda t: _mutate(t, policy={"kind": "deadline", "max_batch": 8}, slo=None),
+        ["deadline policy needs slo.latency_ms"],
+    ),
+    "unknown dispatcher": (
+        lambda t: _mutate(t, cluster={"replicas": 2, "queue": "per-replica", "dispatch": "random"}),
+        ["cluster.dispatch", "round-robin", "least-work"],
+    ),
+    "dispatcher on a shared queue": (
+        lambda t: _mutate(t, cluster={"replicas": 2, "dispatch": "least-work"}),
+        ["cluster", "per-replica only"],
+    ),
+    "memory limit without memory data": (
+        lambda t: _mutate(
+            t, cluster={"memory_mb": 1000}, profile={"batch_size": [1, 16], "latency_ms": [5, 9]}
+        ),
+        ["cluster.memory_mb", "peak_mem_mb"],
+    ),
+    "batch beyond the memory limit": (
+        lambda t: _mutate(t, cluster={"memory_mb": 5000}),
+        ["policy.max_batch", "16", "5,313 MB", "memory_mb 5000", "largest batch that fits is 10"],
+    ),
+    "duplicate class names": (
+        lambda t: _mutate(t, classes=[{"name": "a", "share": 1}, {"name": "a", "share": 2}]),
+        ["classes", "distinct"],
+    ),
+    "class share not positive": (
+        lambda t: _mutate(t, classes=[{"name": "a", "share": 0}]),
+        ["classes.0.share", "greater than 0"],
+    ),
 }
 
 

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import simpy
 
-from sim.engine.dispatch import make_dispatcher
+from sim.engine.dispatch import ReplicaLoad, make_dispatcher
 from sim.engine.queue import Feed, FifoQueue, OrderedQueue, Queue
 from sim.engine.records import COMPLETED, DROPPED, IN_SERVICE, RunRecords
 from sim.policies.base import Drop, Launch, Policy
@@ -85,7 +85,7 @@ class Engine:
         deadlines = self.deadline_s.tolist()
         make_queue = self._queue_factory(times, deadlines, priority, per_replica)
         self.queues: list[Queue] = [make_queue() for _ in range(replicas if per_replica else 1)]
-        self.busy_until_s = [0.0] * replicas  # predicted, for the least-work dispatcher
+        self.load = ReplicaLoad(replicas)  # what dispatchers know of each replica
         dispatcher = None
         if per_replica:
             if profile is None:
@@ -95,7 +95,7 @@ class Engine:
                 self.queues,
                 profile,
                 max(p.max_batch for p in self.policies),
-                self.busy_until_s,
+                self.load,
                 dispatch_rng or np.random.default_rng(0),
             )
         self._profile = profile
@@ -125,6 +125,7 @@ class Engine:
         b_replica, b_start, b_end = self._b_replica, self._b_start, self._b_end
         b_size, b_padded = self._b_size, self._b_padded
         max_padded = self._max_padded_size
+        load = self.load
         while True:
             now = env.now
             feed.advance(now)
@@ -145,8 +146,10 @@ class Engine:
                 b_size.append(count)
                 b_padded.append(padded)
                 if self._profile is not None:
-                    self.busy_until_s[replica] = now + self._profile.latency_ms(padded) / 1000.0
+                    load.busy_until_s[replica] = now + self._profile.latency_ms(padded) / 1000.0
+                load.running[replica] = count
                 yield env.timeout(service_s)
+                load.running[replica] = 0
                 if learns:
                     policy.on_batch_done(env.now, count, padded, service_s)
                 continue

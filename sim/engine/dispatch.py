@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -10,6 +11,22 @@ from sim.engine.queue import Queue
 from sim.profile import Profile
 
 DISPATCHERS = ("round-robin", "shortest-queue", "least-work", "power-of-two")
+
+
+@dataclass
+class ReplicaLoad:
+    """What dispatchers may know of each replica besides its queue; the engine keeps it current."""
+
+    replicas: int
+    running: list[int] = field(default_factory=list)  # requests in the running batch (0: idle)
+    busy_until_s: list[float] = field(default_factory=list)  # predicted end of the running batch
+
+    def __post_init__(self) -> None:
+        self.running = [0] * self.replicas
+        self.busy_until_s = [0.0] * self.replicas
+
+    def in_system(self, queues: Sequence[Queue], index: int) -> int:
+        return len(queues[index]) + self.running[index]
 
 
 class RoundRobin:
@@ -25,34 +42,48 @@ class RoundRobin:
         return index
 
 
-class ShortestQueue:
-    """The replica with the fewest waiting requests (ties: the lowest index)."""
+def argmin_in_turn(values: list[float], start: int) -> int:
+    """Index of the smallest value; ties go to the first at or after `start`, cyclically,
+    so tied replicas take turns (as nginx's least_conn does) instead of the lowest always winning."""
+    n = len(values)
+    best = start % n
+    for step in range(1, n):
+        i = (start + step) % n
+        if values[i] < values[best]:
+            best = i
+    return best
 
-    def __init__(self, queues: Sequence[Queue]):
+
+class ShortestQueue:
+    """The replica with the fewest requests, waiting or in its running batch (join the shortest
+    queue; ties take turns)."""
+
+    def __init__(self, queues: Sequence[Queue], load: ReplicaLoad):
         self._queues = queues
+        self._load = load
+        self._turn = 0
 
     def __call__(self, request: int, now_s: float) -> int:
-        lengths = [len(q) for q in self._queues]
-        return lengths.index(min(lengths))
+        lengths = [self._load.in_system(self._queues, i) for i in range(len(self._queues))]
+        chosen = argmin_in_turn(lengths, self._turn)
+        self._turn = chosen + 1
+        return chosen
 
 
 class LeastWork:
-    """The replica with the least predicted outstanding work (ties: the lowest index).
+    """The replica with the least predicted outstanding work (ties take turns).
 
     Predicted work = what the profile's median says is left of the running batch
-    (`busy_until_s[r]` - now, set by the engine at each launch) + the time to serve the
-    queue in batches of max_batch: (L // B) * s(B) + s(L mod B) for L queued.
+    (its start + median latency - now) + the time to serve the queue in batches of
+    max_batch: (L // B) * s(B) + s(L mod B) for L queued, s the profile's median.
     """
 
     def __init__(
-        self,
-        queues: Sequence[Queue],
-        profile: Profile,
-        max_batch: int,
-        busy_until_s: list[float],
+        self, queues: Sequence[Queue], profile: Profile, max_batch: int, load: ReplicaLoad
     ):
         self._queues = queues
-        self._busy_until_s = busy_until_s
+        self._busy_until_s = load.busy_until_s
+        self._turn = 0
         self._max_batch = max_batch
         self._batch_s = [0.0] + [profile.latency_ms(b) / 1000.0 for b in range(1, max_batch + 1)]
 
@@ -64,14 +95,18 @@ class LeastWork:
 
     def __call__(self, request: int, now_s: float) -> int:
         work = [self.predicted_work_s(i, now_s) for i in range(len(self._queues))]
-        return work.index(min(work))
+        chosen = argmin_in_turn(work, self._turn)
+        self._turn = chosen + 1
+        return chosen
 
 
 class PowerOfTwo:
-    """Two distinct replicas drawn at random; the one with the shorter queue (ties: the first)."""
+    """Two distinct replicas drawn at random; the one with fewer requests, waiting or running
+    (ties: the first drawn)."""
 
-    def __init__(self, queues: Sequence[Queue], rng: np.random.Generator):
+    def __init__(self, queues: Sequence[Queue], load: ReplicaLoad, rng: np.random.Generator):
         self._queues = queues
+        self._load = load
         self._rng = rng
         self._pairs: list[list[int]] = []
 
@@ -84,7 +119,8 @@ class PowerOfTwo:
             second = (first + self._rng.integers(1, n, 4096)) % n  # distinct from first
             self._pairs = np.stack([first, second], axis=1).tolist()[::-1]
         a, b = self._pairs.pop()
-        return b if len(self._queues[b]) < len(self._queues[a]) else a
+        in_system = self._load.in_system
+        return b if in_system(self._queues, b) < in_system(self._queues, a) else a
 
 
 def make_dispatcher(
@@ -92,15 +128,15 @@ def make_dispatcher(
     queues: Sequence[Queue],
     profile: Profile,
     max_batch: int,
-    busy_until_s: list[float],
+    load: ReplicaLoad,
     rng: np.random.Generator,
 ) -> Callable[[int, float], int]:
     if name == "round-robin":
         return RoundRobin(len(queues))
     if name == "shortest-queue":
-        return ShortestQueue(queues)
+        return ShortestQueue(queues, load)
     if name == "least-work":
-        return LeastWork(queues, profile, max_batch, busy_until_s)
+        return LeastWork(queues, profile, max_batch, load)
     if name == "power-of-two":
-        return PowerOfTwo(queues, rng)
+        return PowerOfTwo(queues, load, rng)
     raise ValueError(f"unknown dispatcher {name!r}; one of {', '.join(DISPATCHERS)}")

@@ -82,7 +82,9 @@ class RunRecords:
         if self.deadline_s is not None and np.isfinite(self.deadline_s).any():
             columns["deadline"] = self.deadline_s
         if self.class_names is not None and self.class_id is not None:
-            columns["class"] = pd.Categorical.from_codes(self.class_id, categories=list(self.class_names))
+            columns["class"] = pd.Categorical.from_codes(
+                self.class_id, categories=list(self.class_names)
+            )
         return columns
 
     def batches_frame(self) -> pd.DataFrame:

@@ -23,9 +23,12 @@ class DeadlinePolicy:
     - Otherwise the policy waits until the last moment the earliest deadline can still
       be met by the batch that would run now (deadline - latency(queued)), and asks
       again at each arrival, since a larger batch has a larger latency.
-    - The batch is the largest (up to max_batch) whose predicted latency keeps every
-      member within its deadline; the earliest deadline binds, as members are in EDF
-      order.
+    - At launch, the batch is the largest (up to max_batch) whose predicted latency
+      keeps every member within its deadline. With `on_miss: drop` the policy may also
+      give up the j most urgent requests when that lets a batch of b later ones all
+      make their deadlines: it picks the (j, b) with the most b - j (ties: fewer
+      dropped), as Nexus's early drop does, so one urgent request cannot pin every
+      batch to size 1. With `on_miss: serve` nothing is given up (j = 0).
     """
 
     name = "deadline"
@@ -86,14 +89,39 @@ class DeadlinePolicy:
         earliest_s = queue.deadline_s(0)
         if math.isinf(earliest_s):  # nothing queued has a deadline: serve at once
             return Launch(cap, cap)
-        if n >= self._max_batch:
+        if n < self._max_batch:
+            latest_start_s = earliest_s - self.predicted_s[cap]
+            if now_s < latest_start_s:
+                return Wait(until_s=latest_start_s, until_queue_len=n + 1)
+        if self.on_miss == "serve":
             size = self.largest_within(earliest_s - now_s, cap)
             return Launch(size, size)
-        latest_start_s = earliest_s - self.predicted_s[cap]
-        if now_s >= latest_start_s:
-            size = self.largest_within(earliest_s - now_s, cap)
-            return Launch(size, size)
-        return Wait(until_s=latest_start_s, until_queue_len=n + 1)
+        dropped, size = self.best_window(now_s, queue, cap)
+        if dropped:
+            return Drop(dropped)
+        return Launch(size, size)
+
+    def best_window(self, now_s: float, queue: QueueView, cap: int) -> tuple[int, int]:
+        """(j, b): give up the first j, launch the next b, all on time; most b - j wins."""
+        n = len(queue)
+        best_j, best_b = 0, 0
+        for b in range(cap, 0, -1):
+            if b < best_b - best_j:
+                break  # no smaller batch can match the best, even with nothing dropped
+            need_s = now_s + self.predicted_s[b] - TOLERANCE_S
+            lo, hi = 0, n  # first position whose deadline is >= need_s (EDF order)
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if queue.deadline_s(mid) < need_s:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            if lo + b > n:
+                continue
+            value, best = b - lo, best_b - best_j
+            if value > best or (value == best and lo < best_j):
+                best_j, best_b = lo, b
+        return best_j, best_b
 
     def __repr__(self) -> str:
         return (
