@@ -87,6 +87,23 @@ def summary_table(summary: dict[str, Any]) -> Table:
         table.add_row(
             "fairness (Jain, attainment)", _fmt(summary["fairness"]["jain_attainment"], 3)
         )
+    if "robots" in summary:
+        rb = summary["robots"]
+        miss = rb["deadline_miss_rate"]
+        table.add_row(
+            f"robots ({rb['count']})",
+            f"stall {rb['stall_fraction']:.1%} (worst {rb['stall_fraction_max']:.1%}), "
+            f"deadline misses {'-' if miss is None else f'{miss:.1%}'}, "
+            f"control rate {rb['control_rate_ratio']:.1%} of target "
+            f"({rb['effective_control_hz']:.1f} Hz), chunks {rb['chunk_rate_hz']:.2f}/s, "
+            f"stale actions {rb['stale_actions']:,}, Jain {_fmt(rb['jain_control_rate'], 3)}",
+        )
+        trip = rb["round_trip_ms"]
+        table.add_row(
+            "robot round trip (ms)",
+            f"p50 {_fmt(trip['p50'])}  p90 {_fmt(trip['p90'])}  p99 {_fmt(trip['p99'])}  "
+            f"max {_fmt(trip['max'])}",
+        )
     if "memory" in summary:
         mem = summary["memory"]
         table.add_row(
@@ -137,7 +154,8 @@ def run(
         out_console.print(summary_table(summary))
         note = f"{records.arrival_s.size:,} requests simulated in {wall_s:.2f} s"
         if out is not None:
-            note += f"; wrote {out}/summary.json, requests.parquet, batches.parquet"
+            extra = ", robots.parquet" if records.robots is not None else ""
+            note += f"; wrote {out}/summary.json, requests.parquet, batches.parquet{extra}"
         out_console.print(note)
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from sim.engine.records import COMPLETED, DROPPED, IN_SERVICE, QUEUED, REJECTED, RunRecords
 
@@ -132,3 +133,67 @@ def summarize(rec: RunRecords, slo_latency_ms: float | None = None) -> dict[str,
             "jain_attainment": jain_index([c["attainment"] for c in classes.values()])
         }
     return summary
+
+
+def robots_frame(rec: RunRecords) -> pd.DataFrame:
+    """robots.parquet: one row per robot, figures over the window [warmup_s, end]."""
+    window_s = rec.end_s - rec.warmup_s
+    rows = []
+    for client in rec.robots or []:
+        st, p = client.stats, client.p
+        answered = st.window_responses + st.window_failures
+        trips_ms = np.asarray(st.round_trips_s, dtype=float) * 1000.0
+        rows.append(
+            {
+                "robot": client.id,
+                "group": p.group,
+                "mode": p.mode,
+                "control_hz": p.control_hz,
+                "requests": st.window_sent,
+                "responses": st.window_responses,
+                "failures": st.failures,
+                "deadline_misses": st.window_misses,
+                "deadline_miss_rate": (
+                    st.window_misses / answered if answered and p.has_deadlines else None
+                ),
+                "stall_fraction": float(st.window_stall_s) / window_s,
+                "effective_control_hz": st.window_executed / window_s,
+                "control_rate_ratio": st.window_executed / window_s / p.control_hz,
+                "chunk_rate_hz": st.window_responses / window_s,
+                "executed_actions": st.executed_actions,
+                "delivered_actions": st.delivered_actions,
+                "stale_actions": st.stale_actions,
+                "unused_actions": st.unused_actions,
+                "replaced_actions": st.replaced_actions,
+                "queued_actions": client.queue,
+                "round_trip_p50_ms": float(np.percentile(trips_ms, 50)) if trips_ms.size else None,
+                "round_trip_p99_ms": float(np.percentile(trips_ms, 99)) if trips_ms.size else None,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def robots_summary(rec: RunRecords) -> dict[str, Any]:
+    """The `robots` block of summary.json: fleet figures over the window."""
+    frame = robots_frame(rec)
+    trips = (
+        np.concatenate([np.asarray(c.stats.round_trips_s, dtype=float) for c in rec.robots])
+        * 1000.0
+    )
+    with_deadlines = [c for c in rec.robots if c.p.has_deadlines]
+    total_answered = sum(c.stats.window_responses + c.stats.window_failures for c in with_deadlines)
+    total_misses = sum(c.stats.window_misses for c in with_deadlines)
+    return {
+        "count": int(len(frame)),
+        "stall_fraction": float(frame["stall_fraction"].mean()),
+        "stall_fraction_max": float(frame["stall_fraction"].max()),
+        "deadline_miss_rate": total_misses / total_answered if total_answered else None,
+        "effective_control_hz": float(frame["effective_control_hz"].mean()),
+        "control_rate_ratio": float(frame["control_rate_ratio"].mean()),
+        "chunk_rate_hz": float(frame["chunk_rate_hz"].mean()),
+        "stale_actions": int(frame["stale_actions"].sum()),
+        "unused_actions": int(frame["unused_actions"].sum()),
+        "replaced_actions": int(frame["replaced_actions"].sum()),
+        "round_trip_ms": distribution(trips),
+        "jain_control_rate": jain_index(frame["control_rate_ratio"].tolist()),
+    }

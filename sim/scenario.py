@@ -39,6 +39,7 @@ from sim.policies import (
 from sim.profile import Profile
 from sim.workload import open as open_loop
 from sim.workload.open import Arrivals
+from sim.workload.robots import RobotClient, RobotParams
 
 
 class Strict(BaseModel):
@@ -174,8 +175,101 @@ class TraceWorkload(Strict):
         )
 
 
+class NetworkMs(Strict):
+    """One-way network delays added to every request (ms); jitter is a Gaussian std, clipped at 0."""
+
+    uplink: NonNegativeFloat = 0.0
+    downlink: NonNegativeFloat = 0.0
+    jitter: NonNegativeFloat = 0.0
+
+
+class RobotGroup(Strict):
+    """Robots that share one control loop configuration."""
+
+    name: str | None = None
+    count: PositiveInt
+    control_hz: PositiveFloat
+    chunk: PositiveInt
+    execute: PositiveInt | None = None  # default: the whole chunk
+    mode: Literal["sync", "async"] = "sync"
+    threshold: float = Field(0.5, ge=0.0, le=1.0)
+    start: Literal["synchronized", "staggered", "random"] = "staggered"
+    jitter_ms: NonNegativeFloat = 0.0
+    network_ms: NetworkMs = NetworkMs()
+
+    @model_validator(mode="after")
+    def _execute_within_chunk(self) -> RobotGroup:
+        if self.execute is not None and self.execute > self.chunk:
+            raise ValueError(f"execute ({self.execute}) cannot exceed chunk ({self.chunk})")
+        return self
+
+    @property
+    def actions_per_chunk(self) -> int:
+        return self.execute if self.execute is not None else self.chunk
+
+
+class RobotsWorkload(Strict):
+    """A closed-loop fleet: one group's keys inline, or `groups: [...]` (inline keys then act
+    as every group's defaults)."""
+
+    kind: Literal["robots"]
+    groups: list[RobotGroup] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _inline_group(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        defaults = {k: v for k, v in data.items() if k not in ("kind", "groups")}
+        groups = data.get("groups")
+        if groups is None:
+            return {"kind": data.get("kind"), "groups": [defaults]}
+        if not isinstance(groups, list):
+            return data
+        merged = [{**defaults, **g} if isinstance(g, dict) else g for g in groups]
+        return {"kind": data.get("kind"), "groups": merged}
+
+    def clients(
+        self, rng: np.random.Generator, warmup_s: float, slo_ms: float | None
+    ) -> list[RobotClient]:
+        """One RobotClient per robot, numbered across groups in order."""
+        clients: list[RobotClient] = []
+        for g_index, group in enumerate(self.groups):
+            execute = group.actions_per_chunk
+            motion_s = execute / group.control_hz  # one period of the robot's loop
+            for r in range(group.count):
+                if group.start == "synchronized":
+                    start_s = 0.0
+                elif group.start == "staggered":
+                    start_s = r * motion_s / group.count
+                else:
+                    start_s = float(rng.uniform(0.0, motion_s))
+                params = RobotParams(
+                    control_hz=group.control_hz,
+                    chunk=group.chunk,
+                    execute=execute,
+                    mode=group.mode,
+                    threshold=group.threshold,
+                    start_s=start_s,
+                    jitter_s=group.jitter_ms / 1000.0,
+                    uplink_s=group.network_ms.uplink / 1000.0,
+                    downlink_s=group.network_ms.downlink / 1000.0,
+                    network_jitter_s=group.network_ms.jitter / 1000.0,
+                    slo_s=None if slo_ms is None else slo_ms / 1000.0,
+                    group=group.name or f"group{g_index}",
+                )
+                child = np.random.default_rng(rng.integers(2**63))
+                clients.append(RobotClient(len(clients), params, child, warmup_s))
+        return clients
+
+
 Workload = Annotated[
-    PoissonWorkload | GammaWorkload | PeriodicWorkload | MmppWorkload | TraceWorkload,
+    PoissonWorkload
+    | GammaWorkload
+    | PeriodicWorkload
+    | MmppWorkload
+    | TraceWorkload
+    | RobotsWorkload,
     Field(discriminator="kind"),
 ]
 
@@ -331,11 +425,14 @@ class Scenario(Strict):
             names = [c.name for c in self.classes]
             if len(set(names)) != len(names):
                 raise ValueError("classes: names must be distinct")
+        closed_loop = self.workload.kind == "robots"
+        if closed_loop and self.classes is not None:
+            raise ValueError("classes apply to open-loop workloads; robots set their own deadlines")
         if self.policy.kind == "deadline":
             has_slo = self.slo.latency_ms is not None or any(
                 c.latency_ms is not None for c in self.classes or []
             )
-            if not has_slo:
+            if not (has_slo or closed_loop):
                 raise ValueError(
                     "the deadline policy needs slo.latency_ms or classes with latency_ms"
                 )
@@ -449,6 +546,12 @@ def parse_scenario(data: Any, source: str = "<scenario>") -> Scenario:
         return Scenario.model_validate(data)
     except ValidationError as exc:
         field, message = _format_error(exc)
+        workload = data.get("workload")
+        if isinstance(workload, dict) and "groups" not in workload:
+            # a one-group fleet written inline: name its keys as the user wrote them
+            field = field.replace("workload.groups.0.", "workload.").replace(
+                "workload.groups.0", "workload"
+            )
         raise InputError(message, source=source, field=field or None) from None
 
 
@@ -600,7 +703,7 @@ class LoadedScenario:
 
         Streams are spawned by position, so adding one never changes the others.
         """
-        names = ("arrivals", "service", "classes", "dispatch")
+        names = ("arrivals", "service", "classes", "dispatch", "robots")
         seeds = np.random.SeedSequence(self.scenario.seed).spawn(len(names))
         return {name: np.random.default_rng(seed) for name, seed in zip(names, seeds, strict=True)}
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from sim.engine import Engine, RunRecords
 from sim.engine.core import ProgressFn
-from sim.metrics import summarize
+from sim.metrics import robots_frame, robots_summary, summarize
 from sim.scenario import LoadedScenario
 
 
@@ -16,7 +16,16 @@ def simulate(loaded: LoadedScenario, progress: ProgressFn | None = None) -> RunR
     """Generate the scenario's traffic and run it through the engine; deterministic under the seed."""
     s = loaded.scenario
     rngs = loaded.rngs()
-    arrivals = loaded.arrivals(rngs["arrivals"])
+    closed_loop = s.workload.kind == "robots"
+    if closed_loop:
+        arrivals = None
+        traffic = {
+            "clients": s.workload.clients(rngs["robots"], s.warmup_s, s.slo.latency_ms),
+            "max_requests": s.requests,
+        }
+    else:
+        arrivals = loaded.arrivals(rngs["arrivals"])
+        traffic = loaded.request_attributes(arrivals, rngs["classes"])
     dispatch = s.cluster.dispatcher
     if dispatch is None:
         policy = loaded.policy
@@ -36,7 +45,7 @@ def simulate(loaded: LoadedScenario, progress: ProgressFn | None = None) -> RunR
         profile=loaded.profile,
         dispatch_rng=rngs["dispatch"],
         max_padded_size=loaded.max_size_in_memory,
-        **loaded.request_attributes(arrivals, rngs["classes"]),
+        **traffic,
     )
     records = engine.run()
     records.meta.update(
@@ -52,6 +61,8 @@ def simulate(loaded: LoadedScenario, progress: ProgressFn | None = None) -> RunR
 def run_summary(loaded: LoadedScenario, records: RunRecords) -> dict[str, Any]:
     """summary.json: the contract's figures plus what produced them."""
     summary = summarize(records, loaded.scenario.slo.latency_ms)
+    if records.robots is not None:
+        summary["robots"] = robots_summary(records)
     if loaded.scenario.cluster.memory_mb is not None:
         summary["memory"] = {
             "limit_mb": loaded.scenario.cluster.memory_mb,
@@ -83,4 +94,7 @@ def write_outputs(
     records.requests_frame().to_parquet(paths[1], index=False)
     records.batches_frame().to_parquet(paths[2], index=False)
     paths[3].write_text(yaml.safe_dump(scenario, sort_keys=False))
+    if records.robots is not None:
+        paths.append(out / "robots.parquet")
+        robots_frame(records).to_parquet(paths[-1], index=False)
     return paths

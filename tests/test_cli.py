@@ -292,6 +292,44 @@ BAD_INPUTS = {
         lambda t: _mutate(t, classes=[{"name": "a", "share": 1}, {"name": "a", "share": 2}]),
         ["classes", "distinct"],
     ),
+    "robots execute above chunk": (
+        lambda t: _mutate(
+            t, workload={"kind": "robots", "count": 4, "control_hz": 50, "chunk": 10, "execute": 25}
+        ),
+        ["workload", "execute (25) cannot exceed chunk (10)"],
+    ),
+    "robots threshold outside [0, 1]": (
+        lambda t: _mutate(
+            t,
+            workload={
+                "kind": "robots",
+                "count": 4,
+                "control_hz": 30,
+                "chunk": 50,
+                "mode": "async",
+                "threshold": 1.5,
+            },
+        ),
+        ["workload.threshold", "less than or equal to 1"],
+    ),
+    "robots zero control rate": (
+        lambda t: _mutate(t, workload={"kind": "robots", "count": 4, "control_hz": 0, "chunk": 50}),
+        ["workload.control_hz", "greater than 0"],
+    ),
+    "robots group missing count": (
+        lambda t: _mutate(
+            t, workload={"kind": "robots", "control_hz": 30, "chunk": 50, "groups": [{"name": "a"}]}
+        ),
+        ["workload.groups.0.count", "required"],
+    ),
+    "robots with classes": (
+        lambda t: _mutate(
+            t,
+            workload={"kind": "robots", "count": 2, "control_hz": 30, "chunk": 50},
+            classes=[{"name": "a", "share": 1}],
+        ),
+        ["classes apply to open-loop workloads"],
+    ),
     "class share not positive": (
         lambda t: _mutate(t, classes=[{"name": "a", "share": 0}]),
         ["classes.0.share", "greater than 0"],

@@ -27,6 +27,7 @@ from sim.engine.records import COMPLETED, DROPPED, IN_SERVICE, RunRecords
 from sim.policies.base import Drop, Launch, Policy
 from sim.profile import Profile, ServiceSampler
 from sim.workload.open import Arrivals
+from sim.workload.robots import RobotClient
 
 ProgressFn = Callable[[float], None]
 
@@ -60,8 +61,14 @@ class Engine:
         class_id: np.ndarray | None = None,
         class_names: tuple[str, ...] | None = None,
         max_padded_size: int | None = None,
+        clients: Sequence[RobotClient] | None = None,
+        max_requests: int | None = None,
     ):
         self.env = simpy.Environment()
+        self.clients = list(clients) if clients is not None else None
+        self._max_requests = max_requests
+        if self.clients is not None:  # closed loop: requests are created as the run goes on
+            arrivals = Arrivals(np.zeros(0), np.zeros(0, dtype=np.int32))
         self.arrivals = arrivals
         self.service = service
         self.replicas = replicas
@@ -83,6 +90,9 @@ class Engine:
         self.class_names = class_names
         times = arrivals.time_s.tolist()  # Python floats: fast scalar reads for policies
         deadlines = self.deadline_s.tolist()
+        self._times, self._deadlines, self._sources = times, deadlines, arrivals.source.tolist()
+        self._pending: dict[int, simpy.Event] = {}  # closed loop: request id -> its response
+        self._arrived = self.env.event()  # closed loop: fires when a request arrives
         make_queue = self._queue_factory(times, deadlines, priority, per_replica)
         self.queues: list[Queue] = [make_queue() for _ in range(replicas if per_replica else 1)]
         self.load = ReplicaLoad(replicas)  # what dispatchers know of each replica
@@ -99,7 +109,10 @@ class Engine:
                 dispatch_rng or np.random.default_rng(0),
             )
         self._profile = profile
-        self.feed = Feed(times, self.queues, self.outcome, dispatcher, max_queue, timeout_s)
+        on_fail = self._notify_failed if self.clients is not None else None
+        self.feed = Feed(
+            times, self.queues, self.outcome, dispatcher, max_queue, timeout_s, on_fail
+        )
         # per-batch columns grow as Python lists: one append per batch is cheap
         self._b_replica: list[int] = []
         self._b_start: list[float] = []
@@ -109,19 +122,20 @@ class Engine:
 
     def _queue_factory(self, times, deadlines, priority, per_replica) -> Callable[[], Queue]:
         order = self.policies[0].order
-        if order == "edf" and np.any(np.diff(self.deadline_s) < 0):
+        closed_loop = self.clients is not None
+        if order == "edf" and (closed_loop or np.any(np.diff(self.deadline_s) < 0)):
             return lambda: OrderedQueue(times, deadlines, lambda i: (deadlines[i],))
         if order == "fifo" and priority is not None and np.unique(priority).size > 1:
             prio = priority.tolist()
             return lambda: OrderedQueue(times, deadlines, lambda i: (-prio[i], times[i]))
         # deadlines in arrival order (or a FIFO policy without priorities): FIFO is the order
-        return lambda: FifoQueue(times, deadlines, prefilled=not per_replica)
+        return lambda: FifoQueue(times, deadlines, prefilled=not (per_replica or closed_loop))
 
     def _replica(self, replica: int):
         env, feed, policy = self.env, self.feed, self.policies[replica]
         queue = self.queues[replica if len(self.queues) > 1 else 0]
         learns = hasattr(policy, "on_batch_done")
-        request_batch, outcome = self.request_batch, self.outcome
+        closed_loop = self.clients is not None
         b_replica, b_start, b_end = self._b_replica, self._b_start, self._b_end
         b_size, b_padded = self._b_size, self._b_padded
         max_padded = self._max_padded_size
@@ -138,7 +152,8 @@ class Engine:
                 if max_padded is not None and padded > max_padded:
                     raise RuntimeError(f"{policy!r} launched {padded}, above the memory limit")
                 batch_id = len(b_start)
-                request_batch[queue.take(count)] = batch_id
+                ids = queue.take(count)
+                self.request_batch[ids] = batch_id
                 service_s = self.service(padded)
                 b_replica.append(replica)
                 b_start.append(now)
@@ -152,13 +167,26 @@ class Engine:
                 load.running[replica] = 0
                 if learns:
                     policy.on_batch_done(env.now, count, padded, service_s)
+                if closed_loop:
+                    for request in ids.tolist():
+                        self._pending.pop(request).succeed(True)
                 continue
             if kind is Drop:
                 if not 1 <= decision.count <= len(queue):
                     raise RuntimeError(f"{policy!r} returned {decision} with {len(queue)} queued")
-                outcome[queue.take(decision.count)] = DROPPED
+                gone = queue.take(decision.count)
+                self.outcome[gone] = DROPPED
+                if closed_loop:
+                    self._notify_failed(gone)
                 continue
             wake = decision.until_s
+            if closed_loop:
+                # arrivals are not known in advance: also wake at the next one
+                events = [self._arrived]
+                if wake is not None:
+                    events.append(env.timeout(max(wake - now, 0.0)))
+                yield env.any_of(events)
+                continue
             if decision.until_queue_len is not None:
                 reach = feed.time_queue_reaches(queue, decision.until_queue_len)
                 if reach is not None and (wake is None or reach < wake):
@@ -167,6 +195,62 @@ class Engine:
                 # open loop: no arrival can come and no timer is set, so nothing will change
                 return
             yield env.timeout(max(wake - now, 0.0))
+
+    # ---- closed loop ----------------------------------------------------------------------
+    def _robot(self, client: RobotClient):
+        """Drive one robot client with the simulated clock: send, wait for the answer, deliver."""
+        env = self.env
+        while True:
+            send_s = client.next_send_s
+            if send_s is None or (self.horizon_s is not None and send_s >= self.horizon_s):
+                return
+            if self._max_requests is not None and len(self._times) >= self._max_requests:
+                return
+            yield env.timeout(max(send_s - env.now, 0.0))
+            uplink_s, downlink_s, deadline_s = client.send(env.now)
+            if uplink_s > 0:
+                yield env.timeout(uplink_s)
+            answered = env.event()
+            self._submit(client.id, deadline_s - client.p.downlink_s, answered)
+            ok = yield answered
+            if downlink_s > 0:
+                yield env.timeout(downlink_s)
+            client.deliver(env.now, ok)
+
+    def _submit(self, source: int, deadline_s: float, answered: simpy.Event) -> None:
+        """A request reaches the server now: record it, admit it, wake idle replicas."""
+        request = len(self._times)
+        if request == self.outcome.size:
+            self._grow()
+        self._times.append(self.env.now)
+        self._deadlines.append(deadline_s)
+        self._sources.append(source)
+        self.deadline_s[request] = deadline_s
+        self._pending[request] = answered
+        self.feed.advance(self.env.now)
+        if self.feed.timeout_s is not None:
+            self.env.process(self._expire_at(self.env.now + self.feed.timeout_s))
+        arrived, self._arrived = self._arrived, self.env.event()
+        arrived.succeed()
+
+    def _expire_at(self, t_s: float):
+        # a request that waits longer than timeout_ms is dropped then, its robot told at once
+        yield self.env.timeout(max(math.nextafter(t_s, math.inf) - self.env.now, 0.0))
+        self.feed.advance(self.env.now)
+
+    def _notify_failed(self, requests: np.ndarray) -> None:
+        for request in requests.tolist():
+            self._pending.pop(request).succeed(False)
+
+    def _grow(self) -> None:
+        extra = max(self.outcome.size, 1024)
+        self.outcome = np.concatenate([self.outcome, np.zeros(extra, dtype=np.int8)])
+        self.request_batch = np.concatenate(
+            [self.request_batch, np.full(extra, -1, dtype=np.int64)]
+        )
+        self.deadline_s = np.concatenate([self.deadline_s, np.full(extra, np.inf)])
+        self.class_id = np.concatenate([self.class_id, np.zeros(extra, dtype=np.int16)])
+        self.feed.outcome = self.outcome
 
     def _monitor(self, horizon_s: float, ticks: int = 100):
         step = horizon_s / ticks
@@ -178,6 +262,8 @@ class Engine:
         """Run to the horizon (or until nothing can happen) and return the records."""
         for r in range(self.replicas):
             self.env.process(self._replica(r))
+        for client in self.clients or []:
+            self.env.process(self._robot(client))
         if self._progress is not None:
             span = self.horizon_s if self.horizon_s is not None else self.feed.last_arrival_s
             if span:
@@ -206,6 +292,15 @@ class Engine:
     def _records(self, end_s: float) -> RunRecords:
         # every arrival up to the end is admitted or rejected, and expiries applied
         self.feed.advance(end_s)
+        if self.clients is not None:
+            n = len(self._times)
+            self.arrivals = Arrivals(
+                np.asarray(self._times), np.asarray(self._sources, dtype=np.int32)
+            )
+            self.outcome, self.request_batch = self.outcome[:n], self.request_batch[:n]
+            self.deadline_s, self.class_id = self.deadline_s[:n], self.class_id[:n]
+            for client in self.clients:
+                client.finish(end_s)
         batch_end = np.asarray(self._b_end, dtype=float)
         served = self.request_batch >= 0
         done = np.zeros(served.size, dtype=bool)
@@ -229,4 +324,5 @@ class Engine:
             deadline_s=self.deadline_s,
             class_id=self.class_id,
             class_names=self.class_names,
+            robots=self.clients,
         )

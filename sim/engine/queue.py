@@ -41,6 +41,10 @@ class FifoQueue:
         return self._deadlines[self.buf[self.head + position]]
 
     def push(self, request: int) -> None:
+        if self.tail == self.buf.size:  # closed loop: requests keep coming
+            self.buf = np.concatenate(
+                [self.buf, np.empty(max(self.buf.size, 1024), dtype=np.int64)]
+            )
         self.buf[self.tail] = request
         self.tail += 1
 
@@ -119,17 +123,23 @@ class Feed:
         dispatch: Dispatcher | None = None,
         max_queue: int | None = None,
         timeout_s: float | None = None,
+        on_fail: Callable[[np.ndarray], None] | None = None,
     ):
-        self._times = times
-        self._n = len(times)
+        self._times = times  # grows while the run goes on, for closed-loop traffic
         self.queues = list(queues)
-        self._outcome = outcome
+        self.outcome = outcome
+        self._on_fail = on_fail
         self._dispatch = dispatch
         self._max_queue = max_queue
         self.timeout_s = timeout_s
         self.next_arrival = 0  # first request id that has not arrived yet
         single_fifo = len(self.queues) == 1 and isinstance(self.queues[0], FifoQueue)
-        self._bulk = single_fifo and dispatch is None and (max_queue is None or timeout_s is None)
+        self._bulk = (
+            single_fifo
+            and dispatch is None
+            and on_fail is None
+            and (max_queue is None or timeout_s is None)
+        )
 
     def advance(self, now_s: float) -> None:
         """Admit or reject every arrival at or before `now_s`, then expire what waited too long."""
@@ -147,7 +157,7 @@ class Feed:
         admitted_stop = stop
         if self._max_queue is not None:
             admitted_stop = min(stop, start + max(self._max_queue - len(queue), 0))
-            self._outcome[admitted_stop:stop] = REJECTED
+            self.outcome[admitted_stop:stop] = REJECTED
         queue.push_range(start, admitted_stop)
         self.next_arrival = stop
 
@@ -160,7 +170,9 @@ class Feed:
             index = 0 if self._dispatch is None else self._dispatch(request, self._times[request])
             queue = self.queues[index]
             if self._max_queue is not None and len(queue) >= self._max_queue:
-                self._outcome[request] = REJECTED
+                self.outcome[request] = REJECTED
+                if self._on_fail is not None:
+                    self._on_fail(np.array([request]))
             else:
                 queue.push(request)
 
@@ -169,7 +181,9 @@ class Feed:
         for queue in self.queues:
             gone = queue.expire(cutoff_s)
             if gone.size:
-                self._outcome[gone] = DROPPED
+                self.outcome[gone] = DROPPED
+                if self._on_fail is not None:
+                    self._on_fail(gone)
 
     def time_queue_reaches(self, queue: Queue, length: int) -> float | None:
         """The earliest time `queue` could hold `length` requests, from future arrivals alone.
@@ -181,8 +195,8 @@ class Feed:
         if needed <= 0:
             return None
         i = self.next_arrival + needed - 1
-        return self._times[i] if i < self._n else None
+        return self._times[i] if i < len(self._times) else None
 
     @property
     def last_arrival_s(self) -> float | None:
-        return self._times[-1] if self._n else None
+        return self._times[-1] if self._times else None

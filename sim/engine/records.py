@@ -38,6 +38,7 @@ class RunRecords:
     deadline_s: np.ndarray | None = None  # per request; inf where none
     class_id: np.ndarray | None = None  # per request, index into class_names
     class_names: tuple[str, ...] | None = None
+    robots: list[Any] | None = None  # closed loop: the RobotClient of each source id
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property

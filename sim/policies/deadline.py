@@ -20,9 +20,10 @@ class DeadlinePolicy:
     - Requests at the front that would miss their deadline even alone are dropped
       (`on_miss: drop`) or served at once, ahead of the rest (`on_miss: serve`).
     - With `max_batch` or more queued, a batch launches at once.
-    - Otherwise the policy waits until the last moment the earliest deadline can still
-      be met by the batch that would run now (deadline - latency(queued)), and asks
-      again at each arrival, since a larger batch has a larger latency.
+    - Otherwise the policy waits until the last moment every queued request can still
+      be met, were the queue served from then on in back-to-back batches of max_batch
+      (for the front batch: earliest deadline - latency(queued)), and asks again at each
+      arrival, since a larger batch has a larger latency.
     - At launch, the batch is the largest (up to max_batch) whose predicted latency
       keeps every member within its deadline. With `on_miss: drop` the policy may also
       give up the j most urgent requests when that lets a batch of b later ones all
@@ -90,7 +91,7 @@ class DeadlinePolicy:
         if math.isinf(earliest_s):  # nothing queued has a deadline: serve at once
             return Launch(cap, cap)
         if n < self._max_batch:
-            latest_start_s = earliest_s - self.predicted_s[cap]
+            latest_start_s = self.latest_start_s(queue)
             if now_s < latest_start_s:
                 return Wait(until_s=latest_start_s, until_queue_len=n + 1)
         if self.on_miss == "serve":
@@ -100,6 +101,21 @@ class DeadlinePolicy:
         if dropped:
             return Drop(dropped)
         return Launch(size, size)
+
+    def latest_start_s(self, queue: QueueView) -> float:
+        """The last moment the next batch can start with every queued request still on time,
+        if the queue is then served in back-to-back batches of max_batch (EDF order): for
+        the request at position i, in batch k = i // max_batch, deadline_i minus the
+        predicted time of batches 0..k."""
+        n = len(queue)
+        size = self._max_batch
+        latest = math.inf
+        finish_s = 0.0
+        for k in range(0, n, size):
+            finish_s += self.predicted_s[min(size, n - k)]
+            # within batch k the earliest deadline binds (EDF order)
+            latest = min(latest, queue.deadline_s(k) - finish_s)
+        return latest
 
     def best_window(self, now_s: float, queue: QueueView, cap: int) -> tuple[int, int]:
         """(j, b): give up the first j, launch the next b, all on time; most b - j wins."""

@@ -1,0 +1,233 @@
+"""Closed-loop robot clients: a control loop that executes action chunks from a policy server.
+
+A `RobotClient` is a clock-free state machine (DESIGN.md, principle 1): the driver
+asks when it will send its next request, tells it when it sent one, and hands it
+each response (or failure notice) at the moment it reaches the robot. Actions are
+executed one per control period and accounted analytically between those calls,
+so a robot costs a handful of events per request, not one per action.
+
+Model (docs/semantics.md says the same):
+- The robot executes at most `execute` actions of each `chunk` (the rest of the chunk
+  is discarded as unused), one every 1/control_hz seconds, while it has any.
+- sync: it sends an observation when it has executed the last action of its chunk
+  (one period after that action), idles (stalls) until the response arrives, starts
+  executing at once, and repeats.
+- async: it keeps executing while its request is in flight, and sends when its
+  remaining actions fall to `threshold` x execute or below. A response replaces the
+  queue: the actions the robot executed since the observation are stale (the chunk's
+  first m actions, m counted in executed actions, LeRobot's timestep rule), the old
+  queue's leftovers are discarded, and if the robot had run dry it stalls until then and
+  resumes at once.
+- A request's deadline (at the robot) is when its action queue runs dry: the first
+  control tick with no action left, or one control period after the send when the
+  robot has already run dry (async). A sync robot idles by design, so its requests
+  have a deadline only when the scenario sets an SLO (`slo_s` after the send). A
+  response at the deadline is on time.
+- A failure notice (the server dropped or rejected the request) makes the robot send
+  again one control period later (it retries at its next tick).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class RobotParams:
+    """One robot's loop: rates, chunking, mode and network."""
+
+    control_hz: float
+    chunk: int
+    execute: int
+    mode: str = "sync"  # sync | async
+    threshold: float = 0.5
+    start_s: float = 0.0
+    jitter_s: float = 0.0  # Gaussian jitter on each send time
+    uplink_s: float = 0.0
+    downlink_s: float = 0.0
+    network_jitter_s: float = 0.0
+    slo_s: float | None = None  # sync deadline after the send; None: one control period
+    group: str = "robots"
+
+    @property
+    def period_s(self) -> float:
+        return 1.0 / self.control_hz
+
+    @property
+    def has_deadlines(self) -> bool:
+        return self.mode == "async" or self.slo_s is not None
+
+
+def _ticks_in(first_s: float, count: int, period_s: float, lo_s: float, hi_s: float) -> int:
+    """How many of the ticks first, first+T, ..., first+(count-1)T lie in [lo, hi)."""
+    if count <= 0 or hi_s <= lo_s:
+        return 0
+    k_lo = max(0, math.ceil((lo_s - first_s) / period_s - 1e-9))
+    k_hi = count if math.isinf(hi_s) else min(count, math.ceil((hi_s - first_s) / period_s - 1e-9))
+    return max(0, k_hi - k_lo)
+
+
+@dataclass
+class RobotStats:
+    """Running totals of one robot; `window` figures count only [warmup, end)."""
+
+    sent: int = 0
+    responses: int = 0
+    failures: int = 0
+    misses: int = 0
+    delivered_actions: int = 0
+    executed_actions: int = 0
+    stale_actions: int = 0
+    unused_actions: int = 0
+    replaced_actions: int = 0
+    window_executed: int = 0
+    window_stall_s: float = 0.0
+    window_responses: int = 0
+    window_sent: int = 0
+    window_misses: int = 0
+    window_failures: int = 0
+    round_trips_s: list[float] = field(default_factory=list)
+
+
+class RobotClient:
+    """One robot's control loop as a state machine driven by a clock (simulated or real)."""
+
+    def __init__(
+        self, robot_id: int, params: RobotParams, rng: np.random.Generator, warmup_s: float = 0.0
+    ):
+        self.id = robot_id
+        self.p = params
+        self._rng = rng
+        self.warmup_s = warmup_s
+        self.stats = RobotStats()
+        self.usable = min(params.execute, params.chunk)
+        self.queue = 0  # actions left to execute
+        self.next_tick_s = params.start_s  # when the next action is due
+        self.stalled_since_s: float | None = params.start_s  # the robot starts with nothing
+        self.in_flight = False
+        self.executed_since_send = 0
+        self.sent_at_s = 0.0
+        self.deadline_s = math.inf
+        self.next_send_s: float | None = self._jittered(params.start_s)
+
+    # ---- what the driver asks -----------------------------------------------------------
+    def send(self, now_s: float) -> tuple[float, float, float]:
+        """The robot sends its observation at `now_s`.
+
+        Returns (uplink_s, downlink_s, deadline_s): the network delays drawn for this
+        request and its deadline at the robot.
+        """
+        self._run_until(now_s, inclusive=True)  # the action due at the send tick runs first
+        self.in_flight = True
+        self.next_send_s = None
+        self.sent_at_s = now_s
+        self.executed_since_send = 0
+        if self.p.mode == "sync":
+            self.deadline_s = now_s + self.p.slo_s if self.p.slo_s is not None else math.inf
+        elif self.stalled_since_s is not None:
+            # already dry: the next action is due at the next control tick
+            self.deadline_s = now_s + self.p.period_s
+        else:
+            # the queue runs dry at the first tick with no action left
+            self.deadline_s = self.next_tick_s + self.queue * self.p.period_s
+        self.stats.sent += 1
+        if now_s >= self.warmup_s:
+            self.stats.window_sent += 1
+        return self._network(self.p.uplink_s), self._network(self.p.downlink_s), self.deadline_s
+
+    def deliver(self, now_s: float, ok: bool) -> None:
+        """The response (ok) or a failure notice (not ok) reaches the robot at `now_s`."""
+        self._run_until(now_s)  # ticks strictly before now; a response at a tick comes first
+        self.in_flight = False
+        stats = self.stats
+        in_window = now_s >= self.warmup_s
+        if not ok or now_s > self.deadline_s + 1e-12:
+            stats.misses += 1
+            stats.window_misses += int(in_window)
+        if not ok:
+            stats.failures += 1
+            stats.window_failures += int(in_window)
+            self.next_send_s = self._jittered(now_s + self.p.period_s)
+            if self.p.mode == "async":
+                self._schedule_async_send(now_s)
+            return
+        stats.responses += 1
+        stats.window_responses += int(in_window)
+        if self.sent_at_s >= self.warmup_s:
+            stats.round_trips_s.append(float(now_s - self.sent_at_s))
+        chunk, usable = self.p.chunk, self.usable
+        stats.delivered_actions += chunk
+        stats.unused_actions += chunk - usable
+        stale = min(self.executed_since_send, usable)
+        stats.stale_actions += stale
+        stats.replaced_actions += self.queue
+        self.queue = usable - stale
+        if self.stalled_since_s is not None and self.queue > 0:
+            self._end_stall(now_s)
+            self.next_tick_s = now_s
+        if self.p.mode == "sync":
+            # the next observation goes out when the chunk's last action period ends
+            self.next_send_s = self._jittered(self.next_tick_s + self.queue * self.p.period_s)
+        else:
+            self._schedule_async_send(now_s)
+
+    def finish(self, end_s: float) -> None:
+        """Account for everything up to `end_s` (the end of the run)."""
+        self._run_until(end_s)
+        if self.stalled_since_s is not None:
+            self._add_stall(self.stalled_since_s, end_s)
+            self.stalled_since_s = end_s
+
+    # ---- the loop between events ----------------------------------------------------------
+    def _run_until(self, t_s: float, inclusive: bool = False) -> None:
+        """Execute every action due before `t_s` (or at it, when `inclusive`); a robot whose
+        queue runs dry stalls from the first tick it has no action for."""
+        if self.stalled_since_s is not None or self.queue == 0:
+            if self.stalled_since_s is None and self.next_tick_s < t_s:
+                self.stalled_since_s = self.next_tick_s
+            return
+        period = self.p.period_s
+        steps = (t_s - self.next_tick_s) / period
+        due = math.floor(steps + 1e-9) + 1 if inclusive else math.ceil(steps - 1e-9)
+        count = min(max(due, 0), self.queue)
+        if count:
+            first = self.next_tick_s
+            self.stats.executed_actions += count
+            self.stats.window_executed += _ticks_in(first, count, period, self.warmup_s, math.inf)
+            self.queue -= count
+            self.executed_since_send += count if self.in_flight else 0
+            self.next_tick_s = first + count * period
+        if self.queue == 0 and self.next_tick_s < t_s:
+            self.stalled_since_s = self.next_tick_s
+
+    def _schedule_async_send(self, now_s: float) -> None:
+        """async: send as soon as the remaining actions are <= threshold x execute."""
+        limit = self.p.threshold * self.usable
+        if self.queue <= limit:
+            self.next_send_s = self._jittered(max(now_s, self.next_send_s or now_s))
+            return
+        # after executing j more actions, queue - j <= limit; the j-th runs at next_tick + (j-1)T
+        j = math.ceil(self.queue - limit - 1e-9)
+        self.next_send_s = self._jittered(self.next_tick_s + (j - 1) * self.p.period_s)
+
+    def _end_stall(self, now_s: float) -> None:
+        self._add_stall(self.stalled_since_s, now_s)
+        self.stalled_since_s = None
+
+    def _add_stall(self, start_s: float, end_s: float) -> None:
+        lo = max(start_s, self.warmup_s)
+        if end_s > lo:
+            self.stats.window_stall_s += float(end_s - lo)
+
+    def _jittered(self, t_s: float) -> float:
+        if self.p.jitter_s > 0:
+            t_s += float(self._rng.normal(0.0, self.p.jitter_s))
+        return t_s
+
+    def _network(self, nominal_s: float) -> float:
+        if self.p.network_jitter_s > 0:
+            return max(0.0, nominal_s + float(self._rng.normal(0.0, self.p.network_jitter_s)))
+        return nominal_s

@@ -1,0 +1,185 @@
+"""Closed-loop robot fleets: hand-computed stall figures, conservation of actions, the
+closed-loop throughput law, deadlines flowing into requests."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sim.metrics import robots_frame
+from sim.scenario import scenario_from_dict
+from sim.simulate import run_summary, simulate
+
+
+def fleet(workload: dict, latency_ms, duration_s: float, warmup_s: float = 0.0, **extra) -> tuple:
+    sizes = list(range(1, 65))
+    latency = [latency_ms(b) for b in sizes] if callable(latency_ms) else [latency_ms] * 64
+    data = {
+        "seed": 1,
+        "duration_s": duration_s,
+        "warmup_s": warmup_s,
+        "profile": {"batch_size": sizes, "latency_ms": latency},
+        "workload": {"kind": "robots", **workload},
+        "policy": {"kind": "dynamic", "max_batch": 64, "max_wait_ms": 0},
+        **extra,
+    }
+    loaded = scenario_from_dict(data)
+    records = simulate(loaded)
+    return run_summary(loaded, records), records
+
+
+def test_one_sync_robot_stalls_exactly_s_over_the_cycle():
+    s, execute, hz = 0.020, 25, 50.0
+    cycle = s + execute / hz  # 0.52 s
+    summary, records = fleet(
+        {"count": 1, "control_hz": hz, "chunk": 50, "execute": execute, "start": "synchronized"},
+        s * 1000,
+        duration_s=20 * cycle,
+        warmup_s=2 * cycle,
+    )
+    robot = robots_frame(records).iloc[0]
+    assert robot.stall_fraction == pytest.approx(s / cycle, rel=1e-9)
+    assert robot.effective_control_hz == pytest.approx(execute / cycle, rel=1e-9)
+    assert robot.chunk_rate_hz == pytest.approx(1 / cycle, rel=1e-9)
+    assert summary["robots"]["stall_fraction"] == pytest.approx(s / cycle, rel=1e-9)
+    assert robot.deadline_miss_rate is None  # sync robots without an SLO have no deadline
+
+
+def test_synchronized_sync_robots_batch_together_and_stall_s_of_n():
+    n, execute, hz = 12, 8, 15.0
+    s_of_n = 0.010 + 0.003 * n  # 46 ms for the batch of all twelve
+    cycle = s_of_n + execute / hz
+    summary, records = fleet(
+        {"count": n, "control_hz": hz, "chunk": 10, "execute": execute, "start": "synchronized"},
+        lambda b: 10.0 + 3.0 * b,
+        duration_s=30 * cycle,
+        warmup_s=3 * cycle,
+    )
+    assert set(records.batch_size.tolist()) == {n}
+    frame = robots_frame(records)
+    assert np.allclose(frame.stall_fraction, s_of_n / cycle, rtol=1e-9)
+    assert summary["robots"]["jain_control_rate"] == pytest.approx(1.0)
+
+
+def test_async_robot_on_time_never_stalls_and_runs_at_control_hz():
+    summary, records = fleet(
+        {"count": 1, "control_hz": 50, "chunk": 50, "mode": "async", "threshold": 0.5,
+         "start": "synchronized"},
+        20.0,
+        duration_s=11.0,
+        warmup_s=1.0,
+    )  # fmt: skip
+    robot = records.robots[0]
+    # the cold start (no actions before the first answer) falls in the warm-up
+    assert robot.stats.window_stall_s == 0.0
+    assert robot.stats.window_executed == 500  # exactly 50 actions per second for 10 s
+    assert robot.stats.window_misses == 0
+    assert summary["robots"]["deadline_miss_rate"] == 0.0
+    assert summary["robots"]["effective_control_hz"] == pytest.approx(50.0)
+
+
+def test_async_deadline_is_when_the_queue_runs_dry():
+    # 30 Hz, 50 actions, threshold 0.5: a request goes out with 25 actions left, so the
+    # robot runs dry 26 ticks after the send; the server sees that minus the downlink
+    _, records = fleet(
+        {"count": 1, "control_hz": 30, "chunk": 50, "mode": "async", "threshold": 0.5,
+         "start": "synchronized", "network_ms": {"uplink": 4, "downlink": 6}},
+        20.0,
+        duration_s=10.0,
+    )  # fmt: skip
+    later = slice(1, None)  # the first request is sent dry
+    slack_s = records.deadline_s[later] - records.arrival_s[later]
+    assert np.allclose(slack_s, 26 / 30 - 0.004 - 0.006, atol=1e-9)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    count=st.integers(1, 12),
+    hz=st.sampled_from([10.0, 15.0, 30.0, 50.0]),
+    chunk=st.integers(2, 60),
+    execute_frac=st.floats(0.1, 1.0),
+    mode=st.sampled_from(["sync", "async"]),
+    threshold=st.floats(0.0, 1.0),
+    start=st.sampled_from(["synchronized", "staggered", "random"]),
+    latency_ms=st.floats(5.0, 400.0),
+    uplink=st.floats(0.0, 20.0),
+    jitter=st.floats(0.0, 5.0),
+    max_queue=st.none() | st.integers(1, 6),
+)
+def test_actions_are_conserved(
+    count, hz, chunk, execute_frac, mode, threshold, start, latency_ms, uplink, jitter, max_queue
+):
+    execute = max(1, int(chunk * execute_frac))
+    workload = {
+        "count": count, "control_hz": hz, "chunk": chunk, "execute": execute, "mode": mode,
+        "threshold": threshold, "start": start, "jitter_ms": jitter,
+        "network_ms": {"uplink": uplink, "downlink": uplink / 2, "jitter": jitter},
+    }  # fmt: skip
+    admission = {"admission": {"max_queue": max_queue}} if max_queue else {}
+    _, records = fleet(workload, lambda b: latency_ms + b, duration_s=8.0, **admission)
+    for robot in records.robots:
+        st_ = robot.stats
+        accounted = (
+            st_.executed_actions + st_.stale_actions + st_.unused_actions
+            + st_.replaced_actions + robot.queue
+        )  # fmt: skip
+        assert accounted == st_.delivered_actions
+        assert st_.responses + st_.failures <= st_.sent <= st_.responses + st_.failures + 1
+        assert 0.0 <= st_.window_stall_s <= 8.0 + 1e-9
+    served = records.request_batch >= 0
+    assert np.all(records.request_start_s[served] >= records.arrival_s[served] - 1e-12)
+
+
+def test_closed_loop_throttles_itself_and_obeys_littles_law():
+    """48 sync robots at 15 Hz (8 of 10 actions) against a profile that is slow for them:
+    the loop's request rate is N / (round trip + execution time), and doubling the
+    service time lowers it rather than growing a queue."""
+    n, execute, hz = 48, 8, 15.0
+    rates = []
+    for scale in (1.0, 2.0):
+        summary, records = fleet(
+            {"count": n, "control_hz": hz, "chunk": 10, "execute": execute, "start": "random"},
+            lambda b, k=scale: k * (40.0 + 6.0 * b),
+            duration_s=200.0,
+            warmup_s=20.0,
+            policy={"kind": "dynamic", "max_batch": 16, "max_wait_ms": 0},
+        )
+        rate = summary["requests"]["arrived"] / summary["window_s"]
+        round_trip_s = summary["robots"]["round_trip_ms"]["mean"] / 1000
+        assert rate == pytest.approx(n / (round_trip_s + execute / hz), rel=0.02)
+        assert summary["utilization"]["mean"] > 0.95  # overloaded: the GPU never rests
+        rates.append(rate)
+    assert rates[1] < rates[0]  # self-throttling: slower service, fewer requests
+    assert rates[1] > rates[0] / 2  # and batching absorbs part of the slowdown
+
+
+def test_deadline_policy_keeps_an_async_fleet_fed():
+    summary, records = fleet(
+        {"count": 32, "control_hz": 30, "chunk": 50, "mode": "async", "threshold": 0.5,
+         "start": "random", "network_ms": {"uplink": 5, "downlink": 5}},
+        lambda b: 18.0 + 3.6 * b,
+        duration_s=60.0,
+        warmup_s=5.0,
+        policy={"kind": "deadline", "max_batch": 32, "quantile": 0.5, "on_miss": "serve"},
+    )  # fmt: skip
+    assert summary["robots"]["stall_fraction"] < 0.001
+    assert summary["robots"]["deadline_miss_rate"] < 0.01
+    # it waits for deadlines, so it batches far more than one request at a time
+    assert summary["batch_size"]["mean"] > 8
+
+
+def test_groups_are_heterogeneous_and_inherit_inline_defaults():
+    _, records = fleet(
+        {
+            "control_hz": 50, "chunk": 50, "execute": 25, "start": "staggered",
+            "groups": [{"name": "aloha", "count": 3}, {"name": "droid", "count": 2,
+                                                       "control_hz": 15, "chunk": 10, "execute": 8}],
+        },
+        20.0,
+        duration_s=5.0,
+    )  # fmt: skip
+    frame = robots_frame(records)
+    assert frame.group.tolist() == ["aloha"] * 3 + ["droid"] * 2
+    assert frame.control_hz.tolist() == [50.0] * 3 + [15.0] * 2
