@@ -108,7 +108,13 @@ class Engine:
                 self.load,
                 dispatch_rng or np.random.default_rng(0),
             )
-        self._profile = profile
+        # predicted (median) batch times, for dispatchers that weigh outstanding work
+        self._median_s: list[float] | None = None
+        if per_replica:
+            self._median_s = [0.0] * (profile.min_size) + [
+                profile.latency_ms(b) / 1000.0
+                for b in range(profile.min_size, profile.max_size + 1)
+            ]
         on_fail = self._notify_failed if self.clients is not None else None
         self.feed = Feed(
             times, self.queues, self.outcome, dispatcher, max_queue, timeout_s, on_fail
@@ -160,8 +166,8 @@ class Engine:
                 b_end.append(now + service_s)
                 b_size.append(count)
                 b_padded.append(padded)
-                if self._profile is not None:
-                    load.busy_until_s[replica] = now + self._profile.latency_ms(padded) / 1000.0
+                if self._median_s is not None:
+                    load.busy_until_s[replica] = now + self._median_s[padded]
                 load.running[replica] = count
                 yield env.timeout(service_s)
                 load.running[replica] = 0
