@@ -29,9 +29,10 @@ format: $(STAMP)
 	$(BIN)/ruff format sim tests benchmarks scripts
 	$(BIN)/ruff check --fix sim tests benchmarks scripts
 
-## bench: the engine benchmark (1,000,000 requests)
+## bench: the engine benchmark (1,000,000 requests) and the sweep benchmark
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_engine.py
+	$(BIN)/python benchmarks/bench_sweep.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache .hypothesis

@@ -9,7 +9,13 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from sim.errors import InputError
@@ -157,6 +163,187 @@ def run(
             extra = ", robots.parquet" if records.robots is not None else ""
             note += f"; wrote {out}/summary.json, requests.parquet, batches.parquet{extra}"
         out_console.print(note)
+
+
+@app.command()
+def sweep(
+    scenario: Annotated[Path, typer.Argument(help="scenario YAML file")],
+    out: Annotated[Path, typer.Option("--out", help="sweep folder (created, or resumed)")],
+    grid: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--grid", help="KEY=V1,V2,... (dotted key, YAML values); repeat for more keys"
+        ),
+    ] = None,
+    replications: Annotated[
+        int | None,
+        typer.Option("--replications", help="seeds per configuration (common random numbers)"),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", help="local Dask worker processes (default: all cores)"),
+    ] = None,
+    scheduler: Annotated[
+        str | None, typer.Option("--scheduler", help="address of an existing Dask scheduler")
+    ] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="override a base scenario field: KEY=VALUE")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar or table")] = False,
+) -> None:
+    """Run a grid of scenario variants x replications on Dask; resumable."""
+    from sim.sweep import Sweep, parse_grid, run_sweep, summarize_sweep
+
+    if workers is not None and scheduler is not None:
+        raise InputError("give --workers or --scheduler, not both", source="--scheduler")
+    if workers is not None and workers < 1:
+        raise InputError("must be >= 1", source="--workers")
+    plan = Sweep(scenario, parse_grid(grid or []), replications or 0, out, set_ or [])
+    if not plan.grid:
+        raise InputError(
+            "nothing to sweep: give --grid KEY=V1,V2,... or a sweep: section", source=str(scenario)
+        )
+    started = time.perf_counter()
+    progress = Progress(
+        TextColumn("[bold]sweep[/] {task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} points"),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=err_console,
+        disable=quiet,
+    )
+    resumed = {"n": 0}
+
+    def on_result(point, result, finished, total):
+        if point is None:
+            resumed["n"] = finished
+            progress.update(task, total=total, completed=finished)
+            return
+        elapsed = time.perf_counter() - started
+        fresh = finished - resumed["n"]
+        progress.update(task, completed=finished, rate=f"{fresh / elapsed * 60:.1f} points/min")
+
+    with progress:
+        task = progress.add_task(plan.scenario_path.name, total=len(plan.points()), rate="")
+        results = run_sweep(plan, workers, scheduler, on_result)
+    summary, _ = summarize_sweep(results, list(plan.grid))
+    if not quiet:
+        out_console.print(sweep_table(summary, list(plan.grid)))
+        out_console.print(
+            f"{len(results)} points ({resumed['n']} already done) in {time.perf_counter() - started:.1f} s; "
+            f"wrote {out}/results.parquet, summary.csv"
+        )
+
+
+def sweep_table(summary: Any, keys: list[str]) -> Table:
+    table = Table(title="sweep: mean ± 95% CI over replications", header_style="bold")
+    for key in keys:
+        table.add_column(key, overflow="fold")
+    for label in ("throughput req/s", "p99 ms", "attainment", "batch"):
+        table.add_column(label, justify="right")
+
+    def cell(row, metric, digits=1):
+        mean = row.get(metric)
+        if mean is None or mean != mean:
+            return "-"
+        half = row.get(f"{metric}_ci95")
+        return f"{mean:.{digits}f}" + (
+            "" if half is None or half != half else f" ± {half:.{digits}f}"
+        )
+
+    for row in summary.to_dict("records"):
+        table.add_row(
+            *[str(row[f"grid.{k}"]) for k in keys],
+            cell(row, "throughput_rps"),
+            cell(row, "latency_p99_ms"),
+            cell(row, "slo_attainment", 3),
+            cell(row, "batch_size_mean", 2),
+        )
+    return table
+
+
+@app.command()
+def recommend(
+    scenario: Annotated[Path, typer.Argument(help="scenario YAML file")],
+    slo: Annotated[
+        list[str] | None,
+        typer.Option("--slo", help="METRIC<=VALUE, e.g. p99_ms<=100; repeat to AND"),
+    ] = None,
+    objective: Annotated[
+        str, typer.Option("--objective", help="max-throughput | min-replicas | max-robots")
+    ] = "max-throughput",
+    space: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--space", help="KEY=V1,V2,... or KEY=LO:HI[:STEP]: the configurations to compare"
+        ),
+    ] = None,
+    search: Annotated[
+        str | None, typer.Option("--search", help="the load key to search (default by objective)")
+    ] = None,
+    replications: Annotated[int, typer.Option("--replications", help="seeds per probe")] = 2,
+    workers: Annotated[int, typer.Option("--workers", help="Dask worker processes")] = 1,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="override a field: KEY=VALUE")
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="folder for recommend.json")] = None,
+) -> None:
+    """Find the best configuration that meets an SLO, by capacity search."""
+    from sim.recommend import Recommender
+
+    rec = Recommender(scenario, slo or [], objective, space or [], replications, search, set_ or [])
+    with Progress(
+        TextColumn("[bold]recommend[/]"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} configurations"),
+        TimeElapsedColumn(),
+        console=err_console,
+    ) as bar:
+        task = bar.add_task("", total=len(rec.configs))
+        ranked = rec.run(workers, on_done=lambda c: bar.advance(task))
+    table = Table(
+        title=f"frontier: {objective}, {' and '.join(str(t) for t in rec.slo)}", header_style="bold"
+    )
+    for key in rec.space:
+        table.add_column(key, overflow="fold")
+    table.add_column(rec.search_key, justify="right")
+    table.add_column("throughput req/s", justify="right")
+    table.add_column("p99 ms", justify="right")
+    for cand in ranked:
+        m = cand.best.metrics if cand.best else {}
+        table.add_row(
+            *[str(cand.config[k]) for k in rec.space],
+            "infeasible" if cand.best is None else f"{cand.best.load:g}",
+            _fmt(m.get("throughput_rps", (None,))[0], 1),
+            _fmt(m.get("latency_p99_ms", (None,))[0], 1),
+        )
+    out_console.print(table)
+    out_console.print(rec.explain(ranked))
+    if out is not None:
+        import json
+
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "recommend.json").write_text(
+            json.dumps(rec.report(ranked), indent=2, default=str) + "\n"
+        )
+
+
+@app.command()
+def plot(
+    folder: Annotated[Path, typer.Argument(help="a run folder (run --out) or a sweep folder")],
+    hue: Annotated[str | None, typer.Option("--hue", help="swept key: one line per value")] = None,
+    load: Annotated[
+        str | None, typer.Option("--load", help="swept key on the x axis of attainment")
+    ] = None,
+) -> None:
+    """Draw the figures of a run or a sweep into FOLDER/plots/."""
+    from sim.plots import plot_dir
+
+    for path in plot_dir(folder, hue, load):
+        out_console.print(f"wrote {path}")
 
 
 def main(argv: list[str] | None = None) -> int:

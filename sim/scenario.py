@@ -403,6 +403,13 @@ class RequestClass(Strict):
     priority: int = 0
 
 
+class SweepSection(Strict):
+    """`sweep:` in a scenario: the grid (dotted key -> values) and replications of `batchsim sweep`."""
+
+    grid: dict[str, list[Any]] = {}
+    replications: PositiveInt = 1
+
+
 class Scenario(Strict):
     """A whole simulation: traffic, cluster, policy, admission and SLO."""
 
@@ -418,6 +425,7 @@ class Scenario(Strict):
     admission: Admission = Admission()
     slo: Slo = Slo()
     classes: list[RequestClass] | None = Field(None, min_length=1)
+    sweep: SweepSection | None = None  # used by `batchsim sweep`, ignored by `run`
 
     @model_validator(mode="after")
     def _classes(self) -> Scenario:

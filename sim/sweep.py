@@ -1,0 +1,378 @@
+"""Sweeps: a grid of scenario variants x replications, run on Dask, persisted point by point.
+
+Every finished point is written at once to DIR/points/ as its own Parquet file
+(written to a temporary name, then renamed: a killed sweep never leaves a half
+file). Rerunning the same sweep skips the points already there, so a sweep resumes
+losing at most the points that were in flight. DIR/sweep.json holds a hash of the
+base scenario and the grid: a different sweep is refused rather than mixed in.
+
+Replication r of every configuration runs with seed = scenario seed + r: the same
+arrivals (and service-time draws) for every configuration of one replication, i.e.
+common random numbers, so differences between configurations are paired.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+from scipy import stats
+
+from sim.errors import InputError
+from sim.scenario import LoadedScenario, apply_overrides, parse_scenario, read_yaml
+
+# the metrics a sweep keeps per point (flattened from summary.json)
+METRICS = (
+    "throughput_rps",
+    "goodput_rps",
+    "latency_mean_ms",
+    "latency_p50_ms",
+    "latency_p90_ms",
+    "latency_p99_ms",
+    "queue_delay_mean_ms",
+    "queue_delay_p99_ms",
+    "batch_size_mean",
+    "utilization_mean",
+    "slo_attainment",
+    "dropped",
+    "rejected",
+    "robots_stall_fraction",
+    "robots_deadline_miss_rate",
+    "robots_control_rate_ratio",
+)
+
+
+def flatten_summary(summary: dict[str, Any]) -> dict[str, float | None]:
+    """The sweep's per-point figures from one run's summary."""
+    lat, qd = summary["latency_ms"], summary["queue_delay_ms"]
+    robots = summary.get("robots") or {}
+    return {
+        "throughput_rps": summary["throughput_rps"],
+        "goodput_rps": summary["goodput_rps"],
+        "latency_mean_ms": lat["mean"],
+        "latency_p50_ms": lat["p50"],
+        "latency_p90_ms": lat["p90"],
+        "latency_p99_ms": lat["p99"],
+        "queue_delay_mean_ms": qd["mean"],
+        "queue_delay_p99_ms": qd["p99"],
+        "batch_size_mean": summary["batch_size"]["mean"],
+        "utilization_mean": summary["utilization"]["mean"],
+        "slo_attainment": summary["slo"]["attainment"],
+        "dropped": summary["requests"]["dropped"],
+        "rejected": summary["requests"]["rejected"],
+        "robots_stall_fraction": robots.get("stall_fraction"),
+        "robots_deadline_miss_rate": robots.get("deadline_miss_rate"),
+        "robots_control_rate_ratio": robots.get("control_rate_ratio"),
+    }
+
+
+def run_point(
+    base: dict[str, Any], base_dir: str, overrides: dict[str, Any], seed: int
+) -> dict[str, Any]:
+    """Run one configuration with one seed; what a Dask worker executes."""
+    from sim.simulate import run_summary, simulate
+
+    data = apply_overrides(base, [f"{k}={json.dumps(v)}" for k, v in overrides.items()])
+    data["seed"] = seed
+    loaded = LoadedScenario(parse_scenario(data), Path(base_dir), "<sweep point>", data)
+    started = time.perf_counter()
+    summary = run_summary(loaded, simulate(loaded))
+    return {**flatten_summary(summary), "wall_s": time.perf_counter() - started}
+
+
+def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
+    """`--grid KEY=V1,V2,...` (YAML values) -> {key: [values]}."""
+    grid: dict[str, list[Any]] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise InputError(
+                f"'{item}' is not KEY=V1,V2,... (e.g. --grid policy.max_batch=4,8,16)",
+                source="--grid",
+            )
+        if not raw.strip():
+            raise InputError("needs at least one value", source=f"--grid {item}", field=key)
+        try:
+            values = yaml.safe_load(f"[{raw}]")
+        except yaml.YAMLError:
+            raise InputError(
+                f"'{raw}' is not a comma-separated list of YAML values", source=f"--grid {item}"
+            ) from None
+        if key in grid:
+            raise InputError("the same key is given twice", source=f"--grid {item}", field=key)
+        grid[key] = values
+    return grid
+
+
+@dataclass(frozen=True)
+class Point:
+    config: int  # index of the configuration in the grid's cartesian product
+    replication: int
+    overrides: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return f"c{self.config:05d}-r{self.replication:03d}"
+
+
+class Sweep:
+    """A validated sweep plan: base scenario, grid, replications, output folder."""
+
+    def __init__(
+        self,
+        scenario_path: str | Path,
+        grid: dict[str, list[Any]],
+        replications: int,
+        out: str | Path,
+        overrides: Sequence[str] = (),
+    ):
+        self.scenario_path = Path(scenario_path)
+        raw = read_yaml(self.scenario_path)
+        if overrides:
+            raw = apply_overrides(raw, list(overrides))
+        sweep_section = raw.pop("sweep", None) or {}
+        if not isinstance(sweep_section, dict):
+            raise InputError(
+                "sweep: must be a mapping with grid and replications", source=str(scenario_path)
+            )
+        file_grid = sweep_section.get("grid") or {}
+        self.grid = {**{k: list(v) for k, v in file_grid.items()}, **grid}
+        self.replications = int(replications or sweep_section.get("replications") or 1)
+        if self.replications < 1:
+            raise InputError("--replications must be >= 1", source="--replications")
+        self.base = raw
+        self.base_dir = str(self.scenario_path.resolve().parent)
+        self.out = Path(out)
+        self.base_seed = int(raw.get("seed", 0) or 0)
+        self.configs = self._expand()
+        self._validate()
+        self.hash = hashlib.sha256(
+            json.dumps({"base": self.base, "grid": self.grid}, sort_keys=True, default=str).encode()
+        ).hexdigest()[:16]
+
+    def _expand(self) -> list[dict[str, Any]]:
+        keys = list(self.grid)
+        for key, values in self.grid.items():
+            if not isinstance(values, list) or not values:
+                raise InputError("needs at least one value", source=f"--grid {key}", field=key)
+        return [
+            dict(zip(keys, combo, strict=True)) for combo in itertools.product(*self.grid.values())
+        ]
+
+    def _validate(self) -> None:
+        """Every configuration must load (schema, profile, policy vs profile) before any work."""
+        for config in self.configs:
+            items = [f"{k}={json.dumps(v)}" for k, v in config.items()]
+            data = apply_overrides(self.base, items)
+            try:
+                LoadedScenario(
+                    parse_scenario(data, str(self.scenario_path)),
+                    Path(self.base_dir),
+                    str(self.scenario_path),
+                    data,
+                )
+            except InputError as exc:
+                key = next(
+                    (
+                        k
+                        for k in config
+                        if exc.field
+                        and (
+                            exc.field == k
+                            or exc.field.startswith(k + ".")
+                            or k.startswith(exc.field)
+                        )
+                    ),
+                    None,
+                )
+                if key is None:
+                    raise
+                message = str(exc).split(": ", 2)[-1]
+                raise InputError(
+                    f"{message} (value {config[key]!r})", source=f"--grid {key}", field=exc.field
+                ) from None
+
+    def points(self) -> list[Point]:
+        return [
+            Point(c, r, config)
+            for r in range(self.replications)
+            for c, config in enumerate(self.configs)
+        ]
+
+    # ---- persistence --------------------------------------------------------------------
+    @property
+    def points_dir(self) -> Path:
+        return self.out / "points"
+
+    def prepare_out(self) -> None:
+        """Create DIR, or check that DIR holds this same sweep."""
+        meta_path = self.out / "sweep.json"
+        if meta_path.exists():
+            meta = json.loads(meta_path.read_text())
+            if meta.get("hash") != self.hash:
+                raise InputError(
+                    "holds a different sweep (scenario or grid changed); use a new --out folder",
+                    source=str(self.out),
+                )
+        self.points_dir.mkdir(parents=True, exist_ok=True)
+        for stale in self.points_dir.glob("*.tmp"):
+            stale.unlink()  # a write a kill interrupted
+        meta = {
+            "hash": self.hash,
+            "scenario": str(self.scenario_path),
+            "grid": self.grid,
+            "replications": self.replications,
+            "base_seed": self.base_seed,
+            "base": self.base,
+        }
+        meta_path.write_text(json.dumps(meta, indent=2, default=str) + "\n")
+
+    def done(self) -> set[str]:
+        return {p.stem for p in self.points_dir.glob("*.parquet")}
+
+    def write_point(self, point: Point, result: dict[str, Any]) -> None:
+        row = {
+            "point": point.name,
+            "config": point.config,
+            "replication": point.replication,
+            "seed": self.base_seed + point.replication,
+            **{f"grid.{k}": _cell(v) for k, v in point.overrides.items()},
+            **result,
+        }
+        final = self.points_dir / f"{point.name}.parquet"
+        tmp = final.with_suffix(".tmp")
+        pd.DataFrame([row]).to_parquet(tmp, index=False)
+        os.replace(tmp, final)  # atomic: a point is either there whole or not at all
+
+    def results(self) -> pd.DataFrame:
+        files = sorted(self.points_dir.glob("*.parquet"))
+        if not files:
+            return pd.DataFrame()
+        frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+        return frame.sort_values(["config", "replication"]).reset_index(drop=True)
+
+
+def _cell(value: Any) -> Any:
+    """Grid values as Parquet cells: scalars stay, structures become YAML text."""
+    if isinstance(value, (int, float, str, bool)) or value is None:
+        return value
+    return yaml.safe_dump(value, default_flow_style=True).strip()
+
+
+def confidence_interval(values: Iterable[float], level: float = 0.95) -> tuple[float, float]:
+    """(mean, half-width) of the Student-t interval; half-width nan with one value."""
+    x = np.asarray([v for v in values if v is not None and not _isnan(v)], dtype=float)
+    if x.size == 0:
+        return math.nan, math.nan
+    if x.size == 1:
+        return float(x[0]), math.nan
+    half = stats.t.ppf(0.5 + level / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size)
+    return float(x.mean()), float(half)
+
+
+def _isnan(v: Any) -> bool:
+    return isinstance(v, float) and math.isnan(v)
+
+
+def summarize_sweep(
+    results: pd.DataFrame, grid_keys: Sequence[str]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per configuration: mean and 95% CI of each metric. And paired differences of each
+    configuration against configuration 0 (same replication = same random numbers)."""
+    grid_cols = [f"grid.{k}" for k in grid_keys]
+    rows, diffs = [], []
+    base = results[results.config == 0].set_index("replication")
+    for config, group in results.groupby("config", sort=True):
+        row: dict[str, Any] = {"config": config, "replications": len(group)}
+        row.update({c: group[c].iloc[0] for c in grid_cols})
+        drow: dict[str, Any] = dict(row)
+        paired = group.set_index("replication").join(base, rsuffix="_base", how="inner")
+        for metric in METRICS:
+            if metric not in group or group[metric].isna().all():
+                continue
+            mean, half = confidence_interval(group[metric].tolist())
+            row[f"{metric}"] = mean
+            row[f"{metric}_ci95"] = half
+            if config != 0 and f"{metric}_base" in paired:
+                d_mean, d_half = confidence_interval(
+                    (paired[metric] - paired[f"{metric}_base"]).tolist()
+                )
+                drow[f"{metric}_diff"] = d_mean
+                drow[f"{metric}_diff_ci95"] = d_half
+        rows.append(row)
+        if config != 0:
+            diffs.append(drow)
+    return pd.DataFrame(rows), pd.DataFrame(diffs)
+
+
+def run_sweep(
+    sweep: Sweep,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    on_result: Callable[[Point, dict[str, Any] | None, int, int], None] | None = None,
+) -> pd.DataFrame:
+    """Run every missing point on Dask, writing each as it finishes; return all results."""
+    from dask.distributed import Client, LocalCluster, as_completed
+
+    sweep.prepare_out()
+    done = sweep.done()
+    todo = [p for p in sweep.points() if p.name not in done]
+    total = len(sweep.points())
+    finished = total - len(todo)
+    if on_result is not None:
+        on_result(None, None, finished, total)
+    if todo:
+        cluster = None
+        if scheduler is None:
+            cluster = LocalCluster(
+                n_workers=workers or os.cpu_count() or 1,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+                silence_logs=50,
+            )
+        client = Client(cluster if cluster is not None else scheduler)
+        try:
+            futures = {
+                client.submit(
+                    run_point,
+                    sweep.base,
+                    sweep.base_dir,
+                    p.overrides,
+                    sweep.base_seed + p.replication,
+                    key=f"batchsim-{sweep.hash}-{p.name}",
+                    pure=False,
+                ): p
+                for p in todo
+            }
+            for future in as_completed(futures):
+                point = futures[future]
+                result = future.result()
+                sweep.write_point(point, result)
+                finished += 1
+                if on_result is not None:
+                    on_result(point, result, finished, total)
+        finally:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+    results = sweep.results()
+    summary, diffs = summarize_sweep(results, list(sweep.grid))
+    results.to_parquet(sweep.out / "results.parquet", index=False)
+    summary.to_parquet(sweep.out / "summary.parquet", index=False)
+    summary.to_csv(sweep.out / "summary.csv", index=False)
+    if not diffs.empty:
+        diffs.to_csv(sweep.out / "paired_differences.csv", index=False)
+    return results

@@ -1,0 +1,280 @@
+"""Sweeps on Dask (local cluster and an external scheduler), resume after a kill,
+recommend's capacity search against a hand-computed answer, plots, bad grids."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from sim.recommend import Recommender
+from tests.conftest import ROOT, run_cli
+
+BIN = Path(sys.executable).parent
+
+
+def scenario(tmp: Path, **changes) -> Path:
+    data = {
+        "name": "sweep-test",
+        "seed": 11,
+        "duration_s": 20,
+        "warmup_s": 1,
+        "profile": {"path": str(ROOT / "profiles/h100/pi0-cudagraph.csv"), "cameras": 1},
+        "workload": {"kind": "poisson", "rate_rps": 120},
+        "policy": {"kind": "dynamic", "max_batch": 16, "max_wait_ms": 5},
+        "slo": {"latency_ms": 80},
+        **changes,
+    }
+    path = tmp / "scenario.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+GRID = ["--grid", "policy.max_batch=4,16", "--grid", "workload.rate_rps=100,150"]
+
+
+def test_small_sweep_matches_batchsim_run_point_by_point(tmp_path):
+    path = scenario(tmp_path)
+    out = tmp_path / "sweep"
+    result = run_cli(
+        "sweep", str(path), *GRID, "--replications", "2", "--workers", "2", "--out", str(out)
+    )
+    assert result.returncode == 0, result.stderr
+    rows = pd.read_parquet(out / "results.parquet")
+    assert len(rows) == 8 and rows.point.is_unique
+    assert sorted(rows.seed.unique()) == [11, 12]
+    summary = pd.read_csv(out / "summary.csv")
+    assert len(summary) == 4 and (summary.replications == 2).all()
+    # every point equals a plain `batchsim run` of the same configuration and seed
+    for row in rows.itertuples():
+        run_out = tmp_path / f"run-{row.point}"
+        r = run_cli(
+            "run", str(path), "-q", "--out", str(run_out),
+            "--set", f"policy.max_batch={row._5}",
+            "--set", f"workload.rate_rps={row._6}",
+            "--set", f"seed={row.seed}",
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        s = json.loads((run_out / "summary.json").read_text())
+        assert row.throughput_rps == s["throughput_rps"]
+        assert row.latency_p99_ms == s["latency_ms"]["p99"]
+        assert row.slo_attainment == s["slo"]["attainment"]
+    # common random numbers: one replication's configs saw the same arrivals
+    paired = pd.read_csv(out / "paired_differences.csv")
+    assert "latency_p99_ms_diff_ci95" in paired
+
+
+def test_killed_sweep_resumes_without_losing_or_repeating_points(tmp_path):
+    path = scenario(tmp_path, duration_s=150)
+    grid = ["--grid", "policy.max_batch=2,4,8,16,32", "--grid", "policy.max_wait_ms=0,5,10"]
+    out = tmp_path / "killed"
+    cmd = [
+        str(BIN / "batchsim"),
+        "sweep",
+        str(path),
+        *grid,
+        "--workers",
+        "2",
+        "--out",
+        str(out),
+        "-q",
+    ]
+    proc = subprocess.Popen(
+        cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list((out / "points").glob("*.parquet"))) < 3:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and its Dask workers, mid-sweep
+    proc.wait()
+    partial = len(list((out / "points").glob("*.parquet")))
+    assert 3 <= partial < 15
+    resumed = run_cli("sweep", str(path), *grid, "--workers", "2", "--out", str(out), "-q")
+    assert resumed.returncode == 0, resumed.stderr
+    fresh_out = tmp_path / "fresh"
+    fresh = run_cli("sweep", str(path), *grid, "--workers", "2", "--out", str(fresh_out), "-q")
+    assert fresh.returncode == 0, fresh.stderr
+    a = pd.read_parquet(out / "results.parquet").drop(columns="wall_s")
+    b = pd.read_parquet(fresh_out / "results.parquet").drop(columns="wall_s")
+    assert a.point.is_unique and len(a) == 15
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_changed_grid_in_the_same_folder_is_refused(tmp_path):
+    path = scenario(tmp_path)
+    out = tmp_path / "s"
+    assert (
+        run_cli(
+            "sweep",
+            str(path),
+            "--grid",
+            "policy.max_batch=4",
+            "--workers",
+            "1",
+            "--out",
+            str(out),
+            "-q",
+        ).returncode
+        == 0
+    )
+    again = run_cli(
+        "sweep",
+        str(path),
+        "--grid",
+        "policy.max_batch=8",
+        "--workers",
+        "1",
+        "--out",
+        str(out),
+        "-q",
+    )
+    assert again.returncode == 2
+    assert "different sweep" in again.stderr and "Traceback" not in again.stderr
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_sweep_runs_on_an_external_dask_scheduler(tmp_path):
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    env = {**os.environ, "DASK_DISTRIBUTED__LOGGING__DISTRIBUTED": "error"}
+    scheduler = subprocess.Popen(
+        [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+    )  # fmt: skip
+    worker = subprocess.Popen(
+        [str(BIN / "dask"), "worker", address, "--nworkers", "1", "--nthreads", "1", "--no-dashboard"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=ROOT,
+    )  # fmt: skip
+    try:
+        path = scenario(tmp_path)
+        out = tmp_path / "remote"
+        result = run_cli(
+            "sweep",
+            str(path),
+            "--grid",
+            "policy.max_batch=4,16",
+            "--scheduler",
+            address,
+            "--out",
+            str(out),
+            "-q",
+        )
+        assert result.returncode == 0, result.stderr
+        assert len(pd.read_parquet(out / "results.parquet")) == 2
+    finally:
+        for p in (worker, scheduler):
+            p.terminate()
+        for p in (worker, scheduler):
+            p.wait(timeout=30)
+
+
+def test_recommend_finds_the_hand_computed_best_max_batch(tmp_path):
+    """One periodic source, deterministic s(b) = 10 + 2b ms, dynamic batching without wait,
+    p99 <= 60 ms. With max batch K the GPU keeps up to K / s(K) requests/s, and a request
+    waits at most one batch then runs one: 2 s(K) <= 60 ms holds for every K <= 8. So the
+    best is K = 8, at 8 / 26 ms = 307.7 requests/s (K = 4: 222.2; 2: 142.9; 1: 83.3)."""
+    path = tmp_path / "rec.yaml"
+    path.write_text(yaml.safe_dump({
+        "seed": 1, "duration_s": 30, "warmup_s": 2,
+        "profile": {"batch_size": [1, 16], "latency_ms": [12, 42]},
+        "workload": {"kind": "periodic", "sources": 1, "rate_hz": 50},
+        "policy": {"kind": "dynamic", "max_batch": 1, "max_wait_ms": 0},
+    }))  # fmt: skip
+    rec = Recommender(
+        path, ["p99_ms<=60"], "max-throughput", ["policy.max_batch=1,2,4,8"], 1, "workload.rate_hz"
+    )
+    ranked = rec.run()
+    expected = {8: 8 / 0.026, 4: 4 / 0.018, 2: 2 / 0.014, 1: 1 / 0.012}
+    assert ranked[0].config == {"policy.max_batch": 8}
+    for cand in ranked:
+        capacity = expected[cand.config["policy.max_batch"]]
+        assert capacity * 0.97 <= cand.best.load <= capacity
+    # the CLI prints the winner and writes the frontier
+    result = run_cli(
+        "recommend", str(path), "--slo", "p99_ms<=60", "--space", "policy.max_batch=4:8:4",
+        "--search", "workload.rate_hz", "--replications", "1", "--out", str(tmp_path / "r"),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "winner {'policy.max_batch': 8}" in result.stdout.replace("\n", " ")
+    report = json.loads((tmp_path / "r" / "recommend.json").read_text())
+    assert [f["config"]["policy.max_batch"] for f in report["frontier"]] == [8, 4]
+
+
+def test_recommend_min_replicas(tmp_path):
+    # ten requests at once every 100 ms, 10 ms each, one at a time: with R replicas the last
+    # waits ceil(10 / R) - 1 services, so p99 <= 31 ms needs ceil(10 / R) <= 3: R = 4
+    path = tmp_path / "rep.yaml"
+    path.write_text(yaml.safe_dump({
+        "seed": 1, "duration_s": 10,
+        "profile": {"batch_size": [1], "latency_ms": [10]},
+        "workload": {"kind": "periodic", "sources": 10, "rate_hz": 10, "phase": "synchronized"},
+        "cluster": {"replicas": 1},
+        "policy": {"kind": "dynamic", "max_batch": 1, "max_wait_ms": 0},
+    }))  # fmt: skip
+    ranked = Recommender(path, ["p99_ms<=31"], "min-replicas", [], 1).run()
+    assert ranked[0].best.load == 4
+
+
+def test_plot_writes_figures_for_runs_and_sweeps(tmp_path):
+    path = scenario(tmp_path)
+    sweep_out, run_out = tmp_path / "sw", tmp_path / "run"
+    assert (
+        run_cli(
+            "sweep", str(path), *GRID, "--workers", "1", "--out", str(sweep_out), "-q"
+        ).returncode
+        == 0
+    )
+    assert run_cli("run", str(path), "-q", "--out", str(run_out)).returncode == 0
+    for folder, names in ((sweep_out, {"frontier.png", "attainment_vs_load.png"}),
+                          (run_out, {"latency_cdf.png", "batch_sizes.png", "gantt.png"})):  # fmt: skip
+        result = run_cli("plot", str(folder))
+        assert result.returncode == 0, result.stderr
+        written = {p.name for p in (folder / "plots").iterdir()}
+        assert written == names
+        assert all((folder / "plots" / n).stat().st_size > 10_000 for n in names)
+
+
+@pytest.mark.parametrize(
+    "grid, expected",
+    [
+        (["--grid", "policy.max_bach=4,8"], ["--grid policy.max_bach", "unknown field"]),
+        (["--grid", "policy.max_batch="], ["--grid policy.max_batch=", "at least one value"]),
+        (["--grid", "policy.max_batch=4,-1"], ["--grid policy.max_batch", "greater than 0", "-1"]),
+        (["--grid", "policy.max_batch=4,128"], ["--grid policy.max_batch", "extrapolated", "128"]),
+        (["--grid", "policy.max_batch"], ["--grid", "KEY=V1,V2"]),
+    ],
+)
+def test_bad_grids_exit_2_before_any_work(grid, expected, tmp_path):
+    path = scenario(tmp_path)
+    out = tmp_path / "never"
+    result = run_cli("sweep", str(path), *grid, "--workers", "1", "--out", str(out))
+    assert result.returncode == 2, result.stderr
+    line = result.stderr.strip()
+    assert "Traceback" not in line and len(line.splitlines()) == 1
+    for fragment in expected:
+        assert fragment in line, (fragment, line)
+    assert not out.exists()
+
+
+def test_sweep_section_in_the_scenario(tmp_path):
+    path = scenario(tmp_path, sweep={"grid": {"policy.max_wait_ms": [0, 5]}, "replications": 2})
+    out = tmp_path / "sec"
+    assert run_cli("sweep", str(path), "--workers", "1", "--out", str(out), "-q").returncode == 0
+    assert len(pd.read_parquet(out / "results.parquet")) == 4
+    assert run_cli("run", str(path), "-q").returncode == 0  # run ignores the section
+    shutil.rmtree(out)
