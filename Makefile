@@ -1,5 +1,8 @@
 # Everything runs in the virtual environment at .venv, created on first use.
 PYTHON ?= python3
+# the CPU build of torch that pip takes from this machine's disk; on a GPU host set
+# TORCH_SPEC to the build you want (e.g. TORCH_SPEC='torch==2.13.0' from your index)
+TORCH_SPEC ?= torch==2.13.0
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
@@ -9,7 +12,8 @@ STAMP := $(VENV)/.installed-stamp
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet '$(TORCH_SPEC)'
+	$(BIN)/python -m pip install --quiet -e '.[dev,models]'
 	touch $(STAMP)
 
 ## demo: set up and run the quickstart scenario (outputs in runs/quickstart)

@@ -346,6 +346,134 @@ def plot(
         out_console.print(f"wrote {path}")
 
 
+def _int_list(text: str, flag: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise InputError(
+            f"'{text}' is not a comma-separated list of integers", source=flag
+        ) from None
+    if not values or any(v < 1 for v in values):
+        raise InputError(f"'{text}': every value must be an integer >= 1", source=flag)
+    return values
+
+
+@app.command()
+def profile(
+    model: Annotated[
+        str, typer.Option("--model", help="pi0 | openvla | act, or package.module:factory")
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", help="profile CSV to write (NAME.meta.json beside it)")
+    ],
+    size: Annotated[str, typer.Option("--size", help="tiny | small | full")] = "tiny",
+    device: Annotated[str, typer.Option("--device", help="cpu | cuda")] = "cpu",
+    batch_sizes: Annotated[str, typer.Option("--batch-sizes", help="e.g. 1,2,4,8")] = "1,2,4,8",
+    cameras: Annotated[
+        str, typer.Option("--cameras", help="camera counts to measure, e.g. 1,3")
+    ] = "1",
+    instruction_tokens: Annotated[
+        int | None,
+        typer.Option("--instruction-tokens", help="instruction length (default: the model's)"),
+    ] = None,
+    dtype: Annotated[str, typer.Option("--dtype", help="float32 | bfloat16 | float16")] = "float32",
+    compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the model")] = False,
+    cuda_graphs: Annotated[
+        bool, typer.Option("--cuda-graphs", help="capture a CUDA graph per batch size")
+    ] = False,
+    threads: Annotated[int | None, typer.Option("--threads", help="CPU threads (recorded)")] = None,
+    warmup: Annotated[int, typer.Option("--warmup", help="untimed calls per batch size")] = 3,
+    max_reps: Annotated[
+        int, typer.Option("--max-reps", help="timed calls at most per batch size")
+    ] = 30,
+    budget_s: Annotated[
+        float, typer.Option("--budget-s", help="timed seconds at most per batch size")
+    ] = 10.0,
+    append: Annotated[
+        bool, typer.Option("--append", help="add to an existing profile of the same stamp")
+    ] = False,
+    plot_: Annotated[bool, typer.Option("--plot", help="also draw NAME.png")] = False,
+) -> None:
+    """Measure a model's latency and memory per batch size into a profile CSV."""
+    sizes = _int_list(batch_sizes, "--batch-sizes")
+    cams = _int_list(cameras, "--cameras")
+    try:
+        from sim import models
+        from sim.profiler import ProfileOptions, profile_model, write_profile
+    except ImportError as exc:
+        raise InputError(
+            f"profiling needs torch and transformers ({exc}); run make demo or make test",
+            source="--model",
+        ) from None
+    options = ProfileOptions(
+        device,
+        dtype,
+        compile_,
+        cuda_graphs,
+        threads,
+        warmup,
+        max_reps=max(max_reps, 1),
+        budget_s=budget_s,
+    )
+    bundle = models.build(model, size)
+    with Progress(
+        TextColumn("[bold]profile[/] {task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} batch sizes"),
+        TimeElapsedColumn(),
+        console=err_console,
+    ) as bar:
+        task = bar.add_task(
+            f"{bundle.name}-{bundle.size} on {device}", total=len(sizes) * len(cams)
+        )
+
+        def step(b, c, samples):
+            median = sorted(samples)[len(samples) // 2]
+            bar.console.print(
+                f"  batch {b:>3}, cameras {c}: median {median:9.2f} ms over {len(samples)} calls"
+            )
+            bar.advance(task)
+
+        frame, meta = profile_model(bundle, sizes, cams, instruction_tokens, options, step)
+    if frame.empty:
+        raise InputError("nothing was measured", source="--batch-sizes")
+    path = write_profile(frame, meta, out, append)
+    out_console.print(
+        f"wrote {path} and {path.with_suffix('').with_suffix('.meta.json').name}"
+        + (" (interrupted: partial)" if meta.get("interrupted") else "")
+    )
+    if plot_:
+        _plot_profile(path)
+
+
+def _plot_profile(path: Path) -> None:
+    import pandas as pd
+
+    from sim.plots import profile_figure, save
+
+    frame = pd.read_csv(path)
+    png = save(profile_figure(frame, path.stem), path.with_suffix(".png"))
+    out_console.print(f"wrote {png}")
+
+
+@app.command("plot-profile")
+def plot_profile(path: Annotated[Path, typer.Argument(help="a profile CSV")]) -> None:
+    """Draw a profile: latency and per-request latency vs batch size, and memory."""
+    from sim.profile import Profile
+
+    Profile.from_csv(path, None) if _single_variant(path) else None  # validates the file
+    _plot_profile(path)
+
+
+def _single_variant(path: Path) -> bool:
+    import pandas as pd
+
+    if not path.is_file():
+        raise InputError("profile file not found", source=str(path))
+    frame = pd.read_csv(path)
+    return "cameras" not in frame or frame.cameras.nunique() == 1
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: input errors become one line on stderr and exit code 2."""
     try:

@@ -134,6 +134,36 @@ def gantt(batches: pd.DataFrame, start_s: float | None = None, span_s: float = 1
     return fig
 
 
+def profile_figure(frame: pd.DataFrame, title: str = ""):
+    """Latency and per-request latency vs batch size (every sample, median line) and peak memory."""
+    frame = frame.copy()
+    frame["per_request_ms"] = frame.latency_ms / frame.batch_size
+    hue = "cameras" if "cameras" in frame and frame.cameras.nunique() > 1 else None
+    panels = 3 if "peak_mem_mb" in frame else 2
+    fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.8))
+    for ax, y, label in (
+        (axes[0], "latency_ms", "latency (ms)"),
+        (axes[1], "per_request_ms", "latency per request (ms)"),
+    ):
+        sns.stripplot(
+            frame, x="batch_size", y=y, hue=hue, ax=ax, size=3, alpha=0.5, dodge=False, legend=False
+        )
+        sns.pointplot(frame, x="batch_size", y=y, hue=hue, ax=ax, estimator="median", errorbar=None,
+                      markers="_", linestyles="-", legend=ax is axes[0] and hue is not None)  # fmt: skip
+        ax.set_xlabel("batch size")
+        ax.set_ylabel(label)
+    if panels == 3:
+        mem = frame.groupby(["batch_size", *([hue] if hue else [])], as_index=False)[
+            "peak_mem_mb"
+        ].max()
+        sns.pointplot(mem, x="batch_size", y="peak_mem_mb", hue=hue, ax=axes[2], legend=False)
+        axes[2].set_xlabel("batch size")
+        axes[2].set_ylabel("peak memory (MiB)")
+    fig.suptitle(title, fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
 def save(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

@@ -1,0 +1,84 @@
+"""Reference VLA-style architectures in PyTorch, built offline from configuration objects.
+
+Latency does not depend on weight values, so randomly initialised weights of a real
+architecture give real timings; nothing is downloaded. Each model comes in sizes
+`tiny` (tests), `small` (CPU profiles) and `full` (the published dimensions, for GPUs).
+
+`build(name, size)` returns a ModelBundle: the module, an input builder for a batch
+size (and number of cameras, instruction length), the shape of one output, and the
+configuration (hashed into the profile's provenance). A user's own model plugs in as
+`package.module:factory`, where factory(size) returns a ModelBundle or a tuple
+(module, make_inputs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sim.errors import InputError
+
+MODELS = ("pi0", "openvla", "act")
+SIZES = ("tiny", "small", "full")
+
+
+@dataclass
+class ModelBundle:
+    """A model ready to profile."""
+
+    name: str
+    size: str
+    module: Any  # torch.nn.Module
+    make_inputs: Callable[
+        ..., dict[str, Any]
+    ]  # (batch_size, cameras=, instruction_tokens=, device=, dtype=)
+    output_shape: Callable[[int], tuple[int, ...]] | None = None  # batch size -> output shape
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def param_count(self) -> int:
+        return sum(p.numel() for p in self.module.parameters())
+
+    @property
+    def config_hash(self) -> str:
+        return hashlib.sha256(
+            json.dumps(self.config, sort_keys=True, default=str).encode()
+        ).hexdigest()[:12]
+
+
+def build(name: str, size: str = "tiny", **options: Any) -> ModelBundle:
+    """A reference model by name, or a plug-in `package.module:factory`."""
+    if ":" in name:
+        return _plugin(name, size)
+    if name not in MODELS:
+        raise InputError(
+            f"unknown model '{name}'; one of {', '.join(MODELS)}, or package.module:factory",
+            source="--model",
+        )
+    if size not in SIZES:
+        raise InputError(f"unknown size '{size}'; one of {', '.join(SIZES)}", source="--size")
+    module = importlib.import_module(f"sim.models.{name}")
+    return module.build(size, **options)
+
+
+def _plugin(spec: str, size: str) -> ModelBundle:
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise InputError(f"cannot import '{module_name}' ({exc})", source="--model") from None
+    factory = getattr(module, attr, None)
+    if factory is None or not callable(factory):
+        raise InputError(f"'{module_name}' has no callable '{attr}'", source="--model")
+    made = factory(size)
+    if isinstance(made, ModelBundle):
+        return made
+    if isinstance(made, tuple) and len(made) == 2:
+        return ModelBundle(spec, size, made[0], made[1], config={"plugin": spec, "size": size})
+    raise InputError(
+        f"{spec}({size!r}) must return a ModelBundle or (module, make_inputs)", source="--model"
+    )

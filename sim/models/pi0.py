@@ -1,0 +1,121 @@
+"""pi0-style VLA: SigLIP per camera + Gemma prefix over image and language tokens, and a
+flow-matching action expert that attends to the prefix's key/value cache for 10 steps
+over a 50-action chunk (Black et al., 2024; openpi)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import GemmaConfig, GemmaModel, SiglipVisionConfig, SiglipVisionModel
+
+from sim.models import ModelBundle
+
+CONFIGS = {
+    # full: SigLIP So400m/14 at 224 px, Gemma 2B prefix, Gemma-300M-sized expert (PaliGemma)
+    "full": dict(
+        vision=dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16, image_size=224, patch_size=14),
+        prefix=dict(vocab_size=257152, hidden_size=2048, intermediate_size=16384, num_hidden_layers=18, num_attention_heads=8, num_key_value_heads=1, head_dim=256),
+        expert=dict(hidden_size=1024, intermediate_size=4096),
+        action_dim=32, chunk=50, flow_steps=10, instruction_tokens=48,
+    ),
+    "small": dict(
+        vision=dict(hidden_size=384, intermediate_size=1536, num_hidden_layers=6, num_attention_heads=6, image_size=224, patch_size=14),
+        prefix=dict(vocab_size=32000, hidden_size=512, intermediate_size=2048, num_hidden_layers=6, num_attention_heads=4, num_key_value_heads=1, head_dim=64),
+        expert=dict(hidden_size=256, intermediate_size=1024),
+        action_dim=32, chunk=50, flow_steps=10, instruction_tokens=48,
+    ),
+    "tiny": dict(
+        vision=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2, image_size=56, patch_size=14),
+        prefix=dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, head_dim=32),
+        expert=dict(hidden_size=32, intermediate_size=64),
+        action_dim=32, chunk=50, flow_steps=10, instruction_tokens=16,
+    ),
+}  # fmt: skip
+
+
+class Pi0Style(nn.Module):
+    def __init__(self, cfg: dict):
+        super().__init__()
+        self.cfg = cfg
+        self.vision = SiglipVisionModel(SiglipVisionConfig(**cfg["vision"]))
+        prefix = GemmaConfig(**cfg["prefix"])
+        self.prefix = GemmaModel(prefix)
+        # the expert shares depth, heads and head size with the prefix, so it can attend to its cache
+        expert = {**cfg["prefix"], **cfg["expert"], "vocab_size": 8}
+        self.expert = GemmaModel(GemmaConfig(**expert))
+        width, e_width, a_dim = prefix.hidden_size, cfg["expert"]["hidden_size"], cfg["action_dim"]
+        self.image_proj = nn.Linear(cfg["vision"]["hidden_size"], width)
+        self.state_proj = nn.Linear(a_dim, e_width)
+        self.action_in = nn.Linear(a_dim, e_width)
+        self.time_mlp = nn.Sequential(
+            nn.Linear(2 * e_width, e_width), nn.SiLU(), nn.Linear(e_width, e_width)
+        )
+        self.action_out = nn.Linear(e_width, a_dim)
+
+    def time_embedding(self, t: torch.Tensor, width: int) -> torch.Tensor:
+        half = width // 2
+        freqs = torch.exp(torch.linspace(0, -8, half, device=t.device, dtype=torch.float32))
+        angles = t[:, None].float() * freqs[None, :] * 1000
+        return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+    @torch.no_grad()
+    def forward(
+        self, images: torch.Tensor, instruction: torch.Tensor, state: torch.Tensor
+    ) -> torch.Tensor:
+        """images (B, cameras, 3, H, W), instruction (B, L) token ids, state (B, action_dim)
+        -> a chunk of actions (B, chunk, action_dim)."""
+        b, cams = images.shape[:2]
+        patches = self.vision(pixel_values=images.flatten(0, 1)).last_hidden_state
+        image_tokens = self.image_proj(patches).reshape(b, -1, self.prefix.config.hidden_size)
+        text_tokens = self.prefix.embed_tokens(instruction)
+        prefix_out = self.prefix(
+            inputs_embeds=torch.cat([image_tokens, text_tokens], 1), use_cache=True
+        )
+        cache = prefix_out.cache
+        chunk, steps = self.cfg["chunk"], self.cfg["flow_steps"]
+        x = torch.randn(b, chunk, self.cfg["action_dim"], device=images.device, dtype=images.dtype)
+        e_width = self.cfg["expert"]["hidden_size"]
+        state_token = self.state_proj(state)[:, None, :]
+        dt = -1.0 / steps
+        t = torch.ones(b, device=images.device)
+        for _ in range(steps):
+            time_emb = (
+                self.time_embedding(t, e_width).to(x.dtype)[:, None, :].expand(b, chunk, e_width)
+            )
+            tokens = self.time_mlp(torch.cat([self.action_in(x), time_emb], dim=-1))
+            suffix = torch.cat([state_token, tokens], dim=1)
+            out = self.expert(inputs_embeds=suffix, cache=cache, use_cache=True).last_hidden_state
+            cache.crop(-suffix.shape[1])  # keep only the prefix for the next step
+            velocity = self.action_out(out[:, 1:])
+            x = x + dt * velocity
+            t = t + dt
+        return x
+
+
+def build(size: str = "tiny", **_: object) -> ModelBundle:
+    cfg = CONFIGS[size]
+    model = Pi0Style(cfg).eval()
+    vision = cfg["vision"]
+
+    def make_inputs(
+        batch_size: int,
+        cameras: int = 1,
+        instruction_tokens: int | None = None,
+        device="cpu",
+        dtype=torch.float32,
+    ):
+        tokens = instruction_tokens or cfg["instruction_tokens"]
+        size_px = vision["image_size"]
+        return {
+            "images": torch.randn(
+                batch_size, cameras, 3, size_px, size_px, device=device, dtype=dtype
+            ),
+            "instruction": torch.randint(
+                0, cfg["prefix"]["vocab_size"], (batch_size, tokens), device=device
+            ),
+            "state": torch.randn(batch_size, cfg["action_dim"], device=device, dtype=dtype),
+        }
+
+    return ModelBundle(
+        "pi0", size, model, make_inputs, lambda b: (b, cfg["chunk"], cfg["action_dim"]), cfg
+    )

@@ -1,0 +1,326 @@
+"""Measure a model's latency and memory per batch size (and input shape), with provenance.
+
+Per batch size and shape: warm-up calls first (first-call and new-shape costs are
+large), then timed calls until the median of the samples is stable (the median of
+all samples and of all but the last few agree within `tolerance`) or the time budget
+is spent. On CUDA, CUDA events around each call on a synchronised device (optionally
+a CUDA graph captured per batch size and replayed); on CPU, perf_counter with a fixed
+thread count. Every sample is kept. Peak memory: torch.cuda.max_memory_allocated on
+CUDA; on CPU, the peak resident memory of the process during the calls (weights and
+interpreter included; Linux resets the peak through /proc/self/clear_refs). Batch sizes
+run in increasing order, so memory an allocator keeps from a smaller batch never
+inflates a larger one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import platform
+import resource
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from sim.errors import InputError
+
+DTYPES = ("float32", "bfloat16", "float16")
+# the provenance fields that must agree for two profiles to be combined
+STAMP_FIELDS = (
+    "device",
+    "torch",
+    "transformers",
+    "dtype",
+    "threads",
+    "model",
+    "size",
+    "config_hash",
+    "timing",
+    "compile",
+    "cuda_graphs",
+)
+
+
+@dataclass
+class ProfileOptions:
+    device: str = "cpu"
+    dtype: str = "float32"
+    compile: bool = False
+    cuda_graphs: bool = False
+    threads: int | None = None
+    warmup: int = 3
+    min_reps: int = 5
+    max_reps: int = 30
+    budget_s: float = 10.0  # per batch size and shape, after warm-up
+    tolerance: float = 0.02
+
+
+def _peak_rss_mb() -> float:
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _reset_peak_rss() -> None:
+    # not Linux, or not allowed: the peak then spans the whole process
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+def host_cpu() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def provenance(bundle: Any, options: ProfileOptions) -> dict[str, Any]:
+    import torch
+
+    try:
+        import transformers
+
+        tf_version = transformers.__version__
+    except ImportError:
+        tf_version = None
+    meta: dict[str, Any] = {
+        "model": bundle.name,
+        "size": bundle.size,
+        "params": bundle.param_count,
+        "config_hash": bundle.config_hash,
+        "config": bundle.config,
+        "torch": torch.__version__,
+        "transformers": tf_version,
+        "python": platform.python_version(),
+        "dtype": options.dtype,
+        "compile": options.compile,
+        "cuda_graphs": options.cuda_graphs,
+        "threads": torch.get_num_threads(),
+        "host_cpu": host_cpu(),
+        "date": dt.date.today().isoformat(),
+        "warmup": options.warmup,
+        "weights": "random (latency does not depend on weight values); built from configs",
+    }
+    if options.device == "cuda":
+        props = torch.cuda.get_device_properties(0)
+        meta.update(
+            device=props.name,
+            cuda=torch.version.cuda,
+            driver=_nvidia_driver(),
+            timing="CUDA events around one call, device synchronised"
+            + ("; CUDA graph replay" if options.cuda_graphs else ""),
+            peak_mem_unit="MiB (torch.cuda.max_memory_allocated)",
+        )
+    else:
+        meta.update(
+            device=f"cpu: {host_cpu()}",
+            timing=f"time.perf_counter around one call, {torch.get_num_threads()} threads",
+            peak_mem_unit="MiB (peak resident memory of the whole process during the calls)",
+        )
+    return meta
+
+
+def _nvidia_driver() -> str | None:
+    path = Path("/proc/driver/nvidia/version")
+    if path.exists():
+        return path.read_text().split("Kernel Module")[-1].split()[0]
+    return None
+
+
+def stable(samples: Sequence[float], tolerance: float, window: int = 3) -> bool:
+    """The median has settled: with and without the last `window` samples it agrees within tolerance."""
+    if len(samples) < window + 2:
+        return False
+    full = statistics.median(samples)
+    before = statistics.median(samples[:-window])
+    return abs(full - before) <= tolerance * before
+
+
+class Profiler:
+    """Times one model bundle on one device."""
+
+    def __init__(self, bundle: Any, options: ProfileOptions):
+        import torch
+
+        if options.dtype not in DTYPES:
+            raise InputError(
+                f"unknown dtype '{options.dtype}'; one of {', '.join(DTYPES)}", source="--dtype"
+            )
+        if options.device not in ("cpu", "cuda"):
+            raise InputError(
+                f"unsupported device '{options.device}'; cpu or cuda", source="--device"
+            )
+        if options.device == "cuda" and not torch.cuda.is_available():
+            raise InputError(
+                "no CUDA device is available here; use --device cpu", source="--device"
+            )
+        if options.cuda_graphs and options.device != "cuda":
+            raise InputError("CUDA graphs need --device cuda", source="--cuda-graphs")
+        if options.threads is not None:
+            torch.set_num_threads(options.threads)
+        self.torch = torch
+        self.bundle = bundle
+        self.options = options
+        self.dtype = getattr(torch, options.dtype)
+        self.module = bundle.module.to(options.device, self.dtype).eval()
+        self.call = torch.compile(self.module) if options.compile else self.module
+
+    def _runner(self, inputs: dict[str, Any]) -> Callable[[], Any]:
+        """A zero-argument call for these inputs: plain, or a replayed CUDA graph."""
+        torch = self.torch
+        if not self.options.cuda_graphs:
+            return lambda: self.call(**inputs)
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(2):
+                self.call(**inputs)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self.call(**inputs)
+        return graph.replay
+
+    def measure(
+        self, batch_size: int, cameras: int, instruction_tokens: int | None
+    ) -> tuple[list[float], float]:
+        """(latency samples in ms, peak memory in MiB) for one batch size and shape."""
+        torch, opts = self.torch, self.options
+        inputs = self.bundle.make_inputs(
+            batch_size,
+            cameras=cameras,
+            instruction_tokens=instruction_tokens,
+            device=opts.device,
+            dtype=self.dtype,
+        )
+        cuda = opts.device == "cuda"
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        else:
+            _reset_peak_rss()
+        run = self._runner(inputs)
+        for _ in range(opts.warmup):
+            run()
+        samples: list[float] = []
+        spent_s = 0.0
+        while len(samples) < opts.max_reps:
+            if cuda:
+                start, end = (
+                    torch.cuda.Event(enable_timing=True),
+                    torch.cuda.Event(enable_timing=True),
+                )
+                torch.cuda.synchronize()
+                start.record()
+                run()
+                end.record()
+                torch.cuda.synchronize()
+                ms = start.elapsed_time(end)
+            else:
+                t0 = time.perf_counter()
+                run()
+                ms = (time.perf_counter() - t0) * 1000
+            samples.append(ms)
+            spent_s += ms / 1000
+            if len(samples) >= opts.min_reps and (
+                stable(samples, opts.tolerance) or spent_s >= opts.budget_s
+            ):
+                break
+        peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else _peak_rss_mb()
+        return samples, peak
+
+
+def profile_model(
+    bundle: Any,
+    batch_sizes: Sequence[int],
+    cameras: Sequence[int] = (1,),
+    instruction_tokens: int | None = None,
+    options: ProfileOptions | None = None,
+    on_step: Callable[[int, int, list[float]], None] | None = None,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Measure every (cameras, batch size); returns one row per sample and the provenance.
+
+    Interrupted (Ctrl-C), it returns what it measured so far, with `interrupted` set
+    in the provenance.
+    """
+    options = options or ProfileOptions()
+    if not batch_sizes or any(b < 1 for b in batch_sizes):
+        raise InputError("batch sizes must be integers >= 1", source="--batch-sizes")
+    if any(c < 1 for c in cameras):
+        raise InputError("cameras must be >= 1", source="--cameras")
+    profiler = Profiler(bundle, options)
+    meta = provenance(bundle, options)
+    rows: list[dict[str, Any]] = []
+    try:
+        for cams in cameras:
+            for b in sorted(batch_sizes):
+                samples, peak = profiler.measure(b, cams, instruction_tokens)
+                rows.extend(
+                    {
+                        "batch_size": b,
+                        "latency_ms": ms,
+                        "peak_mem_mb": peak,
+                        "cameras": cams,
+                        "rep": i,
+                    }
+                    for i, ms in enumerate(samples)
+                )
+                if on_step is not None:
+                    on_step(b, cams, samples)
+    except KeyboardInterrupt:
+        meta["interrupted"] = True
+    return pd.DataFrame(
+        rows, columns=["batch_size", "latency_ms", "peak_mem_mb", "cameras", "rep"]
+    ), meta
+
+
+def stamp(meta: dict[str, Any]) -> dict[str, Any]:
+    return {k: meta.get(k) for k in STAMP_FIELDS}
+
+
+def write_profile(
+    frame: pd.DataFrame, meta: dict[str, Any], path: Path, append: bool = False
+) -> Path:
+    """Write NAME.csv and NAME.meta.json; with `append`, add to an existing profile of the same stamp."""
+    path = Path(path)
+    meta_path = path.with_suffix("").with_suffix(".meta.json")
+    if append and path.exists():
+        old_meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        if stamp(old_meta) != stamp(meta):
+            differ = [k for k in STAMP_FIELDS if old_meta.get(k) != meta.get(k)]
+            raise InputError(
+                f"was measured with a different stamp ({', '.join(differ)} differ); "
+                "profiles of different stamps are never combined",
+                source=str(path),
+            )
+        old = pd.read_csv(path)
+        keys = set(zip(frame.batch_size, frame.cameras, strict=True))
+        keep = old[[k not in keys for k in zip(old.batch_size, old.cameras, strict=True)]]
+        frame = pd.concat([keep, frame], ignore_index=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.sort_values(["cameras", "batch_size", "rep"], kind="stable").to_csv(path, index=False)
+    meta_path.write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    return path
+
+
+def check_same_stamp(metas: Sequence[dict[str, Any]], sources: Sequence[str]) -> None:
+    """Refuse to combine profiles whose provenance stamps differ."""
+    first = stamp(metas[0])
+    for meta, source in zip(metas[1:], sources[1:], strict=True):
+        if stamp(meta) != first:
+            differ = [k for k in STAMP_FIELDS if meta.get(k) != first.get(k)]
+            raise InputError(
+                f"differs from {sources[0]} in {', '.join(differ)}; profiles of different stamps are never combined",
+                source=source,
+            )
