@@ -22,12 +22,12 @@ demo: $(STAMP)
 
 ## test: set up, lint and run the whole test suite
 test: $(STAMP)
-	$(BIN)/ruff check sim tests benchmarks scripts
-	$(BIN)/ruff format --check sim tests benchmarks scripts
+	$(BIN)/ruff check sim tests benchmarks scripts examples
+	$(BIN)/ruff format --check sim tests benchmarks scripts examples
 	$(BIN)/python -m pytest -n 2 -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check sim tests benchmarks scripts
+	$(BIN)/ruff check sim tests benchmarks scripts examples
 
 format: $(STAMP)
 	$(BIN)/ruff format sim tests benchmarks scripts

@@ -415,6 +415,7 @@ def profile(
         max_reps=max(max_reps, 1),
         budget_s=budget_s,
     )
+    options.validate()
     bundle = models.build(model, size)
     with Progress(
         TextColumn("[bold]profile[/] {task.description}"),

@@ -60,6 +60,25 @@ class ProfileOptions:
     budget_s: float = 10.0  # per batch size and shape, after warm-up
     tolerance: float = 0.02
 
+    def validate(self) -> None:
+        """One clear error for options this machine cannot honour."""
+        import torch
+
+        if self.dtype not in DTYPES:
+            raise InputError(
+                f"unknown dtype '{self.dtype}'; one of {', '.join(DTYPES)}", source="--dtype"
+            )
+        if self.device not in ("cpu", "cuda"):
+            raise InputError(f"unsupported device '{self.device}'; cpu or cuda", source="--device")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise InputError(
+                "no CUDA device is available here; use --device cpu", source="--device"
+            )
+        if self.cuda_graphs and self.device != "cuda":
+            raise InputError("CUDA graphs need --device cuda", source="--cuda-graphs")
+        if self.threads is not None and self.threads < 1:
+            raise InputError("must be >= 1", source="--threads")
+
 
 def _peak_rss_mb() -> float:
     status = Path("/proc/self/status")

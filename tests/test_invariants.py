@@ -296,3 +296,21 @@ def test_requests_mode_accounts_for_arrivals_after_the_last_launch():
     rec = simulate_arrays([0.1, 0.3], StaticPolicy(3, None), profile, timeout_s=0.5)
     assert rec.outcome.tolist() == [DROPPED, DROPPED]
     assert rec.end_s > 0.8
+
+
+def test_the_simulator_never_needs_torch(tmp_path):
+    """The core (scenario, engine, metrics, CLI run) imports and runs with torch hidden."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    code = (
+        "import sys; sys.modules['torch'] = None; sys.modules['transformers'] = None\n"
+        "from sim.cli import main\n"
+        f"raise SystemExit(main(['run', '{ROOT}/scenarios/quickstart.yaml', '-q', '--set', 'duration_s=20']))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr

@@ -16,6 +16,8 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,6 +69,8 @@ def build(name: str, size: str = "tiny", **options: Any) -> ModelBundle:
 
 def _plugin(spec: str, size: str) -> ModelBundle:
     module_name, _, attr = spec.partition(":")
+    if os.getcwd() not in sys.path:  # a user's own package, beside where they run batchsim
+        sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

@@ -1,0 +1,142 @@
+"""Reference models build offline and run; the profiler's CSV feeds the simulator with its
+provenance; stamps never mix; bad profiler input exits 2."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from sim.errors import InputError  # noqa: E402
+from sim.models import build  # noqa: E402
+from sim.profile import Profile  # noqa: E402
+from sim.profiler import ProfileOptions, check_same_stamp, profile_model, write_profile  # noqa: E402
+from tests.conftest import ROOT, run_cli  # noqa: E402
+
+
+@pytest.mark.parametrize("name", ["pi0", "openvla", "act"])
+@pytest.mark.parametrize("batch", [1, 2, 4])
+def test_tiny_models_run_with_the_documented_output_shape(name, batch):
+    bundle = build(name, "tiny")
+    cameras = 1 if name == "openvla" else 2
+    out = bundle.module(**bundle.make_inputs(batch, cameras=cameras))
+    assert tuple(out.shape) == bundle.output_shape(batch)
+    expected = {"pi0": (batch, 50, 32), "openvla": (batch, 7), "act": (batch, 100, 14)}[name]
+    assert tuple(out.shape) == expected
+
+
+def test_full_sizes_are_the_architectures_measured_on_the_gpus():
+    """Built on the meta device (no memory), the full-size models have exactly the parameter
+    counts of the H100 runs shipped under profiles/h100/."""
+    measured = {
+        "pi0": json.loads((ROOT / "profiles/h100/pi0-hf-eager.meta.json").read_text())["params"],
+        "openvla": json.loads((ROOT / "profiles/h100/openvla-hf-eager.meta.json").read_text())[
+            "params"
+        ],
+    }
+    with torch.device("meta"):
+        for name, params in measured.items():
+            assert build(name, "full").param_count == params
+
+
+def test_param_count_follows_the_config():
+    # ACT's transformer: doubling d_model roughly quadruples the transformer's weights
+    small, tiny = build("act", "small"), build("act", "tiny")
+    assert small.param_count > 100 * tiny.param_count
+    assert build("pi0", "tiny").param_count == sum(
+        p.numel() for p in build("pi0", "tiny").module.parameters()
+    )
+
+
+def test_profile_of_a_tiny_model_feeds_the_simulator(tmp_path):
+    bundle = build("pi0", "tiny")
+    opts = ProfileOptions(threads=1, warmup=1, min_reps=3, max_reps=4)
+    frame, meta = profile_model(bundle, [1, 2, 4], [1, 2], options=opts)
+    assert set(frame.batch_size) == {1, 2, 4} and set(frame.cameras) == {1, 2}
+    assert (frame.latency_ms > 0).all() and (frame.peak_mem_mb > 0).all()
+    path = write_profile(frame, meta, tmp_path / "pi0-tiny.csv")
+    meta_back = json.loads((tmp_path / "pi0-tiny.meta.json").read_text())
+    assert meta_back["model"] == "pi0" and meta_back["size"] == "tiny" and meta_back["threads"] == 1
+    assert (
+        meta_back["config_hash"] == bundle.config_hash and meta_back["params"] == bundle.param_count
+    )
+    profile = Profile.from_csv(path, {"cameras": 2})
+    assert profile.sizes == (1, 2, 4) and profile.provenance["model"] == "pi0"
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text(
+        "duration_s: 5\n"
+        f"profile: {{path: {path}, cameras: 2}}\n"
+        "workload: {kind: poisson, rate_rps: 50}\n"
+        "policy: {kind: dynamic, max_batch: 4, max_wait_ms: 2}\n"
+    )
+    assert run_cli("run", str(scenario), "-q").returncode == 0
+
+
+def test_profiles_of_different_stamps_never_combine(tmp_path):
+    bundle = build("act", "tiny")
+    opts = ProfileOptions(threads=1, warmup=1, min_reps=3, max_reps=3)
+    frame, meta = profile_model(bundle, [1, 2], options=opts)
+    path = write_profile(frame, meta, tmp_path / "act.csv")
+    more, meta3 = profile_model(bundle, [4], [3], options=opts)
+    write_profile(more, meta3, path, append=True)  # same stamp: added
+    assert set(pd.read_csv(path).cameras) == {1, 3}
+    other = {**meta3, "dtype": "bfloat16"}
+    with pytest.raises(InputError, match="dtype differ"):
+        write_profile(more, other, path, append=True)
+    with pytest.raises(InputError, match="never combined"):
+        check_same_stamp([meta, {**meta, "threads": 64}], ["a.csv", "b.csv"])
+
+
+def test_interrupted_profile_keeps_what_was_measured():
+    bundle = build("act", "tiny")
+    calls = []
+
+    def stop_after_first(b, c, samples):
+        calls.append(b)
+        raise KeyboardInterrupt
+
+    frame, meta = profile_model(
+        bundle,
+        [1, 2, 4],
+        options=ProfileOptions(warmup=1, min_reps=3, max_reps=3),
+        on_step=stop_after_first,
+    )
+    assert meta["interrupted"] is True
+    assert set(frame.batch_size) == {1} and calls == [1]
+
+
+def test_cli_profiles_a_plugin_model(tmp_path):
+    out = tmp_path / "mlp.csv"
+    result = run_cli(
+        "profile", "--model", "examples.tiny_mlp_policy:build", "--batch-sizes", "1,2",
+        "--max-reps", "5", "--threads", "1", "--out", str(out), "--plot",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert Profile.from_csv(out).sizes == (1, 2)
+    assert out.with_suffix(".png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--model", "pi7"], ["--model", "unknown model 'pi7'", "pi0"]),
+        (["--model", "pi0", "--batch-sizes", "0,2"], ["--batch-sizes", ">= 1"]),
+        (["--model", "pi0", "--batch-sizes", "a"], ["--batch-sizes", "integers"]),
+        (["--model", "pi0", "--device", "tpu"], ["--device", "unsupported device 'tpu'"]),
+        (["--model", "pi0", "--device", "cuda"], ["--device", "no CUDA device"]),
+        (["--model", "pi0", "--size", "huge"], ["--size", "unknown size 'huge'"]),
+        (["--model", "nosuchpkg.mod:build"], ["--model", "cannot import 'nosuchpkg.mod'"]),
+        (["--model", "examples.tiny_mlp_policy:nothing"], ["--model", "no callable 'nothing'"]),
+        (["--model", "pi0", "--dtype", "int8"], ["--dtype", "unknown dtype 'int8'"]),
+    ],
+)
+def test_bad_profiler_input_exits_2(args, expected, tmp_path):
+    result = run_cli("profile", *args, "--out", str(tmp_path / "x.csv"))
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    line = result.stderr.strip()
+    assert "Traceback" not in line and len(line.splitlines()) == 1
+    for fragment in expected:
+        assert fragment in line, (fragment, line)
