@@ -140,3 +140,86 @@ def test_bad_profiler_input_exits_2(args, expected, tmp_path):
     assert "Traceback" not in line and len(line.splitlines()) == 1
     for fragment in expected:
         assert fragment in line, (fragment, line)
+
+
+class FakeEvent:
+    """Stands in for torch.cuda.Event: a clock that advances 5 ms per recorded call pair."""
+
+    clock_ms = 0.0
+
+    def __init__(self, enable_timing=True):
+        self.t = None
+
+    def record(self):
+        FakeEvent.clock_ms += 2.5
+        self.t = FakeEvent.clock_ms
+
+    def elapsed_time(self, other):
+        return other.t - self.t
+
+
+class FakeGraph:
+    def __init__(self):
+        self.replays = 0
+        self.captured = None
+
+    def replay(self):
+        self.replays += 1
+
+
+def test_cuda_code_paths_with_a_mocked_device(monkeypatch):
+    """No GPU here: the CUDA bookkeeping (events, synchronisation, peak memory, graph capture
+    and replay, provenance) runs against fakes, so its shapes and records are checked."""
+    import contextlib
+    from types import SimpleNamespace
+
+    from torch import nn
+
+    from sim.models import ModelBundle
+    from sim.profiler import Profiler, provenance
+
+    class HostOnly(nn.Linear):
+        def to(self, *args, **kwargs):  # keep the weights on the CPU whatever device is asked
+            return super().to(
+                kwargs.get("dtype", args[1] if len(args) > 1 else None) or torch.float32
+            )
+
+    calls = {"sync": 0, "captures": 0}
+    cuda = torch.cuda
+    monkeypatch.setattr(cuda, "is_available", lambda: True)
+    monkeypatch.setattr(cuda, "synchronize", lambda: calls.__setitem__("sync", calls["sync"] + 1))
+    monkeypatch.setattr(cuda, "reset_peak_memory_stats", lambda: None)
+    monkeypatch.setattr(cuda, "max_memory_allocated", lambda: 3 * 2**20 * 1024)
+    monkeypatch.setattr(cuda, "Event", FakeEvent)
+    monkeypatch.setattr(cuda, "get_device_properties", lambda i: SimpleNamespace(name="Fake H100"))
+    monkeypatch.setattr(cuda, "Stream", lambda: SimpleNamespace(wait_stream=lambda s: None))
+    monkeypatch.setattr(cuda, "current_stream", lambda: SimpleNamespace(wait_stream=lambda s: None))
+    monkeypatch.setattr(cuda, "stream", lambda s: contextlib.nullcontext())
+    monkeypatch.setattr(cuda, "CUDAGraph", FakeGraph)
+
+    @contextlib.contextmanager
+    def capture(graph):
+        calls["captures"] += 1
+        yield
+
+    monkeypatch.setattr(cuda, "graph", capture)
+    module = HostOnly(8, 4)
+    bundle = ModelBundle(
+        "fake", "tiny", module,
+        lambda b, cameras=1, instruction_tokens=None, device="cpu", dtype=torch.float32: {"input": torch.randn(b, 8)},
+        config={"width": 8},
+    )  # fmt: skip
+    for graphs in (False, True):
+        opts = ProfileOptions(
+            device="cuda", dtype="float32", cuda_graphs=graphs, warmup=2, min_reps=4, max_reps=6
+        )
+        samples, peak = Profiler(bundle, opts).measure(4, 1, None)
+        assert samples and all(ms == pytest.approx(2.5) for ms in samples)
+        assert peak == 3 * 1024  # MiB
+    assert calls["captures"] == 1  # one graph per batch size, when asked
+    meta = provenance(bundle, ProfileOptions(device="cuda", cuda_graphs=True))
+    assert (
+        meta["device"] == "Fake H100"
+        and "CUDA events" in meta["timing"]
+        and "graph" in meta["timing"]
+    )
