@@ -202,6 +202,30 @@ class Profile:
             provenance = {**provenance, "selected": dict(select)}
         return cls.from_frame(frame, select, provenance, str(path))
 
+    @classmethod
+    def variants_from_csv(
+        cls, path: str | Path, shape: str, select: Mapping[str, Any] | None = None
+    ) -> dict[int, Profile]:
+        """One profile per value of the numeric shape column (e.g. cameras), for batches whose
+        cost depends on the largest request shape in them."""
+        path = Path(path)
+        if not path.is_file():
+            raise InputError("profile file not found", source=str(path))
+        frame = pd.read_csv(path)
+        if shape not in frame.columns:
+            raise InputError(
+                f"no column '{shape}' to take request shapes from (columns: {', '.join(frame.columns)})",
+                source=str(path),
+                field=shape,
+            )
+        values = pd.to_numeric(frame[shape], errors="coerce")
+        if values.isna().any() or (values != values.round()).any():
+            raise InputError(f"column '{shape}' must hold integers", source=str(path), field=shape)
+        return {
+            int(v): cls.from_csv(path, {**(select or {}), shape: int(v)})
+            for v in sorted(values.unique())
+        }
+
     def to_csv(self, path: str | Path) -> None:
         """Write one row per sample and the provenance sidecar."""
         path = Path(path)

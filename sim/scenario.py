@@ -48,10 +48,13 @@ class Strict(BaseModel):
 
 # ---- profile -----------------------------------------------------------------------------
 class ProfileFile(BaseModel):
-    """`profile: {path: FILE.csv, COLUMN: VALUE, ...}`: a CSV with a variant selected."""
+    """`profile: {path: FILE.csv, COLUMN: VALUE, ...}`: a CSV with a variant selected, or with
+    `shape: COLUMN`, every value of that column kept: each batch then costs the variant of the
+    largest request shape in it."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
     path: str
+    shape: str | None = None
 
     @property
     def select(self) -> dict[str, Any]:
@@ -188,6 +191,7 @@ class RobotGroup(Strict):
 
     name: str | None = None
     count: PositiveInt
+    shape: PositiveInt | None = None  # request shape (e.g. cameras) with a shape-aware profile
     control_hz: PositiveFloat
     chunk: PositiveInt
     execute: PositiveInt | None = None  # default: the whole chunk
@@ -257,6 +261,7 @@ class RobotsWorkload(Strict):
                     network_jitter_s=group.network_ms.jitter / 1000.0,
                     slo_s=None if slo_ms is None else slo_ms / 1000.0,
                     group=group.name or f"group{g_index}",
+                    shape=group.shape,
                 )
                 child = np.random.default_rng(rng.integers(2**63))
                 clients.append(RobotClient(len(clients), params, child, warmup_s))
@@ -425,6 +430,8 @@ class Scenario(Strict):
     admission: Admission = Admission()
     slo: Slo = Slo()
     classes: list[RequestClass] | None = Field(None, min_length=1)
+    # open loop with a shape-aware profile: {VALUE: share}, e.g. {1: 0.7, 3: 0.3} cameras
+    request_shapes: dict[PositiveInt, PositiveFloat] | None = Field(None, min_length=1)
     sweep: SweepSection | None = None  # used by `batchsim sweep`, ignored by `run`
 
     @model_validator(mode="after")
@@ -434,6 +441,8 @@ class Scenario(Strict):
             if len(set(names)) != len(names):
                 raise ValueError("classes: names must be distinct")
         closed_loop = self.workload.kind == "robots"
+        if closed_loop and self.request_shapes is not None:
+            raise ValueError("request_shapes is for open-loop workloads; robot groups set shape")
         if closed_loop and self.classes is not None:
             raise ValueError("classes apply to open-loop workloads; robots set their own deadlines")
         if self.policy.kind == "deadline":
@@ -627,7 +636,9 @@ class LoadedScenario:
         self.raw = raw  # the mapping as written (overrides applied), for scenario.yaml outputs
         self.base = base
         self.source = source
+        self.shaped: dict[int, Profile] | None = None
         self.profile = self._load_profile()
+        self._check_shapes()
         self.max_size_in_memory = self._memory_cap()
         self._check_policy_against_profile()
         self.policy = self.build_policy()
@@ -677,7 +688,38 @@ class LoadedScenario:
             resolved = resolve_path(path, self.base, "profile")
         except InputError as exc:
             raise InputError(str(exc), source=self.source) from None
+        if isinstance(spec, ProfileFile) and spec.shape is not None:
+            self.shaped = Profile.variants_from_csv(resolved, spec.shape, select)
+            # plans, memory and checks use the largest shape: the costliest batches
+            return self.shaped[max(self.shaped)]
         return Profile.from_csv(resolved, select)
+
+    def _check_shapes(self) -> None:
+        """Request shapes need a shape-aware profile that measured a shape at least as large."""
+        s = self.scenario
+        asked = set(s.request_shapes or {})
+        if s.workload.kind == "robots":
+            asked |= {g.shape for g in s.workload.groups if g.shape is not None}
+        if self.shaped is None:
+            if asked:
+                raise InputError(
+                    "request shapes need a shape-aware profile: profile: {path: ..., shape: COLUMN}",
+                    source=self.source,
+                    field="request_shapes" if s.request_shapes else "workload.shape",
+                )
+            return
+        too_big = [v for v in sorted(asked) if v > max(self.shaped)]
+        if too_big:
+            raise InputError(
+                f"request shape {too_big[0]} is larger than any measured ({', '.join(map(str, self.shaped))})",
+                source=self.source,
+                field="request_shapes" if s.request_shapes else "workload.shape",
+            )
+        for variant in self.shaped.values():
+            if variant.sizes != self.profile.sizes:
+                raise InputError(
+                    "every shape must be measured at the same batch sizes", source=variant.source
+                )
 
     def _check_policy_against_profile(self) -> None:
         sizes = self._launch_sizes()
@@ -711,9 +753,18 @@ class LoadedScenario:
 
         Streams are spawned by position, so adding one never changes the others.
         """
-        names = ("arrivals", "service", "classes", "dispatch", "robots")
+        names = ("arrivals", "service", "classes", "dispatch", "robots", "shapes")
         seeds = np.random.SeedSequence(self.scenario.seed).spawn(len(names))
         return {name: np.random.default_rng(seed) for name, seed in zip(names, seeds, strict=True)}
+
+    def request_shapes(self, n: int, rng: np.random.Generator) -> np.ndarray | None:
+        """Open loop: each request's shape drawn by share (all the largest when none is given)."""
+        if self.shaped is None:
+            return None
+        shares = self.scenario.request_shapes or {max(self.shaped): 1.0}
+        values = np.array(sorted(shares), dtype=np.int32)
+        p = np.array([shares[v] for v in values], dtype=float)
+        return values[rng.choice(values.size, size=n, p=p / p.sum())]
 
     def request_attributes(self, arrivals: Arrivals, rng: np.random.Generator) -> dict[str, Any]:
         """Per-request class, deadline and priority: classes drawn by share, deadline = arrival + SLO."""

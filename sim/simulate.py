@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from sim.engine import Engine, RunRecords
 from sim.engine.core import ProgressFn
 from sim.metrics import robots_frame, robots_summary, summarize
@@ -26,6 +28,15 @@ def simulate(loaded: LoadedScenario, progress: ProgressFn | None = None) -> RunR
     else:
         arrivals = loaded.arrivals(rngs["arrivals"])
         traffic = loaded.request_attributes(arrivals, rngs["classes"])
+        traffic["shape"] = loaded.request_shapes(len(arrivals), rngs["shapes"])
+    if loaded.shaped is not None:
+        # one draw stream per shape variant, split from the service stream
+        seeds = rngs["service"].bit_generator.seed_seq.spawn(len(loaded.shaped))
+        traffic["shaped_service"] = {
+            value: variant.sampler(np.random.default_rng(seed))
+            for (value, variant), seed in zip(loaded.shaped.items(), seeds, strict=True)
+        }
+        traffic["shape_name"] = loaded.scenario.profile.shape
     dispatch = s.cluster.dispatcher
     if dispatch is None:
         policy = loaded.policy

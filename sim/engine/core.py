@@ -63,6 +63,9 @@ class Engine:
         max_padded_size: int | None = None,
         clients: Sequence[RobotClient] | None = None,
         max_requests: int | None = None,
+        shape: np.ndarray | None = None,
+        shaped_service: dict[int, ServiceSampler] | None = None,
+        shape_name: str = "shape",
     ):
         self.env = simpy.Environment()
         self.clients = list(clients) if clients is not None else None
@@ -85,6 +88,20 @@ class Engine:
             raise ValueError("a shared queue is served by one policy object")
         self.outcome = np.zeros(n, dtype=np.int8)
         self.request_batch = np.full(n, -1, dtype=np.int64)
+        # shape-aware profiles: a batch costs the variant of its largest request shape
+        self._shaped = shaped_service
+        self.shape_name = shape_name
+        self.request_shape = None
+        if shaped_service is not None:
+            default = max(shaped_service)
+            self.request_shape = (
+                np.full(n, default, dtype=np.int32) if shape is None else shape.astype(np.int32)
+            )
+            measured = sorted(shaped_service)
+            self._shape_for = {
+                v: next(m for m in measured if m >= v) for v in range(1, default + 1)
+            }
+        self._b_shape: list[int] = []
         self.deadline_s = np.full(n, np.inf) if deadline_s is None else deadline_s
         self.class_id = np.zeros(n, dtype=np.int16) if class_id is None else class_id
         self.class_names = class_names
@@ -160,7 +177,12 @@ class Engine:
                 batch_id = len(b_start)
                 ids = queue.take(count)
                 self.request_batch[ids] = batch_id
-                service_s = self.service(padded)
+                if self._shaped is None:
+                    service_s = self.service(padded)
+                else:
+                    variant = self._shape_for[int(self.request_shape[ids].max())]
+                    service_s = self._shaped[variant](padded)
+                    self._b_shape.append(variant)
                 b_replica.append(replica)
                 b_start.append(now)
                 b_end.append(now + service_s)
@@ -217,17 +239,21 @@ class Engine:
             if uplink_s > 0:
                 yield env.timeout(uplink_s)
             answered = env.event()
-            self._submit(client.id, deadline_s - client.p.downlink_s, answered)
+            self._submit(client.id, deadline_s - client.p.downlink_s, answered, client.p.shape)
             ok = yield answered
             if downlink_s > 0:
                 yield env.timeout(downlink_s)
             client.deliver(env.now, ok)
 
-    def _submit(self, source: int, deadline_s: float, answered: simpy.Event) -> None:
+    def _submit(
+        self, source: int, deadline_s: float, answered: simpy.Event, shape: int | None = None
+    ) -> None:
         """A request reaches the server now: record it, admit it, wake idle replicas."""
         request = len(self._times)
         if request == self.outcome.size:
             self._grow()
+        if self.request_shape is not None:
+            self.request_shape[request] = shape if shape is not None else max(self._shaped)
         self._times.append(self.env.now)
         self._deadlines.append(deadline_s)
         self._sources.append(source)
@@ -256,6 +282,10 @@ class Engine:
         )
         self.deadline_s = np.concatenate([self.deadline_s, np.full(extra, np.inf)])
         self.class_id = np.concatenate([self.class_id, np.zeros(extra, dtype=np.int16)])
+        if self.request_shape is not None:
+            self.request_shape = np.concatenate(
+                [self.request_shape, np.zeros(extra, dtype=np.int32)]
+            )
         self.feed.outcome = self.outcome
 
     def _monitor(self, horizon_s: float, ticks: int = 100):
@@ -305,6 +335,8 @@ class Engine:
             )
             self.outcome, self.request_batch = self.outcome[:n], self.request_batch[:n]
             self.deadline_s, self.class_id = self.deadline_s[:n], self.class_id[:n]
+            if self.request_shape is not None:
+                self.request_shape = self.request_shape[:n]
             for client in self.clients:
                 client.finish(end_s)
         batch_end = np.asarray(self._b_end, dtype=float)
@@ -331,4 +363,7 @@ class Engine:
             class_id=self.class_id,
             class_names=self.class_names,
             robots=self.clients,
+            request_shape=self.request_shape,
+            batch_shape=None if self._shaped is None else np.asarray(self._b_shape, dtype=np.int32),
+            shape_name=self.shape_name,
         )

@@ -39,6 +39,9 @@ class RunRecords:
     class_id: np.ndarray | None = None  # per request, index into class_names
     class_names: tuple[str, ...] | None = None
     robots: list[Any] | None = None  # closed loop: the RobotClient of each source id
+    request_shape: np.ndarray | None = None  # shape-aware profiles: each request's shape
+    batch_shape: np.ndarray | None = None  # ... and the shape variant each batch ran as
+    shape_name: str = "shape"
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -82,6 +85,8 @@ class RunRecords:
         columns: dict[str, Any] = {}
         if self.deadline_s is not None and np.isfinite(self.deadline_s).any():
             columns["deadline"] = self.deadline_s
+        if self.request_shape is not None:
+            columns[self.shape_name] = self.request_shape
         if self.class_names is not None and self.class_id is not None:
             columns["class"] = pd.Categorical.from_codes(
                 self.class_id, categories=list(self.class_names)
@@ -98,6 +103,7 @@ class RunRecords:
                 "end": self.batch_end_s,
                 "size": self.batch_size,
                 "padded_size": self.batch_padded,
+                **({} if self.batch_shape is None else {self.shape_name: self.batch_shape}),
             }
         )
 

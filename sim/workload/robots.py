@@ -51,6 +51,7 @@ class RobotParams:
     network_jitter_s: float = 0.0
     slo_s: float | None = None  # sync deadline after the send; None: one control period
     group: str = "robots"
+    shape: int | None = None  # request shape (e.g. cameras), for shape-aware profiles
 
     @property
     def period_s(self) -> float:
