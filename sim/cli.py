@@ -346,6 +346,71 @@ def plot(
         out_console.print(f"wrote {path}")
 
 
+@app.command()
+def validate(
+    scenario: Annotated[Path, typer.Argument(help="scenario YAML with a model: section")],
+    out: Annotated[
+        Path, typer.Option("--out", help="folder for validation.json, report.md, figure")
+    ] = Path("runs/validate"),
+    profile_: Annotated[
+        Path | None,
+        typer.Option("--profile", help="use this profile (its provenance must match the model)"),
+    ] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="override a field: KEY=VALUE")
+    ] = None,
+) -> None:
+    """Check the simulator against a live run of the real model on the same traffic."""
+    try:
+        from sim.validate import validate as run_validation
+    except ImportError as exc:
+        raise InputError(
+            f"validate needs torch and transformers ({exc})", source="validate"
+        ) from None
+    result = run_validation(
+        scenario,
+        out,
+        set_ or [],
+        profile_,
+        stage=lambda m: err_console.print(f"[bold]validate[/] {m}"),
+    )
+    table = Table(title=f"validate: {scenario.name}", header_style="bold")
+    for col in (
+        "metric",
+        "live",
+        "simulated",
+        "error",
+        "raw profile",
+        "error",
+        "live batches",
+        "error",
+    ):
+        table.add_column(
+            col, justify="right" if col != "metric" else "left", no_wrap=col == "metric"
+        )
+    for row in result["comparison"]:
+        table.add_row(
+            row["metric"],
+            _fmt(row["live"]),
+            _fmt(row["sim"]),
+            "-" if row["sim_error"] is None else f"{row['sim_error']:+.1%}",
+            _fmt(row["sim_raw_profile"]),
+            "-" if row["sim_raw_profile_error"] is None else f"{row['sim_raw_profile_error']:+.1%}",
+            _fmt(row["sim_live_service"]),
+            "-"
+            if row["sim_live_service_error"] is None
+            else f"{row['sim_live_service_error']:+.1%}",
+        )
+    out_console.print(table)
+    if result["ks"]:
+        out_console.print(f"KS statistic on latency: {result['ks']['statistic']:.3f}")
+    if result["failures"]:
+        out_console.print(
+            f"{len(result['failures'])} batch(es) failed in the live run; see {out}/report.md"
+        )
+    out_console.print(f"wrote {out}/validation.json, report.md, latency_cdf.png")
+
+
 def _int_list(text: str, flag: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sim.engine.records import COMPLETED, DROPPED, IN_SERVICE, QUEUED, REJECTED, RunRecords
+from sim.engine.records import COMPLETED, DROPPED, FAILED, IN_SERVICE, QUEUED, REJECTED, RunRecords
 
 PERCENTILES = (50, 90, 95, 99)
 
@@ -62,6 +62,7 @@ def _requests_block(rec: RunRecords, subset: np.ndarray, window_s: float) -> dic
         "dropped": int((subset & (outcome == DROPPED)).sum()),
         "rejected": int((subset & (outcome == REJECTED)).sum()),
         "unfinished": int(unfinished.sum()),
+        "failed": int((subset & (outcome == FAILED)).sum()),
     }
     throughput = counts["completed"] / window_s if window_s > 0 else 0.0
     goodput, attainment = throughput, None

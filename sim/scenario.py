@@ -408,6 +408,17 @@ class RequestClass(Strict):
     priority: int = 0
 
 
+class ModelSection(Strict):
+    """`model:` the real model behind the profile, for `batchsim validate` (live replay)."""
+
+    name: str = Field(min_length=1)  # pi0 | openvla | act | package.module:factory
+    size: Literal["tiny", "small", "full"] = "tiny"
+    device: Literal["cpu", "cuda"] = "cpu"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    cameras: PositiveInt = 1
+    threads: PositiveInt | None = 1
+
+
 class SweepSection(Strict):
     """`sweep:` in a scenario: the grid (dotted key -> values) and replications of `batchsim sweep`."""
 
@@ -423,7 +434,8 @@ class Scenario(Strict):
     duration_s: PositiveFloat | None = None
     requests: PositiveInt | None = None
     warmup_s: NonNegativeFloat = 0.0
-    profile: ProfileSpec
+    profile: ProfileSpec | None = None  # required, unless `model` lets validate measure one
+    model: ModelSection | None = None
     workload: Workload
     cluster: Cluster = Cluster()
     policy: PolicyConfig
@@ -453,6 +465,14 @@ class Scenario(Strict):
                 raise ValueError(
                     "the deadline policy needs slo.latency_ms or classes with latency_ms"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _profile_or_model(self) -> Scenario:
+        if self.profile is None and self.model is None:
+            raise ValueError(
+                "profile: required field is missing (or give model: for batchsim validate)"
+            )
         return self
 
     @model_validator(mode="after")
@@ -678,6 +698,11 @@ class LoadedScenario:
 
     def _load_profile(self) -> Profile:
         spec = self.scenario.profile
+        if spec is None:
+            raise InputError(
+                "profile: none given; batchsim validate measures one from model:, or set profile:",
+                source=self.source,
+            )
         if isinstance(spec, InlineProfile):
             try:
                 return Profile.from_inline(spec.batch_size, spec.latency_ms, spec.peak_mem_mb)

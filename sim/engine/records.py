@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 
 # request outcome codes (int8); the names are what requests.parquet stores
-QUEUED, COMPLETED, IN_SERVICE, DROPPED, REJECTED = 0, 1, 2, 3, 4
-OUTCOME_NAMES = ("queued", "completed", "in_service", "dropped", "rejected")
+QUEUED, COMPLETED, IN_SERVICE, DROPPED, REJECTED, FAILED = 0, 1, 2, 3, 4, 5
+OUTCOME_NAMES = ("queued", "completed", "in_service", "dropped", "rejected", "failed")
 
 
 @dataclass

@@ -1,0 +1,315 @@
+"""`batchsim validate`: the simulator's prediction checked against a live run of the model.
+
+Steps: (1) profile the scenario's `model:` on its device for every batch size the
+policy can launch (or take `--profile` when its provenance matches the model); (2)
+replay the scenario's traffic live against the model; (3) simulate the same scenario
+(same seed, same arrivals) twice: with the profile as measured, and with the live run's
+per-batch overhead outside the model's forward (building inputs, Python scheduling)
+added to every sample of the profile, by batch size; (4) report both side by side with
+the live run: throughput, latency and queue-delay percentiles, batch size, utilisation,
+relative errors, a two-sample Kolmogorov-Smirnov statistic on latency, and a figure
+of the three latency CDFs. The targets apply to the overhead-corrected prediction; the
+raw one shows how much the overhead matters.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from sim.errors import InputError
+from sim.metrics import summarize
+from sim.profile import Profile
+from sim.scenario import LoadedScenario, apply_overrides, parse_scenario, read_yaml
+
+COMPARED = (
+    ("throughput_rps", ("throughput_rps",)),
+    ("latency_mean_ms", ("latency_ms", "mean")),
+    ("latency_p50_ms", ("latency_ms", "p50")),
+    ("latency_p90_ms", ("latency_ms", "p90")),
+    ("latency_p95_ms", ("latency_ms", "p95")),
+    ("latency_p99_ms", ("latency_ms", "p99")),
+    ("queue_delay_mean_ms", ("queue_delay_ms", "mean")),
+    ("queue_delay_p99_ms", ("queue_delay_ms", "p99")),
+    ("batch_size_mean", ("batch_size", "mean")),
+    ("utilization", ("utilization", "mean")),
+    ("slo_attainment", ("slo", "attainment")),
+)
+MATCHING = ("model", "size", "config_hash", "dtype", "threads")
+
+
+def _pick(summary: dict[str, Any], path: tuple[str, ...]) -> float | None:
+    node: Any = summary
+    for key in path:
+        node = node.get(key) if isinstance(node, dict) else None
+    return node
+
+
+def latencies_ms(records) -> np.ndarray:
+    measured = (records.arrival_s >= records.warmup_s) & (records.outcome == 1)
+    return (records.request_completion_s[measured] - records.arrival_s[measured]) * 1000
+
+
+def with_overhead(profile: Profile, overhead_ms: pd.Series, fallback_ms: float) -> Profile:
+    """The profile with the live per-batch overhead (mean per padded size) added to every sample."""
+    samples = {
+        size: s + float(overhead_ms.get(size, fallback_ms))
+        for size, s in zip(profile.sizes, profile.samples_ms, strict=True)
+    }
+    mem = (
+        dict(zip(profile.sizes, profile.peak_mem_mb, strict=True)) if profile.peak_mem_mb else None
+    )
+    meta = {
+        **profile.provenance,
+        "overhead_added_ms": {int(k): float(v) for k, v in overhead_ms.items()},
+    }
+    return Profile.from_samples(samples, mem, meta, profile.source + " + live overhead")
+
+
+def validate(
+    scenario_path: str | Path,
+    out: str | Path,
+    overrides: list[str] | None = None,
+    profile_path: str | Path | None = None,
+    stage: Callable[[str], None] = lambda message: None,
+) -> dict[str, Any]:
+    from sim import models
+    from sim.live import run_live
+    from sim.plots import latency_cdfs, save
+    from sim.profiler import ProfileOptions, Profiler, profile_model, write_profile
+    from sim.simulate import simulate
+
+    scenario_path, out = Path(scenario_path), Path(out)
+    raw = read_yaml(scenario_path)
+    raw.pop("sweep", None)
+    if overrides:
+        raw = apply_overrides(raw, overrides)
+    scenario = parse_scenario(raw, str(scenario_path))
+    if scenario.model is None:
+        raise InputError(
+            "validate needs a model: section (the real model to run)",
+            source=str(scenario_path),
+            field="model",
+        )
+    spec = scenario.model
+    base_dir = scenario_path.resolve().parent
+    out.mkdir(parents=True, exist_ok=True)
+
+    stage(f"building {spec.name} ({spec.size}) on {spec.device}")
+    bundle = models.build(spec.name, spec.size)
+    options = ProfileOptions(
+        spec.device,
+        spec.dtype,
+        threads=spec.threads,
+        warmup=3,
+        min_reps=8,
+        max_reps=40,
+        budget_s=3.0,
+    )
+    profiler = Profiler(bundle, options)
+
+    # the batch sizes the policy can launch, from a stand-in profile over a wide range
+    probe = {**raw, "profile": {"batch_size": [1, 1024], "latency_ms": [1, 2]}}
+    sizes = sorted(
+        LoadedScenario(
+            parse_scenario(probe, str(scenario_path)), base_dir, str(scenario_path), probe
+        )._launch_sizes()
+    )
+    sizes = sorted(set(sizes) | {1})
+    if profile_path is None:
+        stage(f"profiling batch sizes {sizes}")
+        frame, meta = profile_model(bundle, sizes, [spec.cameras], options=options)
+        profile_file = write_profile(frame, meta, out / "profile.csv")
+    else:
+        profile_file = Path(profile_path)
+        meta_file = profile_file.with_suffix("").with_suffix(".meta.json")
+        meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
+        expected = {
+            "model": bundle.name,
+            "size": bundle.size,
+            "config_hash": bundle.config_hash,
+            "dtype": spec.dtype,
+        }
+        differ = [k for k, v in expected.items() if meta.get(k) != v]
+        if differ:
+            raise InputError(
+                f"its provenance does not match the model ({', '.join(differ)} differ)",
+                source=str(profile_file),
+            )
+    loaded = LoadedScenario(
+        parse_scenario(
+            {**raw, "profile": {"path": str(profile_file.resolve()), "cameras": spec.cameras}},
+            str(scenario_path),
+        ),
+        base_dir,
+        str(scenario_path),
+        raw,
+    )
+
+    stage(f"live run ({scenario.duration_s or 'all'} s of traffic in real time)")
+    dtype = profiler.dtype
+
+    def make_inputs(padded: int) -> dict[str, Any]:
+        return bundle.make_inputs(padded, cameras=spec.cameras, device=spec.device, dtype=dtype)
+
+    live = run_live(loaded, profiler.call, make_inputs)
+    live_summary = summarize(live.records, scenario.slo.latency_ms)
+
+    stage("simulating the same scenario")
+    sim_raw = simulate(loaded)
+    batches = pd.DataFrame({"padded": live.records.batch_padded, "overhead_ms": live.overhead_ms})
+    per_size = batches.groupby("padded")["overhead_ms"].mean()
+    fallback = float(batches.overhead_ms.mean()) if len(batches) else 0.0
+    adjusted_profile = with_overhead(loaded.profile, per_size, fallback)
+    adjusted_path = out / "profile-with-overhead.csv"
+    adjusted_profile.to_csv(adjusted_path)
+    adjusted = LoadedScenario(
+        parse_scenario({**raw, "profile": str(adjusted_path.resolve())}, str(scenario_path)),
+        base_dir,
+        str(scenario_path),
+        raw,
+    )
+    sim_adj = simulate(adjusted)
+    # the queueing model alone: the live run's own batch times as the profile
+    live_times = pd.DataFrame(
+        {
+            "padded": live.records.batch_padded,
+            "ms": (live.records.batch_end_s - live.records.batch_start_s) * 1000,
+        }
+    )
+    observed = {int(k): g.ms.to_numpy() for k, g in live_times.groupby("padded")}
+    service = {
+        size: observed.get(size, samples)
+        for size, samples in zip(adjusted_profile.sizes, adjusted_profile.samples_ms, strict=True)
+    }
+    live_profile = Profile.from_samples(
+        service, None, {"source": "live batch times"}, "live batch times"
+    )
+    live_profile_path = out / "profile-live-batches.csv"
+    live_profile.to_csv(live_profile_path)
+    from_live = LoadedScenario(
+        parse_scenario({**raw, "profile": str(live_profile_path.resolve())}, str(scenario_path)),
+        base_dir,
+        str(scenario_path),
+        raw,
+    )
+    sim_live = simulate(from_live)
+    summaries = {
+        "live": live_summary,
+        "sim": summarize(sim_adj, scenario.slo.latency_ms),
+        "sim_raw_profile": summarize(sim_raw, scenario.slo.latency_ms),
+        "sim_live_service": summarize(sim_live, scenario.slo.latency_ms),
+    }
+    rows = []
+    for name, path in COMPARED:
+        live_v = _pick(live_summary, path)
+        row = {"metric": name, "live": live_v}
+        for key in ("sim", "sim_raw_profile", "sim_live_service"):
+            v = _pick(summaries[key], path)
+            row[key] = v
+            row[f"{key}_error"] = (
+                (v - live_v) / live_v if live_v not in (None, 0) and v is not None else None
+            )
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    lat_live, lat_sim, _lat_raw = (
+        latencies_ms(live.records),
+        latencies_ms(sim_adj),
+        latencies_ms(sim_raw),
+    )
+    ks = stats.ks_2samp(lat_live, lat_sim) if lat_live.size and lat_sim.size else None
+    figure = save(
+        latency_cdfs(
+            {
+                "live": live.records.requests_frame(),
+                "simulated (profile + overhead)": sim_adj.requests_frame(),
+                "simulated (profile as measured)": sim_raw.requests_frame(),
+            }
+        ),
+        out / "latency_cdf.png",
+    )
+    result = {
+        "scenario": str(scenario_path),
+        "model": {
+            "name": bundle.name,
+            "size": bundle.size,
+            "device": spec.device,
+            "dtype": spec.dtype,
+            "threads": spec.threads,
+        },
+        "profile": str(profile_file),
+        "overhead": {
+            "handling": "measured per batch in the live run (batch time minus the model's forward) and added "
+            "to the profile by padded size for the 'sim' prediction; 'sim_raw_profile' leaves it out",
+            "mean_ms": fallback,
+            "per_padded_size_ms": {int(k): float(v) for k, v in per_size.items()},
+            "forward_mean_ms": float(live.forward_ms.mean()) if live.forward_ms.size else None,
+        },
+        "comparison": table.to_dict("records"),
+        "ks": None
+        if ks is None
+        else {"statistic": float(ks.statistic), "pvalue": float(ks.pvalue)},
+        "failures": live.failures,
+        "requests": {k: v["requests"] for k, v in summaries.items()},
+        "figure": str(figure),
+    }
+    (out / "validation.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+    (out / "report.md").write_text(render_report(result))
+    return result
+
+
+def _cell(v: Any, pct: bool = False) -> str:
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return "-"
+    return f"{v:+.1%}" if pct else f"{v:,.2f}"
+
+
+def render_report(result: dict[str, Any]) -> str:
+    """The validation as a markdown report."""
+    m = result["model"]
+    lines = [
+        f"# Validation: {result['scenario']}",
+        "",
+        f"Model `{m['name']}` ({m['size']}) on {m['device']}, {m['dtype']}, {m['threads']} thread(s); profile `{result['profile']}`.",
+        "",
+        "Simulated: the profile plus the live per-batch overhead (the prediction). Raw: the profile as "
+        "measured. Live batches: the live run's own batch times as the profile, which isolates the "
+        "queueing model from profiling error.",
+        "",
+        "| metric | live | simulated | error | raw profile | error | live batches | error |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in result["comparison"]:
+        lines.append(
+            f"| {row['metric']} | {_cell(row['live'])} | {_cell(row['sim'])} | {_cell(row['sim_error'], True)} "
+            f"| {_cell(row['sim_raw_profile'])} | {_cell(row['sim_raw_profile_error'], True)} "
+            f"| {_cell(row['sim_live_service'])} | {_cell(row['sim_live_service_error'], True)} |"
+        )
+    ks = result["ks"]
+    ov = result["overhead"]
+    lines += [
+        "",
+        f"Latency distributions, live vs simulated: two-sample KS statistic {ks['statistic']:.3f} (p = {ks['pvalue']:.3g})."
+        if ks
+        else "No latencies to compare.",
+        "",
+        f"Per-batch overhead outside the model's forward: {ov['mean_ms']:.2f} ms on average "
+        f"(forward {ov['forward_mean_ms'] or 0:.2f} ms); {ov['handling']}.",
+        "",
+    ]
+    if result["failures"]:
+        lines += [
+            f"**{len(result['failures'])} batch(es) failed in the live run**; their requests are recorded as failed:",
+            "",
+        ]
+        lines += [f"- {f}" for f in result["failures"]]
+    else:
+        lines.append("No batch failed in the live run.")
+    lines += ["", f"![latency CDFs]({Path(result['figure']).name})", ""]
+    return "\n".join(lines)

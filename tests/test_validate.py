@@ -1,0 +1,137 @@
+"""The live runner: the simulator's own policy objects, every request recorded, failures
+survived; and `batchsim validate` end to end on a tiny model (loose tolerances: the
+tight figures are benchmarks/bench_fidelity.py's)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+pytest.importorskip("torch")
+
+from sim.engine.records import COMPLETED, FAILED  # noqa: E402
+from sim.live import run_live  # noqa: E402
+from sim.scenario import scenario_from_dict  # noqa: E402
+from sim.simulate import simulate  # noqa: E402
+from sim.validate import render_report  # noqa: E402
+from tests.conftest import ROOT, run_cli  # noqa: E402
+
+
+class FakeClock:
+    """A clock the fake model advances: live runs in no real time, deterministically."""
+
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+    def sleep(self, seconds: float) -> None:
+        self.t += seconds
+
+
+def scenario(**extra):
+    return scenario_from_dict(
+        {
+            "seed": 3,
+            "duration_s": 20,
+            "profile": {"batch_size": [1, 8], "latency_ms": [10, 24]},
+            "workload": {"kind": "poisson", "rate_rps": 150},
+            "policy": {"kind": "dynamic", "max_batch": 8, "max_wait_ms": 3},
+            "slo": {"latency_ms": 80},
+            **extra,
+        }
+    )
+
+
+def test_live_runner_drives_the_simulators_own_policy_object():
+    loaded = scenario()
+    calls = []
+    original = loaded.policy.decide
+
+    def counting(now_s, queue):
+        calls.append(now_s)
+        return original(now_s, queue)
+
+    loaded.policy.decide = counting  # on this very object
+    clock = FakeClock()
+
+    def model(batch):
+        clock.t += (8 + 2 * batch) / 1000  # the profile (10 ms at 1, 24 at 8, linear), exactly
+
+    result = run_live(
+        loaded, model, lambda padded: {"batch": padded}, clock=clock, sleep=clock.sleep
+    )
+    assert calls, "run_live must ask the scenario's policy object itself"
+    sim = simulate(loaded)
+    assert loaded.policy.decide is counting  # simulate used the same object too
+    # one scheduler, two clocks: a model that takes exactly the profile's time on a clock that
+    # sleeps exactly gives the simulation's batches, bit for bit
+    assert np.array_equal(result.records.batch_size, sim.batch_size)
+    assert np.array_equal(result.records.batch_start_s, sim.batch_start_s)
+    assert np.array_equal(result.records.request_batch, sim.request_batch)
+    # every request is accounted for
+    assert np.isin(result.records.outcome, [0, 1, 2, 3, 4]).all()
+
+
+def test_a_failing_batch_is_recorded_and_the_server_goes_on():
+    loaded = scenario(duration_s=5)
+    clock = FakeClock()
+    calls = {"n": 0}
+
+    def flaky(batch):
+        calls["n"] += 1
+        clock.t += 0.012
+        if calls["n"] == 3:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    result = run_live(
+        loaded, flaky, lambda padded: {"batch": padded}, clock=clock, sleep=clock.sleep
+    )
+    failed = result.records.outcome == FAILED
+    assert failed.sum() == result.records.batch_size[2]
+    assert np.all(result.records.request_batch[failed] == 2)
+    assert (result.records.outcome == COMPLETED).sum() > 500  # it kept serving
+    assert len(result.failures) == 1 and "illegal memory access" in result.failures[0]
+    report = render_report(
+        {
+            "scenario": "s", "model": {"name": "m", "size": "tiny", "device": "cpu", "dtype": "float32", "threads": 1},
+            "profile": "p.csv", "comparison": [], "ks": None, "failures": result.failures,
+            "overhead": {"mean_ms": 0.1, "forward_mean_ms": 12.0, "handling": "added"}, "figure": "f.png",
+        }
+    )  # fmt: skip
+    assert "1 batch(es) failed" in report and "illegal memory access" in report
+
+
+def test_validate_end_to_end_on_a_tiny_model(tmp_path):
+    path = tmp_path / "v.yaml"
+    data = yaml.safe_load((ROOT / "scenarios/validate-pi0-dynamic.yaml").read_text())
+    data.update(duration_s=6, warmup_s=1, workload={"kind": "poisson", "rate_rps": 60})
+    path.write_text(yaml.safe_dump(data))
+    out = tmp_path / "val"
+    result = run_cli("validate", str(path), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "validation.json").read_text())
+    rows = {r["metric"]: r for r in report["comparison"]}
+    # loose, on a shared noisy machine: the tight figures are in the benchmark
+    assert abs(rows["throughput_rps"]["sim_error"]) < 0.10
+    assert abs(rows["latency_p50_ms"]["sim_live_service_error"]) < 0.35
+    assert report["ks"]["statistic"] < 0.6
+    assert (out / "report.md").read_text().startswith("# Validation")
+    assert (out / "latency_cdf.png").stat().st_size > 10_000
+    assert (out / "profile.meta.json").exists()
+
+
+def test_validate_needs_a_model_section(tmp_path):
+    result = run_cli("validate", str(ROOT / "scenarios/quickstart.yaml"), "--out", str(tmp_path))
+    assert result.returncode == 2
+    assert "validate needs a model: section" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_scenario_with_only_a_model_explains_how_to_run_it(tmp_path):
+    result = run_cli("run", str(ROOT / "scenarios/validate-pi0-dynamic.yaml"))
+    assert result.returncode == 2
+    assert "batchsim validate measures one from model:" in result.stderr
