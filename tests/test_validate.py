@@ -108,7 +108,7 @@ def test_a_failing_batch_is_recorded_and_the_server_goes_on():
 
 def test_validate_end_to_end_on_a_tiny_model(tmp_path):
     path = tmp_path / "v.yaml"
-    data = yaml.safe_load((ROOT / "scenarios/validate-pi0-dynamic.yaml").read_text())
+    data = yaml.safe_load((ROOT / "scenarios/validate-dynamic.yaml").read_text())
     data.update(duration_s=6, warmup_s=1, workload={"kind": "poisson", "rate_rps": 60})
     path.write_text(yaml.safe_dump(data))
     out = tmp_path / "val"
@@ -132,6 +132,6 @@ def test_validate_needs_a_model_section(tmp_path):
 
 
 def test_a_scenario_with_only_a_model_explains_how_to_run_it(tmp_path):
-    result = run_cli("run", str(ROOT / "scenarios/validate-pi0-dynamic.yaml"))
+    result = run_cli("run", str(ROOT / "scenarios/validate-dynamic.yaml"))
     assert result.returncode == 2
     assert "batchsim validate measures one from model:" in result.stderr
