@@ -22,16 +22,16 @@ demo: $(STAMP)
 
 ## test: set up, lint and run the whole test suite
 test: $(STAMP)
-	$(BIN)/ruff check sim tests benchmarks scripts examples
-	$(BIN)/ruff format --check sim tests benchmarks scripts examples
+	$(BIN)/ruff check sim tests benchmarks scripts examples notebooks
+	$(BIN)/ruff format --check sim tests benchmarks scripts examples notebooks
 	$(BIN)/python -m pytest -n 2 -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check sim tests benchmarks scripts examples
+	$(BIN)/ruff check sim tests benchmarks scripts examples notebooks
 
 format: $(STAMP)
-	$(BIN)/ruff format sim tests benchmarks scripts
-	$(BIN)/ruff check --fix sim tests benchmarks scripts
+	$(BIN)/ruff format sim tests benchmarks scripts examples notebooks
+	$(BIN)/ruff check --fix sim tests benchmarks scripts examples notebooks
 
 ## bench: the engine benchmark (1,000,000 requests) and the sweep benchmark
 bench: $(STAMP)
