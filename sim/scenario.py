@@ -667,7 +667,7 @@ class LoadedScenario:
         """A fresh policy object (per-replica queues get one each: policies may learn)."""
         return self.scenario.policy.build(self.profile)
 
-    def _launch_sizes(self) -> set[int]:
+    def launch_sizes(self) -> set[int]:
         config = self.scenario.policy
         if isinstance(config, DeadlinePolicyConfig):  # sizes its batches from 1 to max_batch
             return set(range(1, config.max_batch + 1))
@@ -747,7 +747,7 @@ class LoadedScenario:
                 )
 
     def _check_policy_against_profile(self) -> None:
-        sizes = self._launch_sizes()
+        sizes = self.launch_sizes()
         prof = self.profile
         field = "policy.batch_size" if self.scenario.policy.kind == "static" else "policy.max_batch"
         if self.scenario.policy.kind == "dynamic" and self.scenario.policy.allowed_sizes:

@@ -114,14 +114,16 @@ def validate(
     )
     profiler = Profiler(bundle, options)
 
+    def with_profile(profile: Any) -> LoadedScenario:
+        """The scenario with `profile:` set (the same traffic, seed and policy settings)."""
+        data = {**raw, "profile": profile}
+        return LoadedScenario(
+            parse_scenario(data, str(scenario_path)), base_dir, str(scenario_path), data
+        )
+
     # the batch sizes the policy can launch, from a stand-in profile over a wide range
-    probe = {**raw, "profile": {"batch_size": [1, 1024], "latency_ms": [1, 2]}}
-    sizes = sorted(
-        LoadedScenario(
-            parse_scenario(probe, str(scenario_path)), base_dir, str(scenario_path), probe
-        )._launch_sizes()
-    )
-    sizes = sorted(set(sizes) | {1})
+    stand_in = with_profile({"batch_size": [1, 1024], "latency_ms": [1, 2]})
+    sizes = sorted(stand_in.launch_sizes() | {1})
     if profile_path is None:
         stage(f"profiling batch sizes {sizes}")
         frame, meta = profile_model(bundle, sizes, [spec.cameras], options=options)
@@ -142,15 +144,7 @@ def validate(
                 f"its provenance does not match the model ({', '.join(differ)} differ)",
                 source=str(profile_file),
             )
-    loaded = LoadedScenario(
-        parse_scenario(
-            {**raw, "profile": {"path": str(profile_file.resolve()), "cameras": spec.cameras}},
-            str(scenario_path),
-        ),
-        base_dir,
-        str(scenario_path),
-        raw,
-    )
+    loaded = with_profile({"path": str(profile_file.resolve()), "cameras": spec.cameras})
 
     stage(f"live run ({scenario.duration_s or 'all'} s of traffic in real time)")
     dtype = profiler.dtype
@@ -169,12 +163,7 @@ def validate(
     adjusted_profile = with_overhead(loaded.profile, per_size, fallback)
     adjusted_path = out / "profile-with-overhead.csv"
     adjusted_profile.to_csv(adjusted_path)
-    adjusted = LoadedScenario(
-        parse_scenario({**raw, "profile": str(adjusted_path.resolve())}, str(scenario_path)),
-        base_dir,
-        str(scenario_path),
-        raw,
-    )
+    adjusted = with_profile(str(adjusted_path.resolve()))
     sim_adj = simulate(adjusted)
     # the queueing model alone: the live run's own batch times as the profile
     live_times = pd.DataFrame(
@@ -193,12 +182,7 @@ def validate(
     )
     live_profile_path = out / "profile-live-batches.csv"
     live_profile.to_csv(live_profile_path)
-    from_live = LoadedScenario(
-        parse_scenario({**raw, "profile": str(live_profile_path.resolve())}, str(scenario_path)),
-        base_dir,
-        str(scenario_path),
-        raw,
-    )
+    from_live = with_profile(str(live_profile_path.resolve()))
     sim_live = simulate(from_live)
     summaries = {
         "live": live_summary,
