@@ -183,3 +183,29 @@ def test_groups_are_heterogeneous_and_inherit_inline_defaults():
     frame = robots_frame(records)
     assert frame.group.tolist() == ["aloha"] * 3 + ["droid"] * 2
     assert frame.control_hz.tolist() == [50.0] * 3 + [15.0] * 2
+
+
+def test_run_prints_and_writes_robot_metrics(tmp_path):
+    import json
+
+    import pandas as pd
+
+    from tests.conftest import ROOT, run_cli
+
+    result = run_cli(
+        "run",
+        str(ROOT / "scenarios/droid-fleet.yaml"),
+        "--set",
+        "duration_s=30",
+        "--out",
+        str(tmp_path),
+    )
+    assert result.returncode == 0, result.stderr
+    assert "robots (48)" in result.stdout and "robot round trip" in result.stdout
+    frame = pd.read_parquet(tmp_path / "robots.parquet")
+    assert len(frame) == 48 and {"stall_fraction", "effective_control_hz", "stale_actions"} <= set(
+        frame.columns
+    )
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["robots"]["count"] == 48
+    assert summary["robots"]["stall_fraction"] == pytest.approx(frame.stall_fraction.mean())
