@@ -1,7 +1,8 @@
 """The live runner: the simulator's own policy objects against a real clock and a real model.
 
 The scenario's open-loop arrivals (same seed, so the same arrival times as the
-simulation) are replayed in real time. One loop plays the server: it admits what has
+simulation) are replayed in real time; a robot fleet's clients (the simulator's own
+state machines) run their control loops on the real clock. One loop plays the server: it admits what has
 arrived (with the engine's own queue and admission code), asks the policy, and on
 `Launch` builds the batch's inputs and runs the model, synchronously: the replica is
 this thread. Records come out in the simulator's columns, so the two runs compare
@@ -48,10 +49,7 @@ def run_live(
     """
     s = loaded.scenario
     if s.workload.kind == "robots":
-        raise InputError(
-            "the live runner replays open-loop workloads; robots are not supported yet",
-            field="workload.kind",
-        )
+        return _run_live_robots(loaded, model, make_inputs, clock, sleep)
     if s.cluster.replicas != 1 or s.cluster.queue != "shared":
         raise InputError("the live runner serves one replica with a shared queue", field="cluster")
     rngs = loaded.rngs()
@@ -140,5 +138,161 @@ def run_live(
         warmup_s=s.warmup_s,
         end_s=float(end_s),
         deadline_s=attributes["deadline_s"],
+    )
+    return LiveResult(records, np.asarray(forward), np.asarray(overhead), failures)
+
+
+def _run_live_robots(
+    loaded: LoadedScenario,
+    model: Callable[..., Any],
+    make_inputs: Callable[[int], dict[str, Any]],
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+) -> LiveResult:
+    """Closed loop: the scenario's robot clients (the simulator's own state machines) send,
+    wait and act on a real clock; responses reach them when their batch really finishes.
+
+    Robot events (sends, arrivals at the server, deliveries) wait in a time-ordered heap and
+    are handled at their own timestamps, in order, between model calls.
+    """
+    import heapq
+    import math
+
+    s = loaded.scenario
+    if s.cluster.replicas != 1 or s.cluster.queue != "shared":
+        raise InputError("the live runner serves one replica with a shared queue", field="cluster")
+    if s.duration_s is None:
+        raise InputError("live robot fleets run for duration_s", field="requests")
+    rngs = loaded.rngs()
+    clients = s.workload.clients(rngs["robots"], s.warmup_s, s.slo.latency_ms)
+    # at most one request per robot per control period (retries wait a period)
+    capacity = sum(math.ceil(s.duration_s * c.p.control_hz) + 2 for c in clients)
+    times: list[float] = []
+    deadlines: list[float] = []
+    sources: list[int] = []
+    outcome = np.zeros(capacity, dtype=np.int8)
+    request_batch = np.full(capacity, -1, dtype=np.int64)
+    downlink: dict[int, float] = {}
+    events: list[tuple[float, int, str, int, bool]] = []  # (time, seq, kind, robot or request, ok)
+    seq = 0
+
+    def push(t: float, kind: str, who: int, ok: bool = True) -> None:
+        nonlocal seq
+        heapq.heappush(events, (t, seq, kind, who, ok))
+        seq += 1
+
+    def failed(requests: np.ndarray) -> None:
+        for r in requests.tolist():
+            push(max(times[r], 0.0) + downlink[r], "deliver", r, False)
+
+    queue = FifoQueue(times, deadlines, prefilled=False)
+    timeout_s = None if s.admission.timeout_ms is None else s.admission.timeout_ms / 1000.0
+    feed = Feed(times, [queue], outcome, None, s.admission.max_queue, timeout_s, on_fail=failed)
+    policy = loaded.policy
+    learns = hasattr(policy, "on_batch_done")
+    horizon = s.duration_s
+    for c in clients:
+        if c.next_send_s is not None:
+            push(c.next_send_s, "send", c.id)
+    b_start, b_end, b_size, b_padded, forward, overhead, failures = [], [], [], [], [], [], []
+    t0 = clock()
+    while True:
+        now = clock() - t0
+        if now >= horizon:
+            break
+        while events and events[0][0] <= now:
+            t, _, kind, who, ok = heapq.heappop(events)
+            if kind == "send":
+                if t >= horizon:
+                    continue
+                client = clients[who]
+                up, down, deadline = client.send(t)
+                push(t + up, "arrive", who, ok=True)
+                client._pending_down = (down, deadline - client.p.downlink_s)  # noqa: SLF001
+            elif kind == "arrive":
+                client = clients[who]
+                down, server_deadline = client._pending_down  # noqa: SLF001
+                request = len(times)
+                times.append(t)
+                deadlines.append(server_deadline)
+                sources.append(who)
+                downlink[request] = down
+                feed.advance(t)
+            else:  # deliver
+                client = clients[sources[who]]
+                client.deliver(t, ok)
+                if client.next_send_s is not None:
+                    push(client.next_send_s, "send", client.id)
+        feed.advance(now)
+        decision = policy.decide(now, queue)
+        if type(decision) is Launch:
+            ids = queue.take(decision.count)
+            batch_id = len(b_start)
+            request_batch[ids] = batch_id
+            inputs = make_inputs(decision.padded_size)
+            f0 = clock()
+            try:
+                model(**inputs)
+                ok = True
+            except Exception as exc:  # a failing batch must not stop the server
+                ok = False
+                failures.append(
+                    f"batch {batch_id} ({decision.count} requests): {type(exc).__name__}: {exc}"
+                )
+            f1 = clock()
+            end = f1 - t0
+            b_start.append(now)
+            b_end.append(end)
+            b_size.append(decision.count)
+            b_padded.append(decision.padded_size)
+            forward.append((f1 - f0) * 1000)
+            overhead.append((end - now) * 1000 - forward[-1])
+            for r in ids.tolist():
+                push(end + downlink[r], "deliver", r, ok)
+            if not ok:
+                outcome[ids] = FAILED
+            if learns:
+                policy.on_batch_done(end, decision.count, decision.padded_size, end - now)
+            continue
+        if type(decision) is Drop:
+            gone = queue.take(decision.count)
+            outcome[gone] = DROPPED
+            for r in gone.tolist():
+                push(now + downlink[r], "deliver", r, False)
+            continue
+        wake = decision.until_s
+        if events and (wake is None or events[0][0] < wake):
+            wake = events[0][0]  # the next send, arrival or delivery may change the answer
+        wake = horizon if wake is None else min(wake, horizon)
+        delay = wake - (clock() - t0)
+        if delay > 0:
+            sleep(delay)
+    end_s = float(horizon)
+    n = len(times)
+    outcome, request_batch = outcome[:n], request_batch[:n]
+    batch_end = np.asarray(b_end, dtype=float)
+    served = request_batch >= 0
+    done = np.zeros(n, dtype=bool)
+    done[served] = batch_end[request_batch[served]] <= end_s
+    ok_mask = outcome != FAILED
+    outcome[served & done & ok_mask] = COMPLETED
+    outcome[served & ~done & ok_mask] = IN_SERVICE
+    for client in clients:
+        client.finish(end_s)
+    records = RunRecords(
+        arrival_s=np.asarray(times, dtype=float),
+        source=np.asarray(sources, dtype=np.int32),
+        request_batch=request_batch,
+        outcome=outcome,
+        batch_replica=np.zeros(len(b_start), dtype=np.int32),
+        batch_start_s=np.asarray(b_start, dtype=float),
+        batch_end_s=batch_end,
+        batch_size=np.asarray(b_size, dtype=np.int32),
+        batch_padded=np.asarray(b_padded, dtype=np.int32),
+        replicas=1,
+        warmup_s=s.warmup_s,
+        end_s=end_s,
+        deadline_s=np.asarray(deadlines, dtype=float),
+        robots=clients,
     )
     return LiveResult(records, np.asarray(forward), np.asarray(overhead), failures)

@@ -24,7 +24,7 @@ import pandas as pd
 from scipy import stats
 
 from sim.errors import InputError
-from sim.metrics import summarize
+from sim.metrics import robots_summary, summarize
 from sim.profile import Profile
 from sim.scenario import LoadedScenario, apply_overrides, parse_scenario, read_yaml
 
@@ -40,7 +40,20 @@ COMPARED = (
     ("batch_size_mean", ("batch_size", "mean")),
     ("utilization", ("utilization", "mean")),
     ("slo_attainment", ("slo", "attainment")),
+    ("robots_stall_fraction", ("robots", "stall_fraction")),
+    ("robots_deadline_miss_rate", ("robots", "deadline_miss_rate")),
+    ("robots_control_rate_ratio", ("robots", "control_rate_ratio")),
 )
+
+
+def full_summary(records, slo_latency_ms: float | None) -> dict[str, Any]:
+    """summarize(), plus the robot figures for closed-loop runs."""
+    summary = summarize(records, slo_latency_ms)
+    if records.robots is not None:
+        summary["robots"] = robots_summary(records)
+    return summary
+
+
 MATCHING = ("model", "size", "config_hash", "dtype", "threads")
 
 
@@ -153,7 +166,7 @@ def validate(
         return bundle.make_inputs(padded, cameras=spec.cameras, device=spec.device, dtype=dtype)
 
     live = run_live(loaded, profiler.call, make_inputs)
-    live_summary = summarize(live.records, scenario.slo.latency_ms)
+    live_summary = full_summary(live.records, scenario.slo.latency_ms)
 
     stage("simulating the same scenario")
     sim_raw = simulate(loaded)
@@ -186,20 +199,21 @@ def validate(
     sim_live = simulate(from_live)
     summaries = {
         "live": live_summary,
-        "sim": summarize(sim_adj, scenario.slo.latency_ms),
-        "sim_raw_profile": summarize(sim_raw, scenario.slo.latency_ms),
-        "sim_live_service": summarize(sim_live, scenario.slo.latency_ms),
+        "sim": full_summary(sim_adj, scenario.slo.latency_ms),
+        "sim_raw_profile": full_summary(sim_raw, scenario.slo.latency_ms),
+        "sim_live_service": full_summary(sim_live, scenario.slo.latency_ms),
     }
     rows = []
     for name, path in COMPARED:
         live_v = _pick(live_summary, path)
+        if live_v is None and name.startswith("robots"):
+            continue
         row = {"metric": name, "live": live_v}
         for key in ("sim", "sim_raw_profile", "sim_live_service"):
             v = _pick(summaries[key], path)
             row[key] = v
-            row[f"{key}_error"] = (
-                (v - live_v) / live_v if live_v not in (None, 0) and v is not None else None
-            )
+            measurable = live_v is not None and v is not None and abs(live_v) > 1e-12
+            row[f"{key}_error"] = (v - live_v) / live_v if measurable else None
         rows.append(row)
     table = pd.DataFrame(rows)
     lat_live, lat_sim, _lat_raw = (

@@ -135,3 +135,31 @@ def test_a_scenario_with_only_a_model_explains_how_to_run_it(tmp_path):
     result = run_cli("run", str(ROOT / "scenarios/validate-dynamic.yaml"))
     assert result.returncode == 2
     assert "batchsim validate measures one from model:" in result.stderr
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_live_robot_fleet_matches_the_simulation_bit_for_bit(mode):
+    """Closed loop, two clocks: the fleet's own client state machines on the live runner's
+    clock (a model that takes exactly the profile's time) give the simulation's requests,
+    batches and robot figures exactly."""
+    from sim.metrics import robots_summary
+
+    loaded = scenario(
+        duration_s=30,
+        warmup_s=3,
+        workload={
+            "kind": "robots", "count": 8, "control_hz": 30, "chunk": 50, "execute": 25, "mode": mode,
+            "start": "random", "network_ms": {"uplink": 3, "downlink": 4},
+        },
+    )  # fmt: skip
+    clock = FakeClock()
+
+    def model(batch):
+        clock.t += (8 + 2 * batch) / 1000
+
+    live = run_live(loaded, model, lambda padded: {"batch": padded}, clock=clock, sleep=clock.sleep)
+    sim = simulate(loaded)
+    assert np.array_equal(live.records.arrival_s, sim.arrival_s)
+    assert np.array_equal(live.records.batch_size, sim.batch_size)
+    assert np.array_equal(live.records.batch_start_s, sim.batch_start_s)
+    assert robots_summary(live.records) == robots_summary(sim)
