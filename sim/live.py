@@ -172,7 +172,10 @@ def _run_live_robots(
     sources: list[int] = []
     outcome = np.zeros(capacity, dtype=np.int8)
     request_batch = np.full(capacity, -1, dtype=np.int64)
-    downlink: dict[int, float] = {}
+    downlink: dict[int, float] = {}  # request -> its drawn downlink delay
+    in_flight: dict[
+        int, tuple[float, float]
+    ] = {}  # robot -> (downlink, server deadline) of its request
     events: list[tuple[float, int, str, int, bool]] = []  # (time, seq, kind, robot or request, ok)
     seq = 0
 
@@ -208,10 +211,9 @@ def _run_live_robots(
                 client = clients[who]
                 up, down, deadline = client.send(t)
                 push(t + up, "arrive", who, ok=True)
-                client._pending_down = (down, deadline - client.p.downlink_s)  # noqa: SLF001
+                in_flight[who] = (down, deadline - client.p.downlink_s)
             elif kind == "arrive":
-                client = clients[who]
-                down, server_deadline = client._pending_down  # noqa: SLF001
+                down, server_deadline = in_flight.pop(who)
                 request = len(times)
                 times.append(t)
                 deadlines.append(server_deadline)
