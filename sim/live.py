@@ -34,6 +34,97 @@ class LiveResult:
     failures: list[str] = field(default_factory=list)  # one line per failed batch
 
 
+class _Server:
+    """One replica on the real clock: runs launched batches and keeps the batch columns."""
+
+    def __init__(self, policy, model, make_inputs, clock, t0: float):
+        self.policy, self.model, self.make_inputs, self.clock, self.t0 = (
+            policy,
+            model,
+            make_inputs,
+            clock,
+            t0,
+        )
+        self.learns = hasattr(policy, "on_batch_done")
+        self.start: list[float] = []
+        self.end: list[float] = []
+        self.size: list[int] = []
+        self.padded: list[int] = []
+        self.forward_ms: list[float] = []
+        self.overhead_ms: list[float] = []
+        self.failures: list[str] = []
+
+    def launch(
+        self, now: float, decision: Launch, queue, request_batch: np.ndarray, outcome: np.ndarray
+    ):
+        """Take the batch, build its inputs and run the model; (ids, end time, ok)."""
+        ids = queue.take(decision.count)
+        batch_id = len(self.start)
+        request_batch[ids] = batch_id
+        inputs = self.make_inputs(decision.padded_size)
+        f0 = self.clock()
+        try:
+            self.model(**inputs)
+            ok = True
+        except Exception as exc:  # a failing batch must not stop the server
+            ok = False
+            self.failures.append(
+                f"batch {batch_id} ({decision.count} requests): {type(exc).__name__}: {exc}"
+            )
+        f1 = self.clock()
+        end = f1 - self.t0
+        self.start.append(now)
+        self.end.append(end)
+        self.size.append(decision.count)
+        self.padded.append(decision.padded_size)
+        self.forward_ms.append((f1 - f0) * 1000)
+        self.overhead_ms.append((end - now) * 1000 - self.forward_ms[-1])
+        if not ok:
+            outcome[ids] = FAILED
+        if self.learns:
+            self.policy.on_batch_done(end, decision.count, decision.padded_size, end - now)
+        return ids, end, ok
+
+    def result(
+        self,
+        arrival_s,
+        source,
+        request_batch,
+        outcome,
+        end_s: float,
+        warmup_s: float,
+        deadline_s,
+        robots=None,
+    ) -> LiveResult:
+        """Final outcomes (completed or still in service at the end) and the records."""
+        batch_end = np.asarray(self.end, dtype=float)
+        served = request_batch >= 0
+        done = np.zeros(request_batch.size, dtype=bool)
+        done[served] = batch_end[request_batch[served]] <= end_s
+        ok = outcome != FAILED
+        outcome[served & done & ok] = COMPLETED
+        outcome[served & ~done & ok] = IN_SERVICE
+        records = RunRecords(
+            arrival_s=arrival_s,
+            source=source,
+            request_batch=request_batch,
+            outcome=outcome,
+            batch_replica=np.zeros(len(self.start), dtype=np.int32),
+            batch_start_s=np.asarray(self.start, dtype=float),
+            batch_end_s=batch_end,
+            batch_size=np.asarray(self.size, dtype=np.int32),
+            batch_padded=np.asarray(self.padded, dtype=np.int32),
+            replicas=1,
+            warmup_s=warmup_s,
+            end_s=end_s,
+            deadline_s=deadline_s,
+            robots=robots,
+        )
+        return LiveResult(
+            records, np.asarray(self.forward_ms), np.asarray(self.overhead_ms), self.failures
+        )
+
+
 def run_live(
     loaded: LoadedScenario,
     model: Callable[..., Any],
@@ -48,10 +139,10 @@ def run_live(
     server goes on.
     """
     s = loaded.scenario
-    if s.workload.kind == "robots":
-        return _run_live_robots(loaded, model, make_inputs, clock, sleep)
     if s.cluster.replicas != 1 or s.cluster.queue != "shared":
         raise InputError("the live runner serves one replica with a shared queue", field="cluster")
+    if s.workload.kind == "robots":
+        return _run_live_robots(loaded, model, make_inputs, clock, sleep)
     rngs = loaded.rngs()
     arrivals = loaded.arrivals(rngs["arrivals"])
     attributes = loaded.request_attributes(arrivals, rngs["classes"])
@@ -64,10 +155,9 @@ def run_live(
     timeout_s = None if s.admission.timeout_ms is None else s.admission.timeout_ms / 1000.0
     feed = Feed(times, [queue], outcome, None, s.admission.max_queue, timeout_s)
     policy = loaded.policy  # the simulator's own object
-    learns = hasattr(policy, "on_batch_done")
     horizon = s.duration_s
-    b_start, b_end, b_size, b_padded, forward, overhead, failures = [], [], [], [], [], [], []
     t0 = clock()
+    server = _Server(policy, model, make_inputs, clock, t0)
     while True:
         now = clock() - t0
         if horizon is not None and now >= horizon:
@@ -75,31 +165,7 @@ def run_live(
         feed.advance(now)
         decision = policy.decide(now, queue)
         if type(decision) is Launch:
-            ids = queue.take(decision.count)
-            batch_id = len(b_start)
-            request_batch[ids] = batch_id
-            inputs = make_inputs(decision.padded_size)
-            f0 = clock()
-            try:
-                model(**inputs)
-                ok = True
-            except Exception as exc:  # a failing batch must not stop the server
-                ok = False
-                failures.append(
-                    f"batch {batch_id} ({decision.count} requests): {type(exc).__name__}: {exc}"
-                )
-            f1 = clock()
-            end = f1 - t0
-            b_start.append(now)
-            b_end.append(end)
-            b_size.append(decision.count)
-            b_padded.append(decision.padded_size)
-            forward.append((f1 - f0) * 1000)
-            overhead.append((end - now) * 1000 - forward[-1])
-            if not ok:
-                outcome[ids] = FAILED
-            if learns:
-                policy.on_batch_done(end, decision.count, decision.padded_size, end - now)
+            server.launch(now, decision, queue, request_batch, outcome)
             continue
         if type(decision) is Drop:
             outcome[queue.take(decision.count)] = DROPPED
@@ -117,29 +183,10 @@ def run_live(
             sleep(delay)
     end_s = horizon if horizon is not None else clock() - t0
     feed.advance(end_s)
-    batch_end = np.asarray(b_end, dtype=float)
-    served = request_batch >= 0
-    done = np.zeros(n, dtype=bool)
-    done[served] = batch_end[request_batch[served]] <= end_s
-    ok_mask = outcome != FAILED
-    outcome[served & done & ok_mask] = COMPLETED
-    outcome[served & ~done & ok_mask] = IN_SERVICE
-    records = RunRecords(
-        arrival_s=arrivals.time_s,
-        source=arrivals.source,
-        request_batch=request_batch,
-        outcome=outcome,
-        batch_replica=np.zeros(len(b_start), dtype=np.int32),
-        batch_start_s=np.asarray(b_start, dtype=float),
-        batch_end_s=batch_end,
-        batch_size=np.asarray(b_size, dtype=np.int32),
-        batch_padded=np.asarray(b_padded, dtype=np.int32),
-        replicas=1,
-        warmup_s=s.warmup_s,
-        end_s=float(end_s),
-        deadline_s=attributes["deadline_s"],
-    )
-    return LiveResult(records, np.asarray(forward), np.asarray(overhead), failures)
+    return server.result(
+        arrivals.time_s, arrivals.source, request_batch, outcome, float(end_s), s.warmup_s,
+        attributes["deadline_s"],
+    )  # fmt: skip
 
 
 def _run_live_robots(
@@ -159,8 +206,6 @@ def _run_live_robots(
     import math
 
     s = loaded.scenario
-    if s.cluster.replicas != 1 or s.cluster.queue != "shared":
-        raise InputError("the live runner serves one replica with a shared queue", field="cluster")
     if s.duration_s is None:
         raise InputError("live robot fleets run for duration_s", field="requests")
     rngs = loaded.rngs()
@@ -192,13 +237,12 @@ def _run_live_robots(
     timeout_s = None if s.admission.timeout_ms is None else s.admission.timeout_ms / 1000.0
     feed = Feed(times, [queue], outcome, None, s.admission.max_queue, timeout_s, on_fail=failed)
     policy = loaded.policy
-    learns = hasattr(policy, "on_batch_done")
     horizon = s.duration_s
     for c in clients:
         if c.next_send_s is not None:
             push(c.next_send_s, "send", c.id)
-    b_start, b_end, b_size, b_padded, forward, overhead, failures = [], [], [], [], [], [], []
     t0 = clock()
+    server = _Server(policy, model, make_inputs, clock, t0)
     while True:
         now = clock() - t0
         if now >= horizon:
@@ -228,33 +272,9 @@ def _run_live_robots(
         feed.advance(now)
         decision = policy.decide(now, queue)
         if type(decision) is Launch:
-            ids = queue.take(decision.count)
-            batch_id = len(b_start)
-            request_batch[ids] = batch_id
-            inputs = make_inputs(decision.padded_size)
-            f0 = clock()
-            try:
-                model(**inputs)
-                ok = True
-            except Exception as exc:  # a failing batch must not stop the server
-                ok = False
-                failures.append(
-                    f"batch {batch_id} ({decision.count} requests): {type(exc).__name__}: {exc}"
-                )
-            f1 = clock()
-            end = f1 - t0
-            b_start.append(now)
-            b_end.append(end)
-            b_size.append(decision.count)
-            b_padded.append(decision.padded_size)
-            forward.append((f1 - f0) * 1000)
-            overhead.append((end - now) * 1000 - forward[-1])
+            ids, end, ok = server.launch(now, decision, queue, request_batch, outcome)
             for r in ids.tolist():
                 push(end + downlink[r], "deliver", r, ok)
-            if not ok:
-                outcome[ids] = FAILED
-            if learns:
-                policy.on_batch_done(end, decision.count, decision.padded_size, end - now)
             continue
         if type(decision) is Drop:
             gone = queue.take(decision.count)
@@ -271,30 +291,9 @@ def _run_live_robots(
             sleep(delay)
     end_s = float(horizon)
     n = len(times)
-    outcome, request_batch = outcome[:n], request_batch[:n]
-    batch_end = np.asarray(b_end, dtype=float)
-    served = request_batch >= 0
-    done = np.zeros(n, dtype=bool)
-    done[served] = batch_end[request_batch[served]] <= end_s
-    ok_mask = outcome != FAILED
-    outcome[served & done & ok_mask] = COMPLETED
-    outcome[served & ~done & ok_mask] = IN_SERVICE
     for client in clients:
         client.finish(end_s)
-    records = RunRecords(
-        arrival_s=np.asarray(times, dtype=float),
-        source=np.asarray(sources, dtype=np.int32),
-        request_batch=request_batch,
-        outcome=outcome,
-        batch_replica=np.zeros(len(b_start), dtype=np.int32),
-        batch_start_s=np.asarray(b_start, dtype=float),
-        batch_end_s=batch_end,
-        batch_size=np.asarray(b_size, dtype=np.int32),
-        batch_padded=np.asarray(b_padded, dtype=np.int32),
-        replicas=1,
-        warmup_s=s.warmup_s,
-        end_s=end_s,
-        deadline_s=np.asarray(deadlines, dtype=float),
-        robots=clients,
-    )
-    return LiveResult(records, np.asarray(forward), np.asarray(overhead), failures)
+    return server.result(
+        np.asarray(times, dtype=float), np.asarray(sources, dtype=np.int32), request_batch[:n],
+        outcome[:n], end_s, s.warmup_s, np.asarray(deadlines, dtype=float), clients,
+    )  # fmt: skip
