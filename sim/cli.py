@@ -525,19 +525,17 @@ def _plot_profile(path: Path) -> None:
 @app.command("plot-profile")
 def plot_profile(path: Annotated[Path, typer.Argument(help="a profile CSV")]) -> None:
     """Draw a profile: latency and per-request latency vs batch size, and memory."""
-    from sim.profile import Profile
-
-    Profile.from_csv(path, None) if _single_variant(path) else None  # validates the file
-    _plot_profile(path)
-
-
-def _single_variant(path: Path) -> bool:
     import pandas as pd
+
+    from sim.profile import Profile
 
     if not path.is_file():
         raise InputError("profile file not found", source=str(path))
-    frame = pd.read_csv(path)
-    return "cameras" not in frame or frame.cameras.nunique() == 1
+    if "cameras" in pd.read_csv(path, nrows=0).columns:
+        Profile.variants_from_csv(path, "cameras")  # checks every camera count's data
+    else:
+        Profile.from_csv(path)
+    _plot_profile(path)
 
 
 def main(argv: list[str] | None = None) -> int:
