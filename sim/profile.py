@@ -179,25 +179,7 @@ class Profile:
     @classmethod
     def from_csv(cls, path: str | Path, select: Mapping[str, Any] | None = None) -> Profile:
         """Load a profile CSV and its NAME.meta.json provenance sidecar, if any."""
-        path = Path(path)
-        if not path.is_file():
-            raise InputError("profile file not found", source=str(path))
-        try:
-            frame = pd.read_csv(path)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise InputError(f"not a readable CSV ({reason})", source=str(path)) from None
-        provenance: dict[str, Any] = {"provenance": "unknown"}
-        meta = meta_path_for(path)
-        if meta.is_file():
-            try:
-                provenance = json.loads(meta.read_text())
-            except json.JSONDecodeError as exc:
-                raise InputError(
-                    f"invalid JSON ({exc.msg}, line {exc.lineno})", source=str(meta)
-                ) from None
-            if not isinstance(provenance, dict):
-                raise InputError("provenance must be a JSON object", source=str(meta))
+        frame, provenance = _read_csv(Path(path))
         if select:
             provenance = {**provenance, "selected": dict(select)}
         return cls.from_frame(frame, select, provenance, str(path))
@@ -208,10 +190,7 @@ class Profile:
     ) -> dict[int, Profile]:
         """One profile per value of the numeric shape column (e.g. cameras), for batches whose
         cost depends on the largest request shape in them."""
-        path = Path(path)
-        if not path.is_file():
-            raise InputError("profile file not found", source=str(path))
-        frame = pd.read_csv(path)
+        frame, provenance = _read_csv(Path(path))
         if shape not in frame.columns:
             raise InputError(
                 f"no column '{shape}' to take request shapes from (columns: {', '.join(frame.columns)})",
@@ -221,10 +200,12 @@ class Profile:
         values = pd.to_numeric(frame[shape], errors="coerce")
         if values.isna().any() or (values != values.round()).any():
             raise InputError(f"column '{shape}' must hold integers", source=str(path), field=shape)
-        return {
-            int(v): cls.from_csv(path, {**(select or {}), shape: int(v)})
-            for v in sorted(values.unique())
-        }
+        variants = {}
+        for v in sorted(values.unique()):
+            chosen = {**(select or {}), shape: int(v)}
+            meta = {**provenance, "selected": chosen}
+            variants[int(v)] = cls.from_frame(frame, chosen, meta, str(path))
+        return variants
 
     def to_csv(self, path: str | Path) -> None:
         """Write one row per sample and the provenance sidecar."""
@@ -318,6 +299,29 @@ class Profile:
                 }
             )
         return pd.DataFrame(rows)
+
+
+def _read_csv(path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """A profile CSV's rows and its provenance sidecar ({"provenance": "unknown"} without one)."""
+    if not path.is_file():
+        raise InputError("profile file not found", source=str(path))
+    try:
+        frame = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"not a readable CSV ({reason})", source=str(path)) from None
+    provenance: dict[str, Any] = {"provenance": "unknown"}
+    meta = meta_path_for(path)
+    if meta.is_file():
+        try:
+            provenance = json.loads(meta.read_text())
+        except json.JSONDecodeError as exc:
+            raise InputError(
+                f"invalid JSON ({exc.msg}, line {exc.lineno})", source=str(meta)
+            ) from None
+        if not isinstance(provenance, dict):
+            raise InputError("provenance must be a JSON object", source=str(meta))
+    return frame, provenance
 
 
 def _quantile_fn(sorted_samples: np.ndarray, u: np.ndarray) -> np.ndarray:
