@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from sim.engine.queue import Feed, FifoQueue
+from sim.engine.queue import Feed, queue_factory
 from sim.engine.records import COMPLETED, DROPPED, FAILED, IN_SERVICE, RunRecords
 from sim.errors import InputError
 from sim.policies.base import Drop, Launch
@@ -151,10 +151,13 @@ def run_live(
     deadlines = attributes["deadline_s"].tolist()
     outcome = np.zeros(n, dtype=np.int8)
     request_batch = np.full(n, -1, dtype=np.int64)
-    queue = FifoQueue(times, deadlines, prefilled=True)
+    policy = loaded.policy  # the simulator's own object
+    # the engine's own queue order: EDF, class priority or arrival, as the policy asks
+    queue = queue_factory(
+        policy.order, times, deadlines, attributes.get("priority"), growing=False, prefilled=True
+    )()
     timeout_s = None if s.admission.timeout_ms is None else s.admission.timeout_ms / 1000.0
     feed = Feed(times, [queue], outcome, None, s.admission.max_queue, timeout_s)
-    policy = loaded.policy  # the simulator's own object
     horizon = s.duration_s
     t0 = clock()
     server = _Server(policy, model, make_inputs, clock, t0)
@@ -233,10 +236,10 @@ def _run_live_robots(
         for r in requests.tolist():
             push(max(times[r], 0.0) + downlink[r], "deliver", r, False)
 
-    queue = FifoQueue(times, deadlines, prefilled=False)
+    policy = loaded.policy
+    queue = queue_factory(policy.order, times, deadlines, None, growing=True, prefilled=False)()
     timeout_s = None if s.admission.timeout_ms is None else s.admission.timeout_ms / 1000.0
     feed = Feed(times, [queue], outcome, None, s.admission.max_queue, timeout_s, on_fail=failed)
-    policy = loaded.policy
     horizon = s.duration_s
     for c in clients:
         if c.next_send_s is not None:

@@ -137,11 +137,49 @@ def test_a_scenario_with_only_a_model_explains_how_to_run_it(tmp_path):
     assert "batchsim validate measures one from model:" in result.stderr
 
 
+DEADLINE = {"kind": "deadline", "max_batch": 8, "quantile": 0.9, "on_miss": "serve"}
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [
+        {"kind": "dynamic", "max_batch": 8, "max_wait_ms": 3},
+        {"kind": "static", "batch_size": 4, "timeout_ms": 10},
+        DEADLINE,
+        {**DEADLINE, "on_miss": "drop"},
+    ],
+    ids=["dynamic", "static", "deadline-serve", "deadline-drop"],
+)
+def test_live_open_loop_with_classes_matches_the_simulation_bit_for_bit(policy):
+    """Classes with their own SLOs and priorities: deadlines out of arrival order, so the
+    live runner must serve from the engine's own queue order (EDF, or priority then arrival)."""
+    loaded = scenario(
+        duration_s=10,
+        policy=policy,
+        classes=[
+            {"name": "control", "share": 0.3, "latency_ms": 40, "priority": 1},
+            {"name": "planning", "share": 0.7, "latency_ms": 200, "priority": 0},
+        ],
+    )
+    clock = FakeClock()
+
+    def model(batch):
+        clock.t += (8 + 2 * batch) / 1000
+
+    live = run_live(loaded, model, lambda padded: {"batch": padded}, clock=clock, sleep=clock.sleep)
+    sim = simulate(loaded)
+    assert np.array_equal(live.records.request_batch, sim.request_batch)
+    assert np.array_equal(live.records.batch_start_s, sim.batch_start_s)
+    assert np.array_equal(live.records.outcome, sim.outcome)
+
+
 @pytest.mark.parametrize("mode", ["sync", "async"])
-def test_live_robot_fleet_matches_the_simulation_bit_for_bit(mode):
+@pytest.mark.parametrize("policy", [None, DEADLINE], ids=["dynamic", "deadline"])
+def test_live_robot_fleet_matches_the_simulation_bit_for_bit(mode, policy):
     """Closed loop, two clocks: the fleet's own client state machines on the live runner's
     clock (a model that takes exactly the profile's time) give the simulation's requests,
-    batches and robot figures exactly."""
+    batches and robot figures exactly. Robots' deadlines come out of arrival order, so the
+    deadline policy checks that both serve from the same (EDF) queue."""
     from sim.metrics import robots_summary
 
     loaded = scenario(
@@ -151,6 +189,7 @@ def test_live_robot_fleet_matches_the_simulation_bit_for_bit(mode):
             "kind": "robots", "count": 8, "control_hz": 30, "chunk": 50, "execute": 25, "mode": mode,
             "start": "random", "network_ms": {"uplink": 3, "downlink": 4},
         },
+        **({"policy": policy} if policy else {}),
     )  # fmt: skip
     clock = FakeClock()
 

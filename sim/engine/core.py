@@ -22,7 +22,7 @@ import numpy as np
 import simpy
 
 from sim.engine.dispatch import ReplicaLoad, make_dispatcher
-from sim.engine.queue import Feed, FifoQueue, OrderedQueue, Queue
+from sim.engine.queue import Feed, Queue, queue_factory
 from sim.engine.records import COMPLETED, DROPPED, IN_SERVICE, RunRecords
 from sim.policies.base import Drop, Launch, Policy
 from sim.profile import Profile, ServiceSampler
@@ -110,7 +110,14 @@ class Engine:
         self._times, self._deadlines, self._sources = times, deadlines, arrivals.source.tolist()
         self._pending: dict[int, simpy.Event] = {}  # closed loop: request id -> its response
         self._arrived = self.env.event()  # closed loop: fires when a request arrives
-        make_queue = self._queue_factory(times, deadlines, priority, per_replica)
+        make_queue = queue_factory(
+            self.policies[0].order,
+            times,
+            deadlines,
+            priority,
+            growing=self.clients is not None,
+            prefilled=not per_replica,
+        )
         self.queues: list[Queue] = [make_queue() for _ in range(replicas if per_replica else 1)]
         self.load = ReplicaLoad(replicas)  # what dispatchers know of each replica
         dispatcher = None
@@ -142,17 +149,6 @@ class Engine:
         self._b_end: list[float] = []
         self._b_size: list[int] = []
         self._b_padded: list[int] = []
-
-    def _queue_factory(self, times, deadlines, priority, per_replica) -> Callable[[], Queue]:
-        order = self.policies[0].order
-        closed_loop = self.clients is not None
-        if order == "edf" and (closed_loop or np.any(np.diff(self.deadline_s) < 0)):
-            return lambda: OrderedQueue(times, deadlines, lambda i: (deadlines[i],))
-        if order == "fifo" and priority is not None and np.unique(priority).size > 1:
-            prio = priority.tolist()
-            return lambda: OrderedQueue(times, deadlines, lambda i: (-prio[i], times[i]))
-        # deadlines in arrival order (or a FIFO policy without priorities): FIFO is the order
-        return lambda: FifoQueue(times, deadlines, prefilled=not (per_replica or closed_loop))
 
     def _replica(self, replica: int):
         env, feed, policy = self.env, self.feed, self.policies[replica]

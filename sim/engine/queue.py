@@ -109,6 +109,32 @@ class OrderedQueue:
 
 
 Queue = FifoQueue | OrderedQueue
+
+
+def queue_factory(
+    order: str,
+    times: list[float],
+    deadlines: list[float],
+    priority: np.ndarray | None,
+    *,
+    growing: bool,
+    prefilled: bool,
+) -> Callable[[], Queue]:
+    """The queue a policy serves from, the same in the engine and the live runner.
+
+    EDF policies get deadline order unless deadlines already come in arrival order;
+    FIFO policies get class priority, then arrival, when classes differ in priority;
+    otherwise arrival order. `growing`: requests are created as the run goes on (closed
+    loop), so nothing about their deadlines is known in advance.
+    """
+    if order == "edf" and (growing or np.any(np.diff(deadlines) < 0)):
+        return lambda: OrderedQueue(times, deadlines, lambda i: (deadlines[i],))
+    if order == "fifo" and priority is not None and np.unique(priority).size > 1:
+        prio = priority.tolist()
+        return lambda: OrderedQueue(times, deadlines, lambda i: (-prio[i], times[i]))
+    return lambda: FifoQueue(times, deadlines, prefilled=prefilled and not growing)
+
+
 Dispatcher = Callable[[int, float], int]  # (request id, now_s) -> queue index
 
 
