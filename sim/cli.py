@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -359,6 +360,9 @@ def validate(
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="override a field: KEY=VALUE")
     ] = None,
+    repeats: Annotated[
+        int, typer.Option("--repeats", help="live runs of the same traffic (median compared)")
+    ] = 3,
 ) -> None:
     """Check the simulator against a live run of the real model on the same traffic."""
     try:
@@ -373,16 +377,18 @@ def validate(
         set_ or [],
         profile_,
         stage=lambda m: err_console.print(f"[bold]validate[/] {m}"),
+        repeats=repeats,
     )
-    table = Table(title=f"validate: {scenario.name}", header_style="bold")
+    table = Table(
+        title=f"validate: {scenario.name}", header_style="bold", box=box.SIMPLE, pad_edge=False
+    )
     for col in (
         "metric",
         "live",
-        "simulated",
+        "spread",
+        "sim",
         "error",
-        "raw profile",
-        "error",
-        "live batches",
+        "batches",
         "error",
     ):
         table.add_column(
@@ -392,18 +398,29 @@ def validate(
         table.add_row(
             row["metric"],
             _fmt(row["live"]),
+            "-" if row["live_spread"] is None else f"{row['live_spread']:.1%}",
             _fmt(row["sim"]),
             "-" if row["sim_error"] is None else f"{row['sim_error']:+.1%}",
-            _fmt(row["sim_raw_profile"]),
-            "-" if row["sim_raw_profile_error"] is None else f"{row['sim_raw_profile_error']:+.1%}",
             _fmt(row["sim_live_service"]),
             "-"
             if row["sim_live_service_error"] is None
             else f"{row['sim_live_service_error']:+.1%}",
         )
     out_console.print(table)
+    out_console.print(
+        "live: median of the live runs; sim: profile + live overhead (the prediction); "
+        "batches: the live batch times (the queueing model alone); report.md has more"
+    )
     if result["ks"]:
         out_console.print(f"KS statistic on latency: {result['ks']['statistic']:.3f}")
+    out_console.print(
+        "targets: "
+        + ", ".join(
+            f"{t['metric']} {'-' if t['error'] is None else format(t['error'], '+.1%')} "
+            f"({'met' if t['met'] else 'NOT met'}, within {t['within']:.0%})"
+            for t in result["targets"].values()
+        )
+    )
     if result["failures"]:
         out_console.print(
             f"{len(result['failures'])} batch(es) failed in the live run; see {out}/report.md"

@@ -59,6 +59,9 @@ class ProfileOptions:
     max_reps: int = 30
     budget_s: float = 10.0  # per batch size and shape, after warm-up
     tolerance: float = 0.02
+    # interleaved: timed calls in shuffled rounds over every batch size, fresh inputs for
+    # every call, as a server meets them (see profile_interleaved)
+    interleave: bool = False
 
     def validate(self) -> None:
         """One clear error for options this machine cannot honour."""
@@ -147,6 +150,10 @@ def provenance(bundle: Any, options: ProfileOptions) -> dict[str, Any]:
             timing=f"time.perf_counter around one call, {torch.get_num_threads()} threads",
             peak_mem_unit="MiB (peak resident memory of the whole process during the calls)",
         )
+    if options.interleave:
+        meta["timing"] += (
+            "; interleaved: shuffled rounds over the batch sizes, fresh inputs per call"
+        )
     return meta
 
 
@@ -211,53 +218,113 @@ class Profiler:
             self.call(**inputs)
         return graph.replay
 
-    def measure(
-        self, batch_size: int, cameras: int, instruction_tokens: int | None
-    ) -> tuple[list[float], float]:
-        """(latency samples in ms, peak memory in MiB) for one batch size and shape."""
-        torch, opts = self.torch, self.options
-        inputs = self.bundle.make_inputs(
+    def inputs(self, batch_size: int, cameras: int, instruction_tokens: int | None) -> dict:
+        return self.bundle.make_inputs(
             batch_size,
             cameras=cameras,
             instruction_tokens=instruction_tokens,
-            device=opts.device,
+            device=self.options.device,
             dtype=self.dtype,
         )
-        cuda = opts.device == "cuda"
-        if cuda:
+
+    def time_call(self, run: Callable[[], Any]) -> float:
+        """One timed call in ms: CUDA events on a synchronised device, or perf_counter."""
+        torch = self.torch
+        if self.options.device == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            torch.cuda.synchronize()
+            start.record()
+            run()
+            end.record()
+            torch.cuda.synchronize()
+            return start.elapsed_time(end)
+        t0 = time.perf_counter()
+        run()
+        return (time.perf_counter() - t0) * 1000
+
+    def warm(
+        self, batch_size: int, cameras: int, instruction_tokens: int | None
+    ) -> tuple[Callable[[], Any], dict, float]:
+        """Build inputs and the runner, make the warm-up calls: (runner, inputs, peak MiB)."""
+        torch = self.torch
+        inputs = self.inputs(batch_size, cameras, instruction_tokens)
+        if self.options.device == "cuda":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
         else:
             _reset_peak_rss()
         run = self._runner(inputs)
-        for _ in range(opts.warmup):
+        for _ in range(self.options.warmup):
             run()
+        return run, inputs, self.peak_mb()
+
+    def peak_mb(self) -> float:
+        """Peak memory since the last reset (see the module's note)."""
+        if self.options.device == "cuda":
+            return self.torch.cuda.max_memory_allocated() / 2**20
+        return _peak_rss_mb()
+
+    def measure(
+        self, batch_size: int, cameras: int, instruction_tokens: int | None
+    ) -> tuple[list[float], float]:
+        """(latency samples in ms, peak memory in MiB) for one batch size and shape."""
+        opts = self.options
+        run, _, _ = self.warm(batch_size, cameras, instruction_tokens)
         samples: list[float] = []
         spent_s = 0.0
         while len(samples) < opts.max_reps:
-            if cuda:
-                start, end = (
-                    torch.cuda.Event(enable_timing=True),
-                    torch.cuda.Event(enable_timing=True),
-                )
-                torch.cuda.synchronize()
-                start.record()
-                run()
-                end.record()
-                torch.cuda.synchronize()
-                ms = start.elapsed_time(end)
-            else:
-                t0 = time.perf_counter()
-                run()
-                ms = (time.perf_counter() - t0) * 1000
+            ms = self.time_call(run)
             samples.append(ms)
             spent_s += ms / 1000
             if len(samples) >= opts.min_reps and (
                 stable(samples, opts.tolerance) or spent_s >= opts.budget_s
             ):
                 break
-        peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else _peak_rss_mb()
-        return samples, peak
+        return samples, self.peak_mb()
+
+    def measure_interleaved(
+        self,
+        batch_sizes: Sequence[int],
+        cameras: int,
+        instruction_tokens: int | None,
+        seed: int = 0,
+    ) -> dict[int, tuple[list[float], float]]:
+        """Samples for every batch size at once, the way a server meets them.
+
+        A serving loop runs batch sizes in no fixed order, on inputs it has just built,
+        spread over the whole run (through the machine's slow spells as well as its quiet
+        ones); one size timed back to back on the same inputs runs on warm caches in one
+        moment of the machine's life, and comes out faster and narrower. So: warm up every
+        size, then time rounds that run every size once, in a shuffled order, on fresh
+        inputs (built untimed), until each size has `min_reps` samples and the budget
+        (`budget_s` per size) is spent, or `max_reps` rounds are done. With CUDA graphs the
+        captured graph's own input buffers are refilled instead.
+        """
+        import numpy as np
+
+        opts = self.options
+        sizes = sorted(set(batch_sizes))
+        warmed = {b: self.warm(b, cameras, instruction_tokens) for b in sizes}
+        samples: dict[int, list[float]] = {b: [] for b in sizes}
+        order_rng = np.random.default_rng(seed)
+        spent_s = 0.0
+        budget_s = opts.budget_s * len(sizes)
+        for _ in range(opts.max_reps):
+            for b in order_rng.permutation(sizes).tolist():
+                run, static_inputs, _ = warmed[b]
+                fresh = self.inputs(b, cameras, instruction_tokens)
+                if opts.cuda_graphs:  # a graph reads its captured buffers: refill them
+                    for key, tensor in static_inputs.items():
+                        tensor.copy_(fresh[key])
+                    call = run
+                else:
+                    call = lambda inputs=fresh: self.call(**inputs)  # noqa: E731
+                ms = self.time_call(call)
+                samples[b].append(ms)
+                spent_s += ms / 1000
+            if len(samples[sizes[0]]) >= opts.min_reps and spent_s >= budget_s:
+                break
+        return {b: (samples[b], warmed[b][2]) for b in sizes}
 
 
 def profile_model(
@@ -283,8 +350,13 @@ def profile_model(
     rows: list[dict[str, Any]] = []
     try:
         for cams in cameras:
+            if options.interleave:
+                measured = profiler.measure_interleaved(batch_sizes, cams, instruction_tokens)
             for b in sorted(batch_sizes):
-                samples, peak = profiler.measure(b, cams, instruction_tokens)
+                if options.interleave:
+                    samples, peak = measured[b]
+                else:
+                    samples, peak = profiler.measure(b, cams, instruction_tokens)
                 rows.extend(
                     {
                         "batch_size": b,

@@ -13,7 +13,13 @@ torch = pytest.importorskip("torch")
 from sim.errors import InputError  # noqa: E402
 from sim.models import build  # noqa: E402
 from sim.profile import Profile  # noqa: E402
-from sim.profiler import ProfileOptions, check_same_stamp, profile_model, write_profile  # noqa: E402
+from sim.profiler import (  # noqa: E402
+    ProfileOptions,
+    Profiler,
+    check_same_stamp,
+    profile_model,
+    write_profile,
+)
 from tests.conftest import ROOT, run_cli  # noqa: E402
 
 
@@ -73,6 +79,35 @@ def test_profile_of_a_tiny_model_feeds_the_simulator(tmp_path):
         "policy: {kind: dynamic, max_batch: 4, max_wait_ms: 2}\n"
     )
     assert run_cli("run", str(scenario), "-q").returncode == 0
+
+
+def test_interleaved_profile_times_every_size_in_shuffled_rounds_on_fresh_inputs():
+    """The server-like profile: every round runs each size once, in a shuffled order, each
+    call on inputs built for it; the order is recorded in the provenance's timing."""
+    bundle = build("act", "tiny")
+    built, order = [], []
+    make_inputs = bundle.make_inputs
+
+    def tracking(batch_size, **kwargs):
+        inputs = make_inputs(batch_size, **kwargs)
+        built.append(batch_size)
+        return inputs
+
+    bundle.make_inputs = tracking
+    opts = ProfileOptions(threads=1, warmup=1, min_reps=4, max_reps=4, budget_s=0, interleave=True)
+    profiler = Profiler(bundle, opts)
+    call = profiler.call
+    profiler.call = lambda **inputs: order.append(len(inputs["state"])) or call(**inputs)
+    measured = profiler.measure_interleaved([1, 2, 3], cameras=1, instruction_tokens=None)
+    assert {b: len(samples) for b, (samples, _) in measured.items()} == {1: 4, 2: 4, 3: 4}
+    rounds = [order[i : i + 3] for i in range(0, 12, 3)]
+    assert all(sorted(r) == [1, 2, 3] for r in rounds)  # every size once per round
+    assert len({tuple(r) for r in rounds}) > 1  # in shuffled orders
+    assert built.count(2) == 1 + 4  # the warm-up's inputs, then fresh ones for every timed call
+    assert all(peak > 0 for _, peak in measured.values())
+    frame, meta = profile_model(bundle, [1, 2], options=opts)
+    assert frame.groupby("batch_size").size().to_dict() == {1: 4, 2: 4}
+    assert "interleaved" in meta["timing"]
 
 
 def test_profiles_of_different_stamps_never_combine(tmp_path):
@@ -217,6 +252,14 @@ def test_cuda_code_paths_with_a_mocked_device(monkeypatch):
         assert samples and all(ms == pytest.approx(2.5) for ms in samples)
         assert peak == 3 * 1024  # MiB
     assert calls["captures"] == 1  # one graph per batch size, when asked
+    # interleaved with graphs: one capture per size, fresh inputs copied into its buffers
+    opts = ProfileOptions(
+        device="cuda", cuda_graphs=True, warmup=1, min_reps=3, max_reps=3, interleave=True
+    )
+    profiler = Profiler(bundle, opts)
+    measured = profiler.measure_interleaved([1, 2], 1, None)
+    assert calls["captures"] == 3
+    assert {b: len(samples) for b, (samples, _) in measured.items()} == {1: 3, 2: 3}
     meta = provenance(bundle, ProfileOptions(device="cuda", cuda_graphs=True))
     assert (
         meta["device"] == "Fake H100"

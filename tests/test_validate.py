@@ -112,15 +112,27 @@ def test_validate_end_to_end_on_a_tiny_model(tmp_path):
     data.update(duration_s=6, warmup_s=1, workload={"kind": "poisson", "rate_rps": 60})
     path.write_text(yaml.safe_dump(data))
     out = tmp_path / "val"
-    result = run_cli("validate", str(path), "--out", str(out))
+    result = run_cli("validate", str(path), "--out", str(out), "--repeats", "2")
     assert result.returncode == 0, result.stderr
     report = json.loads((out / "validation.json").read_text())
     rows = {r["metric"]: r for r in report["comparison"]}
+    # two live runs of the same traffic: the live figure is their median, with their spread
+    p50 = rows["latency_p50_ms"]
+    assert report["repeats"] == 2 and len(p50["live_runs"]) == 2
+    assert p50["live"] == pytest.approx(sum(p50["live_runs"]) / 2)
+    assert p50["live_spread"] == pytest.approx(
+        abs(p50["live_runs"][0] - p50["live_runs"][1]) / p50["live"]
+    )
+    assert set(report["targets"]) == {"throughput_rps", "latency_p50_ms", "latency_p99_ms"}
+    assert report["targets"]["latency_p50_ms"]["error"] == p50["sim_error"]
+    assert {"live_run_1", "live_run_2"} <= set(report["requests"])
+    assert "interleaved" in json.loads((out / "profile.meta.json").read_text())["timing"]
     # loose, on a shared noisy machine: the tight figures are in the benchmark
     assert abs(rows["throughput_rps"]["sim_error"]) < 0.10
     assert abs(rows["latency_p50_ms"]["sim_live_service_error"]) < 0.35
     assert report["ks"]["statistic"] < 0.6
     assert (out / "report.md").read_text().startswith("# Validation")
+    assert "median of 2 live run(s)" in (out / "report.md").read_text()
     assert (out / "latency_cdf.png").stat().st_size > 10_000
     assert (out / "profile.meta.json").exists()
 
@@ -202,3 +214,12 @@ def test_live_robot_fleet_matches_the_simulation_bit_for_bit(mode, policy):
     assert np.array_equal(live.records.batch_size, sim.batch_size)
     assert np.array_equal(live.records.batch_start_s, sim.batch_start_s)
     assert robots_summary(live.records) == robots_summary(sim)
+
+
+def test_validate_refuses_zero_repeats(tmp_path):
+    result = run_cli(
+        "validate", str(ROOT / "scenarios/validate-dynamic.yaml"), "--out", str(tmp_path), "--repeats", "0"
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "--repeats" in result.stderr and ">= 1" in result.stderr
+    assert "Traceback" not in result.stderr
