@@ -100,7 +100,7 @@ def validate(
     from sim import models
     from sim.live import run_live
     from sim.plots import latency_cdfs, save
-    from sim.profiler import ProfileOptions, Profiler, profile_model, write_profile
+    from sim.profiler import ProfileOptions, Profiler, provenance, write_profile
     from sim.simulate import simulate
 
     if repeats < 1:
@@ -128,9 +128,9 @@ def validate(
         spec.dtype,
         threads=spec.threads,
         warmup=3,
-        min_reps=20,
-        max_reps=40,
-        budget_s=1.0,
+        min_reps=12,
+        max_reps=20,
+        budget_s=0.4,  # per size and pass; the passes are pooled
         interleave=True,  # as the live server meets batches: mixed sizes, fresh inputs
     )
     profiler = Profiler(bundle, options)
@@ -152,10 +152,38 @@ def validate(
     # the batch sizes the policy can launch, from a stand-in profile over a wide range
     stand_in = with_profile({"batch_size": [1, 1024], "latency_ms": [1, 2]})
     sizes = sorted(stand_in.launch_sizes() | {1})
-    if profile_path is None:
-        stage(f"profiling batch sizes {sizes}")
-        frame, meta = profile_model(bundle, sizes, [spec.cameras], options=options)
-        profile_file = write_profile(frame, meta, out / "profile.csv")
+    bracketing = profile_path is None
+    passes: list[pd.DataFrame] = []
+
+    def profile_pass() -> pd.DataFrame:
+        """One interleaved pass over every size; passes bracket the live runs, so the
+        profile sees the machine in the same spells as the live runs do."""
+        k = len(passes)
+        stage(f"profiling batch sizes {sizes}, interleaved (pass {k + 1} of {repeats + 1})")
+        measured = profiler.measure_interleaved(sizes, spec.cameras, None, seed=k)
+        frame = pd.DataFrame(
+            [
+                {
+                    "batch_size": b,
+                    "latency_ms": ms,
+                    "peak_mem_mb": peak,
+                    "cameras": spec.cameras,
+                    "rep": i,
+                    "run": k,
+                }  # fmt: skip
+                for b, (samples, peak) in measured.items()
+                for i, ms in enumerate(samples)
+            ]
+        )
+        passes.append(frame)
+        return frame
+
+    if bracketing:
+        meta = {
+            **provenance(bundle, options),
+            "passes": f"{repeats + 1} interleaved passes: before, between and after the live runs",
+        }
+        profile_file = write_profile(profile_pass(), meta, out / "profile-before-live.csv")
     else:
         profile_file = Path(profile_path)
         meta_file = profile_file.with_suffix("").with_suffix(".meta.json")
@@ -173,6 +201,8 @@ def validate(
                 source=str(profile_file),
             )
     loaded = with_profile({"path": str(profile_file.resolve()), "cameras": spec.cameras})
+    # what the live policy plans with (deadline policies predict batch times from it)
+    planning = loaded.profile
 
     dtype = profiler.dtype
 
@@ -185,8 +215,14 @@ def validate(
     for k in range(repeats):
         run_label = f" {k + 1}/{repeats}" if repeats > 1 else ""
         stage(f"live run{run_label} ({scenario.duration_s or 'all'} s of traffic in real time)")
-        fresh = loaded if k == 0 else with_profile(loaded.raw["profile"])  # a fresh policy
+        fresh = with_profile(loaded.raw["profile"], planned_with=planning)  # a fresh policy
         lives.append(run_live(fresh, profiler.call, make_inputs))
+        if bracketing:
+            profile_pass()
+    if bracketing:
+        profile_file = write_profile(
+            pd.concat(passes, ignore_index=True), meta, out / "profile.csv"
+        )
     live_summaries = [full_summary(r.records, scenario.slo.latency_ms) for r in lives]
     live_batches = pd.concat(
         [
@@ -205,14 +241,15 @@ def validate(
     stage("simulating the same scenario")
     # every simulation plans with the profile the live policy planned with, from a fresh
     # policy object (the live run's has learned state); only the service times differ
-    measured = loaded.profile
-    sim_raw = simulate(with_profile(loaded.raw["profile"], planned_with=measured))
+    measured_spec = {"path": str(profile_file.resolve()), "cameras": spec.cameras}
+    measured = with_profile(measured_spec, planned_with=planning)
+    sim_raw = simulate(measured)
     per_size = live_batches.groupby("padded")["overhead_ms"].mean()
     fallback = float(live_batches.overhead_ms.mean()) if len(live_batches) else 0.0
-    adjusted_profile = with_overhead(loaded.profile, per_size, fallback)
+    adjusted_profile = with_overhead(measured.profile, per_size, fallback)
     adjusted_path = out / "profile-with-overhead.csv"
     adjusted_profile.to_csv(adjusted_path)
-    adjusted = with_profile(str(adjusted_path.resolve()), planned_with=measured)
+    adjusted = with_profile(str(adjusted_path.resolve()), planned_with=planning)
     sim_adj = simulate(adjusted)
     # the queueing model alone: the live runs' own batch times as the profile
     observed = {int(k): g.ms.to_numpy() for k, g in live_batches.groupby("padded")}
@@ -225,7 +262,7 @@ def validate(
     )
     live_profile_path = out / "profile-live-batches.csv"
     live_profile.to_csv(live_profile_path)
-    from_live = with_profile(str(live_profile_path.resolve()), planned_with=measured)
+    from_live = with_profile(str(live_profile_path.resolve()), planned_with=planning)
     sim_live = simulate(from_live)
     summaries = {
         "sim": full_summary(sim_adj, scenario.slo.latency_ms),
@@ -251,7 +288,6 @@ def validate(
             measurable = live_v is not None and v is not None and abs(live_v) > 1e-12
             row[f"{key}_error"] = (v - live_v) / live_v if measurable else None
         rows.append(row)
-    table = pd.DataFrame(rows)
     forward = np.concatenate([r.forward_ms for r in lives])
     lat_live = np.concatenate([latencies_ms(r.records) for r in lives])
     lat_sim = latencies_ms(sim_adj)
@@ -297,7 +333,16 @@ def validate(
             "forward_mean_ms": float(forward.mean()) if forward.size else None,
         },
         "repeats": repeats,
-        "comparison": table.to_dict("records"),
+        "profile_passes": [
+            {
+                "run": int(k),
+                "median_ms": {
+                    int(b): float(v) for b, v in g.groupby("batch_size").latency_ms.median().items()
+                },
+            }
+            for k, g in (pd.concat(passes).groupby("run") if passes else [])
+        ],
+        "comparison": rows,  # None where a figure is undefined (no NaN in the JSON)
         "targets": targets,
         "ks": None
         if ks is None
@@ -322,6 +367,20 @@ def _cell(v: Any, pct: bool = False) -> str:
     if v is None or (isinstance(v, float) and np.isnan(v)):
         return "-"
     return f"{v:+.1%}" if pct else f"{v:,.2f}"
+
+
+def _passes_line(passes: list[dict[str, Any]]) -> list[str]:
+    """How the machine drifted over the session: each profiling pass's median at the largest size."""
+    if not passes:
+        return []
+    largest = max(int(b) for b in passes[0]["median_ms"])
+    medians = ", ".join(f"{p['median_ms'][largest]:.2f}" for p in passes)
+    return [
+        f"Profile: {len(passes)} interleaved passes (shuffled sizes, fresh inputs), one before "
+        f"the live runs and one after each, pooled; the live policy planned with the first. "
+        f"Median at batch {largest}, pass by pass: {medians} ms.",
+        "",
+    ]
 
 
 def render_report(result: dict[str, Any]) -> str:
@@ -365,6 +424,7 @@ def render_report(result: dict[str, Any]) -> str:
         if ks
         else "No latencies to compare.",
         "",
+        *_passes_line(result.get("profile_passes") or []),
         f"Per-batch overhead outside the model's forward: {ov['mean_ms']:.2f} ms on average "
         f"(forward {ov['forward_mean_ms'] or 0:.2f} ms); {ov['handling']}.",
         "",
