@@ -475,6 +475,13 @@ def profile(
         bool, typer.Option("--append", help="add to an existing profile of the same stamp")
     ] = False,
     plot_: Annotated[bool, typer.Option("--plot", help="also draw NAME.png")] = False,
+    interleave: Annotated[
+        bool,
+        typer.Option(
+            "--interleave",
+            help="time shuffled rounds over the batch sizes on fresh inputs, as a server meets them",
+        ),
+    ] = False,
 ) -> None:
     """Measure a model's latency and memory per batch size into a profile CSV."""
     sizes = _int_list(batch_sizes, "--batch-sizes")
@@ -496,6 +503,7 @@ def profile(
         warmup,
         max_reps=max(max_reps, 1),
         budget_s=budget_s,
+        interleave=interleave,
     )
     options.validate()
     bundle = models.build(model, size)

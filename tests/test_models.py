@@ -152,6 +152,15 @@ def test_cli_profiles_a_plugin_model(tmp_path):
     assert result.returncode == 0, result.stderr
     assert Profile.from_csv(out).sizes == (1, 2)
     assert out.with_suffix(".png").stat().st_size > 10_000
+    interleaved = tmp_path / "mlp-interleaved.csv"
+    result = run_cli(
+        "profile", "--model", "examples.tiny_mlp_policy:build", "--batch-sizes", "1,2",
+        "--max-reps", "5", "--threads", "1", "--interleave", "--out", str(interleaved),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert pd.read_csv(interleaved).groupby("batch_size").size().to_dict() == {1: 5, 2: 5}
+    meta = json.loads(interleaved.with_suffix(".meta.json").read_text())
+    assert "interleaved" in meta["timing"]
 
 
 @pytest.mark.parametrize(
