@@ -440,6 +440,20 @@ def _int_list(text: str, flag: str) -> list[int]:
     return values
 
 
+def _idle_levels(text: str | None) -> tuple[float, ...]:
+    if not text:
+        return ()
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise InputError(
+            f"'{text}' is not a comma-separated list of milliseconds", source="--idle-ms"
+        ) from None
+    if not values or any(not v >= 0 for v in values):
+        raise InputError(f"'{text}': every level must be a number >= 0", source="--idle-ms")
+    return values
+
+
 @app.command()
 def profile(
     model: Annotated[
@@ -482,6 +496,13 @@ def profile(
             help="time shuffled rounds over the batch sizes on fresh inputs, as a server meets them",
         ),
     ] = False,
+    idle_ms: Annotated[
+        str | None,
+        typer.Option(
+            "--idle-ms",
+            help="also time calls after these idle waits, e.g. 0,10,200 (implies --interleave)",
+        ),
+    ] = None,
 ) -> None:
     """Measure a model's latency and memory per batch size into a profile CSV."""
     sizes = _int_list(batch_sizes, "--batch-sizes")
@@ -503,7 +524,8 @@ def profile(
         warmup,
         max_reps=max(max_reps, 1),
         budget_s=budget_s,
-        interleave=interleave,
+        interleave=interleave or bool(idle_ms),
+        idle_ms=_idle_levels(idle_ms),
     )
     options.validate()
     bundle = models.build(model, size)

@@ -27,6 +27,10 @@ REQUIRED_COLUMNS = ("batch_size", "latency_ms")
 MEMORY_COLUMN = "peak_mem_mb"
 # bookkeeping columns of a measurement that never select a variant
 IGNORED_COLUMNS = frozenset({"rep", "run", "sample", "timestamp"})
+# idle time (ms) before the timed call: a model may run slower after the server has been
+# idle. Levels are not variants to choose: unselected, the profile is the smallest level
+# (back to back) and the simulator draws each batch from the level its idle time reached
+IDLE_COLUMN = "idle_ms"
 
 
 def meta_path_for(csv_path: Path) -> Path:
@@ -142,6 +146,9 @@ class Profile:
                     field=name,
                 )
             frame = frame[mask]
+        if IDLE_COLUMN in frame.columns and IDLE_COLUMN not in (select or {}):
+            idle = _idle_levels(frame, source)
+            frame = frame[idle == idle.min()]
         for name in frame.columns:
             if name in (*REQUIRED_COLUMNS, MEMORY_COLUMN) or name in IGNORED_COLUMNS:
                 continue
@@ -207,9 +214,38 @@ class Profile:
             variants[int(v)] = cls.from_frame(frame, chosen, meta, str(path))
         return variants
 
-    def to_csv(self, path: str | Path) -> None:
-        """Write one row per sample and the provenance sidecar."""
-        path = Path(path)
+    @classmethod
+    def after_idle_from_csv(
+        cls, path: str | Path, select: Mapping[str, Any] | None = None
+    ) -> dict[float, Profile] | None:
+        """One profile per idle level (seconds idle before the call -> samples), or None when
+        the file measured one level only or the scenario selected one."""
+        frame, provenance = _read_csv(Path(path))
+        if IDLE_COLUMN not in frame.columns or IDLE_COLUMN in (select or {}):
+            return None
+        idle = _idle_levels(frame, str(path))
+        levels = np.unique(idle)
+        if levels.size < 2:
+            return None
+        return {
+            level / 1000.0: cls.from_frame(
+                frame[idle == level], select, {**provenance, IDLE_COLUMN: level}, str(path)
+            )
+            for level in levels.tolist()
+        }
+
+    @staticmethod
+    def frame_with_idle_levels(levels: Mapping[float, Profile]) -> pd.DataFrame:
+        """Rows of several idle levels (seconds -> profile) in one frame, for to_csv's readers."""
+        frames = []
+        for level_s, profile in levels.items():
+            frame = profile.frame()
+            frame[IDLE_COLUMN] = round(level_s * 1000.0, 6)
+            frames.append(frame)
+        return pd.concat(frames, ignore_index=True)
+
+    def frame(self) -> pd.DataFrame:
+        """One row per sample: batch_size, latency_ms[, peak_mem_mb]."""
         rows = []
         for i, (size, samples) in enumerate(zip(self.sizes, self.samples_ms, strict=True)):
             for value in samples:
@@ -217,7 +253,12 @@ class Profile:
                 if self.peak_mem_mb is not None:
                     row[MEMORY_COLUMN] = self.peak_mem_mb[i]
                 rows.append(row)
-        pd.DataFrame(rows).to_csv(path, index=False)
+        return pd.DataFrame(rows)
+
+    def to_csv(self, path: str | Path) -> None:
+        """Write one row per sample and the provenance sidecar."""
+        path = Path(path)
+        self.frame().to_csv(path, index=False)
         meta_path_for(path).write_text(json.dumps(dict(self.provenance), indent=2) + "\n")
 
     # ---- queries ------------------------------------------------------------------------
@@ -299,6 +340,14 @@ class Profile:
                 }
             )
         return pd.DataFrame(rows)
+
+
+def _idle_levels(frame: pd.DataFrame, source: str) -> pd.Series:
+    """The idle_ms column as numbers, each >= 0."""
+    idle = pd.to_numeric(frame[IDLE_COLUMN], errors="coerce")
+    if idle.isna().any() or (idle < 0).any():
+        raise InputError("idle_ms must hold numbers >= 0", source=source, field=IDLE_COLUMN)
+    return idle
 
 
 def _read_csv(path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:

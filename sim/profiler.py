@@ -62,6 +62,9 @@ class ProfileOptions:
     # interleaved: timed calls in shuffled rounds over every batch size, fresh inputs for
     # every call, as a server meets them (see profile_interleaved)
     interleave: bool = False
+    # with interleave: idle levels (ms) to wait before timed calls, e.g. (0, 10, 200); each
+    # round times every (size, level); rows get an idle_ms column (see sim.profile)
+    idle_ms: tuple[float, ...] = ()
 
     def validate(self) -> None:
         """One clear error for options this machine cannot honour."""
@@ -81,6 +84,10 @@ class ProfileOptions:
             raise InputError("CUDA graphs need --device cuda", source="--cuda-graphs")
         if self.threads is not None and self.threads < 1:
             raise InputError("must be >= 1", source="--threads")
+        if any(level < 0 for level in self.idle_ms):
+            raise InputError("idle levels must be >= 0 ms", source="--idle-ms")
+        if self.idle_ms and not self.interleave:
+            raise InputError("idle levels are measured in interleaved rounds", source="--idle-ms")
 
 
 def _peak_rss_mb() -> float:
@@ -154,6 +161,9 @@ def provenance(bundle: Any, options: ProfileOptions) -> dict[str, Any]:
         meta["timing"] += (
             "; interleaved: shuffled rounds over the batch sizes, fresh inputs per call"
         )
+    if options.idle_ms:
+        levels = ", ".join(f"{level:g}" for level in sorted(set(options.idle_ms)))
+        meta["timing"] += f"; idle_ms: {levels} ms asleep before the call"
     return meta
 
 
@@ -288,7 +298,7 @@ class Profiler:
         cameras: int,
         instruction_tokens: int | None,
         seed: int = 0,
-    ) -> dict[int, tuple[list[float], float]]:
+    ) -> dict[tuple[int, float], tuple[list[float], float]]:
         """Samples for every batch size at once, the way a server meets them.
 
         A serving loop runs batch sizes in no fixed order, on inputs it has just built,
@@ -298,19 +308,24 @@ class Profiler:
         size, then time rounds that run every size once, in a shuffled order, on fresh
         inputs (built untimed), until each size has `min_reps` samples and the budget
         (`budget_s` per size) is spent, or `max_reps` rounds are done. With CUDA graphs the
-        captured graph's own input buffers are refilled instead.
+        captured graph's own input buffers are refilled instead. With idle levels, a round
+        times every (size, level), the call after that long a sleep.
+        Returns {(size, idle ms): (samples, peak memory)}.
         """
         import numpy as np
 
         opts = self.options
         sizes = sorted(set(batch_sizes))
+        levels = sorted(set(opts.idle_ms)) or [0.0]
         warmed = {b: self.warm(b, cameras, instruction_tokens) for b in sizes}
-        samples: dict[int, list[float]] = {b: [] for b in sizes}
+        keys = [(b, level) for b in sizes for level in levels]
+        samples: dict[tuple[int, float], list[float]] = {key: [] for key in keys}
         order_rng = np.random.default_rng(seed)
         spent_s = 0.0
-        budget_s = opts.budget_s * len(sizes)
+        budget_s = opts.budget_s * len(keys)
         for _ in range(opts.max_reps):
-            for b in order_rng.permutation(sizes).tolist():
+            for i in order_rng.permutation(len(keys)).tolist():
+                b, level = keys[i]
                 run, static_inputs, _ = warmed[b]
                 fresh = self.inputs(b, cameras, instruction_tokens)
                 if opts.cuda_graphs:  # a graph reads its captured buffers: refill them
@@ -319,12 +334,14 @@ class Profiler:
                     call = run
                 else:
                     call = lambda inputs=fresh: self.call(**inputs)  # noqa: E731
+                if level:
+                    time.sleep(level / 1000)  # the server's idle wait before this batch
                 ms = self.time_call(call)
-                samples[b].append(ms)
+                samples[b, level].append(ms)
                 spent_s += ms / 1000
-            if len(samples[sizes[0]]) >= opts.min_reps and spent_s >= budget_s:
+            if len(samples[keys[0]]) >= opts.min_reps and spent_s >= budget_s:
                 break
-        return {b: (samples[b], warmed[b][2]) for b in sizes}
+        return {(b, level): (samples[b, level], warmed[b][2]) for b, level in keys}
 
 
 def profile_model(
@@ -352,28 +369,31 @@ def profile_model(
         for cams in cameras:
             if options.interleave:
                 measured = profiler.measure_interleaved(batch_sizes, cams, instruction_tokens)
-            for b in sorted(batch_sizes):
+            for b in sorted(set(batch_sizes)):
                 if options.interleave:
-                    samples, peak = measured[b]
+                    per_level = {lv: v for (size, lv), v in measured.items() if size == b}
                 else:
-                    samples, peak = profiler.measure(b, cams, instruction_tokens)
-                rows.extend(
-                    {
-                        "batch_size": b,
-                        "latency_ms": ms,
-                        "peak_mem_mb": peak,
-                        "cameras": cams,
-                        "rep": i,
-                    }
-                    for i, ms in enumerate(samples)
-                )
+                    per_level = {0.0: profiler.measure(b, cams, instruction_tokens)}
+                for level, (samples, peak) in per_level.items():
+                    idle = {"idle_ms": level} if options.idle_ms else {}
+                    rows.extend(
+                        {
+                            "batch_size": b,
+                            "latency_ms": ms,
+                            "peak_mem_mb": peak,
+                            "cameras": cams,
+                            **idle,
+                            "rep": i,
+                        }  # fmt: skip
+                        for i, ms in enumerate(samples)
+                    )
                 if on_step is not None:
-                    on_step(b, cams, samples)
+                    on_step(b, cams, [ms for samples, _ in per_level.values() for ms in samples])
     except KeyboardInterrupt:
         meta["interrupted"] = True
-    return pd.DataFrame(
-        rows, columns=["batch_size", "latency_ms", "peak_mem_mb", "cameras", "rep"]
-    ), meta
+    columns = ["batch_size", "latency_ms", "peak_mem_mb", "cameras"]
+    columns += ["idle_ms", "rep"] if options.idle_ms else ["rep"]
+    return pd.DataFrame(rows, columns=columns), meta
 
 
 def stamp(meta: dict[str, Any]) -> dict[str, Any]:

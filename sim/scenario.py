@@ -657,6 +657,8 @@ class LoadedScenario:
         self.base = base
         self.source = source
         self.shaped: dict[int, Profile] | None = None
+        # seconds idle before a batch -> the samples measured after that much idle
+        self.after_idle: dict[float, Profile] | None = None
         self.profile = self._load_profile()
         self._check_shapes()
         self.max_size_in_memory = self._memory_cap()
@@ -713,11 +715,29 @@ class LoadedScenario:
             resolved = resolve_path(path, self.base, "profile")
         except InputError as exc:
             raise InputError(str(exc), source=self.source) from None
+        self.after_idle = Profile.after_idle_from_csv(resolved, select)
         if isinstance(spec, ProfileFile) and spec.shape is not None:
+            if self.after_idle is not None:
+                raise InputError(
+                    "a shape-aware profile with several idle_ms levels is not supported; "
+                    "choose one level with profile: {path: ..., idle_ms: VALUE}",
+                    source=self.source,
+                    field="profile.shape",
+                )
             self.shaped = Profile.variants_from_csv(resolved, spec.shape, select)
             # plans, memory and checks use the largest shape: the costliest batches
             return self.shaped[max(self.shaped)]
-        return Profile.from_csv(resolved, select)
+        # with idle levels, plans and checks use the smallest (back to back)
+        profile = Profile.from_csv(resolved, select)
+        for level_s, variant in (self.after_idle or {}).items():
+            if variant.sizes != profile.sizes:
+                raise InputError(
+                    f"idle_ms {level_s * 1000:g} measured batch sizes {list(variant.sizes)}, "
+                    f"not the same as the other levels ({list(profile.sizes)})",
+                    source=str(resolved),
+                    field="idle_ms",
+                )
+        return profile
 
     def _check_shapes(self) -> None:
         """Request shapes need a shape-aware profile that measured a shape at least as large."""

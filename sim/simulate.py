@@ -37,6 +37,15 @@ def simulate(loaded: LoadedScenario, progress: ProgressFn | None = None) -> RunR
             for (value, variant), seed in zip(loaded.shaped.items(), seeds, strict=True)
         }
         traffic["shape_name"] = loaded.scenario.profile.shape
+    if loaded.after_idle is not None:
+        # one draw stream per idle level, split from the service stream
+        seeds = rngs["service"].bit_generator.seed_seq.spawn(len(loaded.after_idle))
+        traffic["after_idle"] = [
+            (level_s, variant.sampler(np.random.default_rng(seed)))
+            for (level_s, variant), seed in zip(
+                sorted(loaded.after_idle.items()), seeds, strict=True
+            )
+        ]
     dispatch = s.cluster.dispatcher
     if dispatch is None:
         policy = loaded.policy

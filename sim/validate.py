@@ -2,8 +2,9 @@
 
 Steps: (1) profile the scenario's `model:` on its device for every batch size the
 policy can launch, the way the live server meets batches (shuffled rounds over the
-sizes, fresh inputs per call), or take `--profile` when its provenance matches the
-model; (2) replay the scenario's traffic live against the model, `repeats` times (the
+sizes, fresh inputs per call, after idle waits of IDLE_LEVELS_MS, so each simulated
+batch draws from the idle level its replica reached), or take `--profile` when its
+provenance matches the model; (2) replay the scenario's traffic live against the model, `repeats` times (the
 live figure is the median over runs; their spread is the machine's own noise); (3)
 simulate the same scenario (same seed, same arrivals, a policy planning with the same
 profile) three ways: with the live runs' per-batch overhead outside the model's forward
@@ -56,6 +57,10 @@ def full_summary(records, slo_latency_ms: float | None) -> dict[str, Any]:
         summary["robots"] = robots_summary(records)
     return summary
 
+
+# idle waits before profiled calls: a model runs slower after the server has been idle
+# (benchmarks/bench_idle.py), and the simulator draws each batch from the level reached
+IDLE_LEVELS_MS = (0.0, 10.0, 200.0)
 
 # the issue's fidelity targets: the prediction's relative error against the live run
 TARGETS = {"throughput_rps": 0.02, "latency_p50_ms": 0.05, "latency_p99_ms": 0.05}
@@ -128,10 +133,11 @@ def validate(
         spec.dtype,
         threads=spec.threads,
         warmup=3,
-        min_reps=12,
-        max_reps=20,
-        budget_s=0.4,  # per size and pass; the passes are pooled
+        min_reps=6,  # rounds per pass; the passes are pooled
+        max_reps=8,
+        budget_s=0.1,
         interleave=True,  # as the live server meets batches: mixed sizes, fresh inputs
+        idle_ms=IDLE_LEVELS_MS,  # and after the server's idle waits
     )
     profiler = Profiler(bundle, options)
 
@@ -168,10 +174,11 @@ def validate(
                     "latency_ms": ms,
                     "peak_mem_mb": peak,
                     "cameras": spec.cameras,
+                    "idle_ms": idle,
                     "rep": i,
                     "run": k,
-                }  # fmt: skip
-                for b, (samples, peak) in measured.items()
+                }
+                for (b, idle), (samples, peak) in measured.items()
                 for i, ms in enumerate(samples)
             ]
         )
@@ -248,7 +255,14 @@ def validate(
     fallback = float(live_batches.overhead_ms.mean()) if len(live_batches) else 0.0
     adjusted_profile = with_overhead(measured.profile, per_size, fallback)
     adjusted_path = out / "profile-with-overhead.csv"
-    adjusted_profile.to_csv(adjusted_path)
+    if measured.after_idle is None:
+        adjusted_profile.to_csv(adjusted_path)
+    else:  # the overhead added at every idle level
+        levels = {
+            level_s: with_overhead(variant, per_size, fallback)
+            for level_s, variant in measured.after_idle.items()
+        }
+        Profile.frame_with_idle_levels(levels).to_csv(adjusted_path, index=False)
     adjusted = with_profile(str(adjusted_path.resolve()), planned_with=planning)
     sim_adj = simulate(adjusted)
     # the queueing model alone: the live runs' own batch times as the profile
@@ -340,7 +354,7 @@ def validate(
                     int(b): float(v) for b, v in g.groupby("batch_size").latency_ms.median().items()
                 },
             }
-            for k, g in (pd.concat(passes).groupby("run") if passes else [])
+            for k, g in (pd.concat(passes).query("idle_ms == 0").groupby("run") if passes else [])
         ],
         "comparison": rows,  # None where a figure is undefined (no NaN in the JSON)
         "targets": targets,
@@ -376,9 +390,10 @@ def _passes_line(passes: list[dict[str, Any]]) -> list[str]:
     largest = max(int(b) for b in passes[0]["median_ms"])
     medians = ", ".join(f"{p['median_ms'][largest]:.2f}" for p in passes)
     return [
-        f"Profile: {len(passes)} interleaved passes (shuffled sizes, fresh inputs), one before "
+        f"Profile: {len(passes)} interleaved passes (shuffled sizes, fresh inputs, idle waits "
+        f"of {', '.join(f'{v:g}' for v in IDLE_LEVELS_MS)} ms before calls), one before "
         f"the live runs and one after each, pooled; the live policy planned with the first. "
-        f"Median at batch {largest}, pass by pass: {medians} ms.",
+        f"Median at batch {largest} back to back, pass by pass: {medians} ms.",
         "",
     ]
 

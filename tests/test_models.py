@@ -99,7 +99,11 @@ def test_interleaved_profile_times_every_size_in_shuffled_rounds_on_fresh_inputs
     call = profiler.call
     profiler.call = lambda **inputs: order.append(len(inputs["state"])) or call(**inputs)
     measured = profiler.measure_interleaved([1, 2, 3], cameras=1, instruction_tokens=None)
-    assert {b: len(samples) for b, (samples, _) in measured.items()} == {1: 4, 2: 4, 3: 4}
+    assert {key: len(samples) for key, (samples, _) in measured.items()} == {
+        (1, 0.0): 4,
+        (2, 0.0): 4,
+        (3, 0.0): 4,
+    }
     rounds = [order[i : i + 3] for i in range(0, 12, 3)]
     assert all(sorted(r) == [1, 2, 3] for r in rounds)  # every size once per round
     assert len({tuple(r) for r in rounds}) > 1  # in shuffled orders
@@ -108,6 +112,42 @@ def test_interleaved_profile_times_every_size_in_shuffled_rounds_on_fresh_inputs
     frame, meta = profile_model(bundle, [1, 2], options=opts)
     assert frame.groupby("batch_size").size().to_dict() == {1: 4, 2: 4}
     assert "interleaved" in meta["timing"]
+
+
+def test_idle_levels_sleep_right_before_their_timed_calls(tmp_path, monkeypatch):
+    """With idle levels each round times every (size, level), the call straight after a
+    sleep of that level; the rows carry idle_ms and load as a profile with idle levels."""
+    import sim.profiler
+
+    bundle = build("act", "tiny")
+    events = []
+    monkeypatch.setattr(sim.profiler.time, "sleep", lambda s: events.append(("sleep", s)))
+    opts = ProfileOptions(
+        threads=1, warmup=1, min_reps=3, max_reps=3, budget_s=0, interleave=True, idle_ms=(0, 20)
+    )
+    profiler = Profiler(bundle, opts)
+    call = profiler.call
+    profiler.call = lambda **inputs: events.append(("call", len(inputs["state"]))) or call(**inputs)
+    warmups = 2  # one per size, before any round
+    measured = profiler.measure_interleaved([1, 2], cameras=1, instruction_tokens=None)
+    assert set(measured) == {(1, 0.0), (1, 20.0), (2, 0.0), (2, 20.0)}
+    timed = events[warmups:]
+    calls = [i for i, e in enumerate(timed) if e[0] == "call"]
+    assert len(calls) == 4 * 3
+    slept = sum(1 for i in calls if i > 0 and timed[i - 1] == ("sleep", 0.02))
+    assert slept == 2 * 3  # half the timed calls follow a 20 ms sleep, straight before them
+    frame, meta = profile_model(bundle, [1, 2], options=opts)
+    assert frame.groupby(["batch_size", "idle_ms"]).size().to_dict() == {
+        (1, 0.0): 3,
+        (1, 20.0): 3,
+        (2, 0.0): 3,
+        (2, 20.0): 3,
+    }
+    assert "idle_ms: 0, 20 ms" in meta["timing"]
+    path = write_profile(frame, meta, tmp_path / "idle.csv")
+    assert sorted(Profile.after_idle_from_csv(path)) == [0.0, 0.02]
+    with pytest.raises(InputError, match="interleaved"):
+        ProfileOptions(idle_ms=(0, 20)).validate()
 
 
 def test_profiles_of_different_stamps_never_combine(tmp_path):
@@ -159,6 +199,13 @@ def test_cli_profiles_a_plugin_model(tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert pd.read_csv(interleaved).groupby("batch_size").size().to_dict() == {1: 5, 2: 5}
+    after_idle = tmp_path / "mlp-idle.csv"
+    result = run_cli(
+        "profile", "--model", "examples.tiny_mlp_policy:build", "--batch-sizes", "1,2",
+        "--max-reps", "3", "--threads", "1", "--idle-ms", "0,5", "--out", str(after_idle),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert len(pd.read_csv(after_idle).query("idle_ms == 5")) == 2 * 3
     meta = json.loads(interleaved.with_suffix(".meta.json").read_text())
     assert "interleaved" in meta["timing"]
 
@@ -175,6 +222,8 @@ def test_cli_profiles_a_plugin_model(tmp_path):
         (["--model", "nosuchpkg.mod:build"], ["--model", "cannot import 'nosuchpkg.mod'"]),
         (["--model", "examples.tiny_mlp_policy:nothing"], ["--model", "no callable 'nothing'"]),
         (["--model", "pi0", "--dtype", "int8"], ["--dtype", "unknown dtype 'int8'"]),
+        (["--model", "pi0", "--idle-ms", "0,x"], ["--idle-ms", "milliseconds"]),
+        (["--model", "pi0", "--idle-ms", "0,-5"], ["--idle-ms", ">= 0"]),
     ],
 )
 def test_bad_profiler_input_exits_2(args, expected, tmp_path):
@@ -268,7 +317,10 @@ def test_cuda_code_paths_with_a_mocked_device(monkeypatch):
     profiler = Profiler(bundle, opts)
     measured = profiler.measure_interleaved([1, 2], 1, None)
     assert calls["captures"] == 3
-    assert {b: len(samples) for b, (samples, _) in measured.items()} == {1: 3, 2: 3}
+    assert {key: len(samples) for key, (samples, _) in measured.items()} == {
+        (1, 0.0): 3,
+        (2, 0.0): 3,
+    }
     meta = provenance(bundle, ProfileOptions(device="cuda", cuda_graphs=True))
     assert (
         meta["device"] == "Fake H100"

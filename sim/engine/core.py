@@ -66,6 +66,7 @@ class Engine:
         shape: np.ndarray | None = None,
         shaped_service: dict[int, ServiceSampler] | None = None,
         shape_name: str = "shape",
+        after_idle: Sequence[tuple[float, ServiceSampler]] | None = None,
     ):
         self.env = simpy.Environment()
         self.clients = list(clients) if clients is not None else None
@@ -102,6 +103,11 @@ class Engine:
                 v: next(m for m in measured if m >= v) for v in range(1, default + 1)
             }
         self._b_shape: list[int] = []
+        # (seconds idle, sampler), ascending: a batch draws from the largest level its
+        # replica's idle time reached (the first batch, after no batch, from the largest)
+        self._after_idle = sorted(after_idle, key=lambda level: level[0]) if after_idle else None
+        if self._after_idle is not None and shaped_service is not None:
+            raise ValueError("idle levels and shape-aware service do not combine")
         self.deadline_s = np.full(n, np.inf) if deadline_s is None else deadline_s
         self.class_id = np.zeros(n, dtype=np.int16) if class_id is None else class_id
         self.class_names = class_names
@@ -159,6 +165,8 @@ class Engine:
         b_size, b_padded = self._b_size, self._b_padded
         max_padded = self._max_padded_size
         load = self.load
+        after_idle = self._after_idle
+        last_end = -math.inf
         while True:
             now = env.now
             feed.advance(now)
@@ -173,7 +181,14 @@ class Engine:
                 batch_id = len(b_start)
                 ids = queue.take(count)
                 self.request_batch[ids] = batch_id
-                if self._shaped is None:
+                if after_idle is not None:
+                    idle_s = now - last_end
+                    sampler = after_idle[0][1]
+                    for level_s, level_sampler in after_idle:
+                        if idle_s >= level_s:
+                            sampler = level_sampler
+                    service_s = sampler(padded)
+                elif self._shaped is None:
                     service_s = self.service(padded)
                 else:
                     variant = self._shape_for[int(self.request_shape[ids].max())]
@@ -188,6 +203,7 @@ class Engine:
                     load.busy_until_s[replica] = now + self._median_s[padded]
                 load.running[replica] = count
                 yield env.timeout(service_s)
+                last_end = env.now
                 load.running[replica] = 0
                 if learns:
                     policy.on_batch_done(env.now, count, padded, service_s)
