@@ -309,7 +309,8 @@ class Profiler:
         inputs (built untimed), until each size has `min_reps` samples and the budget
         (`budget_s` per size) is spent, or `max_reps` rounds are done. With CUDA graphs the
         captured graph's own input buffers are refilled instead. With idle levels, a round
-        times every (size, level), the call after that long a sleep.
+        times every (size, level): first the back-to-back calls in one busy block (what
+        idle 0 means is a server that has been busy), then each call after its sleep.
         Returns {(size, idle ms): (samples, peak memory)}.
         """
         import numpy as np
@@ -323,9 +324,14 @@ class Profiler:
         order_rng = np.random.default_rng(seed)
         spent_s = 0.0
         budget_s = opts.budget_s * len(keys)
+        busy = [key for key in keys if key[1] == 0]
+        after_idle = [key for key in keys if key[1] > 0]
         for _ in range(opts.max_reps):
-            for i in order_rng.permutation(len(keys)).tolist():
-                b, level = keys[i]
+            # back-to-back calls in one busy block (as a loaded server runs them), then the
+            # calls after idle waits; each block in a shuffled order
+            block = [busy[i] for i in order_rng.permutation(len(busy))]
+            block += [after_idle[i] for i in order_rng.permutation(len(after_idle))]
+            for b, level in block:
                 run, static_inputs, _ = warmed[b]
                 fresh = self.inputs(b, cameras, instruction_tokens)
                 if opts.cuda_graphs:  # a graph reads its captured buffers: refill them

@@ -115,8 +115,9 @@ def test_interleaved_profile_times_every_size_in_shuffled_rounds_on_fresh_inputs
 
 
 def test_idle_levels_sleep_right_before_their_timed_calls(tmp_path, monkeypatch):
-    """With idle levels each round times every (size, level), the call straight after a
-    sleep of that level; the rows carry idle_ms and load as a profile with idle levels."""
+    """With idle levels each round times every (size, level): the back-to-back calls first,
+    then each call straight after a sleep of its level; the rows carry idle_ms and load as
+    a profile with idle levels."""
     import sim.profiler
 
     bundle = build("act", "tiny")
@@ -134,8 +135,10 @@ def test_idle_levels_sleep_right_before_their_timed_calls(tmp_path, monkeypatch)
     timed = events[warmups:]
     calls = [i for i, e in enumerate(timed) if e[0] == "call"]
     assert len(calls) == 4 * 3
-    slept = sum(1 for i in calls if i > 0 and timed[i - 1] == ("sleep", 0.02))
-    assert slept == 2 * 3  # half the timed calls follow a 20 ms sleep, straight before them
+    after_sleep = [i > 0 and timed[i - 1] == ("sleep", 0.02) for i in calls]
+    # each round: the back-to-back calls in one busy block, then each call straight after
+    # its 20 ms sleep
+    assert after_sleep == [False, False, True, True] * 3
     frame, meta = profile_model(bundle, [1, 2], options=opts)
     assert frame.groupby(["batch_size", "idle_ms"]).size().to_dict() == {
         (1, 0.0): 3,
