@@ -63,7 +63,9 @@ def main() -> None:
     met = sum(t["met"] for r in results.values() for t in r["targets"].values())
     total = sum(len(r["targets"]) for r in results.values())
     targets = ", ".join(f"{m} {w:.0%}" for m, w in TARGETS.items())
+    inside = sum(t["inside_live_range"] for r in results.values() for t in r["targets"].values())
     print(f"\ntargets ({targets}): {met} of {total} met by the prediction")
+    print(f"inside the live runs' range (smallest to largest): {inside} of {total}")
 
 
 if __name__ == "__main__":

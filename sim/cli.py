@@ -417,7 +417,8 @@ def validate(
         "targets: "
         + ", ".join(
             f"{t['metric']} {'-' if t['error'] is None else format(t['error'], '+.1%')} "
-            f"({'met' if t['met'] else 'NOT met'}, within {t['within']:.0%})"
+            f"({'met' if t['met'] else 'NOT met'}, within {t['within']:.0%}"
+            f"{'; inside the live runs' if t['inside_live_range'] else ''})"
             for t in result["targets"].values()
         )
     )

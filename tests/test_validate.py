@@ -125,6 +125,8 @@ def test_validate_end_to_end_on_a_tiny_model(tmp_path):
     )
     assert set(report["targets"]) == {"throughput_rps", "latency_p50_ms", "latency_p99_ms"}
     assert report["targets"]["latency_p50_ms"]["error"] == p50["sim_error"]
+    inside = min(p50["live_runs"]) <= p50["sim"] <= max(p50["live_runs"])
+    assert report["targets"]["latency_p50_ms"]["inside_live_range"] == inside
     assert {"live_run_1", "live_run_2"} <= set(report["requests"])
     assert "interleaved" in json.loads((out / "profile.meta.json").read_text())["timing"]
     # loose, on a shared noisy machine: the tight figures are in the benchmark
