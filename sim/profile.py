@@ -26,7 +26,7 @@ from sim.errors import InputError
 REQUIRED_COLUMNS = ("batch_size", "latency_ms")
 MEMORY_COLUMN = "peak_mem_mb"
 # bookkeeping columns of a measurement that never select a variant
-IGNORED_COLUMNS = frozenset({"rep", "run", "sample", "timestamp"})
+IGNORED_COLUMNS = frozenset({"rep", "run", "sample", "timestamp", "measured_ms"})
 # idle time (ms) before the timed call: a model may run slower after the server has been
 # idle. Levels are not variants to choose: unselected, the profile is the smallest level
 # (back to back) and the simulator draws each batch from the level its idle time reached

@@ -78,6 +78,28 @@ def latencies_ms(records) -> np.ndarray:
     return (records.request_completion_s[measured] - records.arrival_s[measured]) * 1000
 
 
+def normalise_drift(samples: pd.DataFrame) -> tuple[pd.DataFrame, dict[int, float]]:
+    """Pool profiling passes taken at different moments of a drifting machine.
+
+    Each pass's speed is the median, over batch sizes, of its back-to-back median over
+    the median of all passes (1.2: 20% slower). The live figure is the median live run,
+    so the prediction wants the machine at its median speed: every pass's samples are
+    scaled by median speed / its speed. What varies within a pass (the tail, short slow
+    spells) is kept; what differs between passes is not pooled into a mixture that no
+    single run saw. Returns the scaled samples (column `latency_ms`, the measured value
+    in `measured_ms`) and each pass's speed.
+    """
+    busy = samples[samples.idle_ms == 0] if "idle_ms" in samples else samples
+    overall = busy.groupby("batch_size").latency_ms.median()
+    per_pass = busy.groupby(["run", "batch_size"]).latency_ms.median().unstack("batch_size")
+    speed = (per_pass / overall).median(axis=1)
+    typical = float(speed.median())
+    scaled = samples.copy()
+    scaled["measured_ms"] = scaled.latency_ms
+    scaled["latency_ms"] = scaled.latency_ms * typical / scaled.run.map(speed)
+    return scaled, {int(k): float(v) for k, v in speed.items()}
+
+
 def with_overhead(profile: Profile, overhead_ms: pd.Series, fallback_ms: float) -> Profile:
     """The profile with the live per-batch overhead (mean per padded size) added to every sample."""
     samples = {
@@ -226,10 +248,11 @@ def validate(
         lives.append(run_live(fresh, profiler.call, make_inputs))
         if bracketing:
             profile_pass()
+    speeds: dict[int, float] = {}
     if bracketing:
-        profile_file = write_profile(
-            pd.concat(passes, ignore_index=True), meta, out / "profile.csv"
-        )
+        pooled, speeds = normalise_drift(pd.concat(passes, ignore_index=True))
+        meta = {**meta, "pass_speed": speeds}
+        profile_file = write_profile(pooled, meta, out / "profile.csv")
     live_summaries = [full_summary(r.records, scenario.slo.latency_ms) for r in lives]
     live_batches = pd.concat(
         [
@@ -359,6 +382,7 @@ def validate(
                 "median_ms": {
                     int(b): float(v) for b, v in g.groupby("batch_size").latency_ms.median().items()
                 },
+                "speed": speeds.get(int(k)),
             }
             for k, g in (pd.concat(passes).query("idle_ms == 0").groupby("run") if passes else [])
         ],
@@ -395,11 +419,14 @@ def _passes_line(passes: list[dict[str, Any]]) -> list[str]:
         return []
     largest = max(int(b) for b in passes[0]["median_ms"])
     medians = ", ".join(f"{p['median_ms'][largest]:.2f}" for p in passes)
+    speeds = ", ".join(f"{p['speed']:.3f}" for p in passes if p.get("speed") is not None)
     return [
         f"Profile: {len(passes)} interleaved passes (shuffled sizes, fresh inputs, idle waits "
         f"of {', '.join(f'{v:g}' for v in IDLE_LEVELS_MS)} ms before calls), one before "
         f"the live runs and one after each, pooled; the live policy planned with the first. "
-        f"Median at batch {largest} back to back, pass by pass: {medians} ms.",
+        f"Median at batch {largest} back to back, pass by pass: {medians} ms; speeds "
+        f"(relative to all passes) {speeds}: each pass is scaled to the median speed before "
+        "pooling (sim.validate.normalise_drift).",
         "",
     ]
 

@@ -225,3 +225,25 @@ def test_validate_refuses_zero_repeats(tmp_path):
     assert result.returncode == 2
     assert "--repeats" in result.stderr and ">= 1" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_profiling_passes_are_scaled_to_the_median_speed_before_pooling():
+    """A machine that drifts: pass 1 runs 1.5x slower than pass 0 at every size. Scaled to
+    the median speed, both passes give the same samples; the spread within a pass stays."""
+    import pandas as pd
+
+    from sim.validate import normalise_drift
+
+    rows = [
+        {"batch_size": b, "latency_ms": factor * base * b, "idle_ms": idle, "run": run}
+        for run, factor in ((0, 1.0), (1, 1.5))
+        for b in (1, 4)
+        for base in (9.0, 10.0, 11.0)
+        for idle in (0, 200)
+    ]
+    scaled, speeds = normalise_drift(pd.DataFrame(rows))
+    assert speeds[1] / speeds[0] == pytest.approx(1.5)  # relative to the pooled medians
+    by_pass = scaled.groupby(["run", "batch_size", "idle_ms"]).latency_ms.apply(sorted)
+    assert by_pass[0, 4, 0] == pytest.approx(by_pass[1, 4, 0])
+    assert by_pass[0, 1, 200] == pytest.approx([11.25, 12.5, 13.75])  # 1.25 x (9, 10, 11)
+    assert (scaled.measured_ms == pd.DataFrame(rows).latency_ms).all()
