@@ -31,6 +31,7 @@ class LiveResult:
     records: RunRecords
     forward_ms: np.ndarray  # per batch: the model call alone
     overhead_ms: np.ndarray  # per batch: the rest of the batch's time (inputs, bookkeeping)
+    wake_late_ms: np.ndarray  # per sleep: how much later than asked the server woke
     failures: list[str] = field(default_factory=list)  # one line per failed batch
 
 
@@ -53,6 +54,14 @@ class _Server:
         self.forward_ms: list[float] = []
         self.overhead_ms: list[float] = []
         self.failures: list[str] = []
+        self.wake_late_ms: list[float] = []
+
+    def sleep_until(self, wake: float, sleep) -> None:
+        """Sleep until `wake` (s since t0), if it is still ahead, and record how late it woke."""
+        delay = wake - (self.clock() - self.t0)
+        if delay > 0:
+            sleep(delay)
+            self.wake_late_ms.append((self.clock() - self.t0 - wake) * 1000)
 
     def launch(
         self, now: float, decision: Launch, queue, request_batch: np.ndarray, outcome: np.ndarray
@@ -121,7 +130,11 @@ class _Server:
             robots=robots,
         )
         return LiveResult(
-            records, np.asarray(self.forward_ms), np.asarray(self.overhead_ms), self.failures
+            records,
+            np.asarray(self.forward_ms),
+            np.asarray(self.overhead_ms),
+            np.asarray(self.wake_late_ms),
+            self.failures,
         )
 
 
@@ -181,9 +194,7 @@ def run_live(
             break  # nothing will arrive and nothing is timed: done
         if horizon is not None:
             wake = min(wake, horizon)
-        delay = wake - (clock() - t0)
-        if delay > 0:
-            sleep(delay)
+        server.sleep_until(wake, sleep)
     end_s = horizon if horizon is not None else clock() - t0
     feed.advance(end_s)
     return server.result(
@@ -289,9 +300,7 @@ def _run_live_robots(
         if events and (wake is None or events[0][0] < wake):
             wake = events[0][0]  # the next send, arrival or delivery may change the answer
         wake = horizon if wake is None else min(wake, horizon)
-        delay = wake - (clock() - t0)
-        if delay > 0:
-            sleep(delay)
+        server.sleep_until(wake, sleep)
     end_s = float(horizon)
     n = len(times)
     for client in clients:

@@ -285,6 +285,9 @@ class Cluster(Strict):
     queue: Literal["shared", "per-replica"] = "shared"
     dispatch: Literal["round-robin", "shortest-queue", "least-work", "power-of-two"] | None = None
     memory_mb: PositiveFloat | None = None
+    # how late a waiting server wakes: timers and event waits of a real server fire late
+    # (batchsim validate measures it in the live run)
+    wake_latency_ms: NonNegativeFloat = 0.0
 
     @model_validator(mode="after")
     def _dispatch_needs_queues(self) -> Cluster:

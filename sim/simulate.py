@@ -65,6 +65,7 @@ def simulate(loaded: LoadedScenario, progress: ProgressFn | None = None) -> RunR
         profile=loaded.profile,
         dispatch_rng=rngs["dispatch"],
         max_padded_size=loaded.max_size_in_memory,
+        wake_latency_s=s.cluster.wake_latency_ms / 1000.0,
         **traffic,
     )
     records = engine.run()

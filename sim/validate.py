@@ -163,13 +163,18 @@ def validate(
     )
     profiler = Profiler(bundle, options)
 
-    def with_profile(profile: Any, planned_with: Profile | None = None) -> LoadedScenario:
+    def with_profile(
+        profile: Any, planned_with: Profile | None = None, wake_latency_ms: float | None = None
+    ) -> LoadedScenario:
         """The scenario with `profile:` set (the same traffic, seed and policy settings).
 
         `planned_with`: the profile the policy plans with (deadline policies predict batch
         times from one), when it is not the one service times are drawn from.
+        `wake_latency_ms`: how late the server wakes from its waits (measured live).
         """
         data = {**raw, "profile": profile}
+        if wake_latency_ms is not None:
+            data["cluster"] = {**(raw.get("cluster") or {}), "wake_latency_ms": wake_latency_ms}
         loaded = LoadedScenario(
             parse_scenario(data, str(scenario_path)), base_dir, str(scenario_path), data
         )
@@ -275,6 +280,10 @@ def validate(
     measured = with_profile(measured_spec, planned_with=planning)
     sim_raw = simulate(measured)
     per_size = live_batches.groupby("padded")["overhead_ms"].mean()
+    # the live server's sleeps end late (timer slack, scheduling): the median, in every
+    # simulation but the raw profile's
+    wakes = np.concatenate([r.wake_late_ms for r in lives])
+    wake_late_ms = max(float(np.median(wakes)), 0.0) if wakes.size else 0.0
     fallback = float(live_batches.overhead_ms.mean()) if len(live_batches) else 0.0
     adjusted_profile = with_overhead(measured.profile, per_size, fallback)
     adjusted_path = out / "profile-with-overhead.csv"
@@ -286,7 +295,7 @@ def validate(
             for level_s, variant in measured.after_idle.items()
         }
         Profile.frame_with_idle_levels(levels).to_csv(adjusted_path, index=False)
-    adjusted = with_profile(str(adjusted_path.resolve()), planned_with=planning)
+    adjusted = with_profile(str(adjusted_path.resolve()), planning, wake_late_ms)
     sim_adj = simulate(adjusted)
     # the queueing model alone: the live runs' own batch times as the profile
     observed = {int(k): g.ms.to_numpy() for k, g in live_batches.groupby("padded")}
@@ -299,7 +308,7 @@ def validate(
     )
     live_profile_path = out / "profile-live-batches.csv"
     live_profile.to_csv(live_profile_path)
-    from_live = with_profile(str(live_profile_path.resolve()), planned_with=planning)
+    from_live = with_profile(str(live_profile_path.resolve()), planning, wake_late_ms)
     sim_live = simulate(from_live)
     summaries = {
         "sim": full_summary(sim_adj, scenario.slo.latency_ms),
@@ -370,7 +379,13 @@ def validate(
         "profile": str(profile_file),
         "overhead": {
             "handling": "measured per batch in the live run (batch time minus the model's forward) and added "
-            "to the profile by padded size for the 'sim' prediction; 'sim_raw_profile' leaves it out",
+            "to the profile by padded size for the 'sim' prediction, with the live server's median "
+            "wake-up lateness as cluster.wake_latency_ms; 'sim_raw_profile' leaves both out",
+            "wake_late_ms": {
+                "median": wake_late_ms,
+                "p90": float(np.percentile(wakes, 90)) if wakes.size else None,
+                "sleeps": int(wakes.size),
+            },
             "mean_ms": fallback,
             "per_padded_size_ms": {int(k): float(v) for k, v in per_size.items()},
             "forward_mean_ms": float(forward.mean()) if forward.size else None,
@@ -478,6 +493,13 @@ def render_report(result: dict[str, Any]) -> str:
         f"(forward {ov['forward_mean_ms'] or 0:.2f} ms); {ov['handling']}.",
         "",
     ]
+    wake = ov.get("wake_late_ms")
+    if wake and wake.get("sleeps"):
+        lines += [
+            f"The live server woke {wake['median'] * 1000:.0f} us late from its waits at the median "
+            f"(p90 {wake['p90'] * 1000:.0f} us, {wake['sleeps']:,} sleeps).",
+            "",
+        ]
     if result["failures"]:
         lines += [
             f"**{len(result['failures'])} batch(es) failed in the live run**; their requests are recorded as failed:",

@@ -21,16 +21,18 @@ from tests.conftest import ROOT, run_cli  # noqa: E402
 
 
 class FakeClock:
-    """A clock the fake model advances: live runs in no real time, deterministically."""
+    """A clock the fake model advances: live runs in no real time, deterministically.
+    `late_s`: every sleep ends that much later than asked, as a real server's do."""
 
-    def __init__(self):
+    def __init__(self, late_s: float = 0.0):
         self.t = 0.0
+        self.late_s = late_s
 
     def __call__(self) -> float:
         return self.t
 
     def sleep(self, seconds: float) -> None:
-        self.t += seconds
+        self.t += seconds + self.late_s
 
 
 def scenario(**extra):
@@ -247,3 +249,31 @@ def test_profiling_passes_are_scaled_to_the_median_speed_before_pooling():
     assert by_pass[0, 4, 0] == pytest.approx(by_pass[1, 4, 0])
     assert by_pass[0, 1, 200] == pytest.approx([11.25, 12.5, 13.75])  # 1.25 x (9, 10, 11)
     assert (scaled.measured_ms == pd.DataFrame(rows).latency_ms).all()
+
+
+@pytest.mark.parametrize("robots", [False, True], ids=["open-loop", "robots"])
+def test_a_server_that_wakes_late_matches_the_simulation_with_that_wake_latency(robots):
+    """Sleeps that end 0.3 ms late: the simulation with cluster.wake_latency_ms 0.3 gives the
+    live runner's batches bit for bit, and without it, other batches."""
+    workload = (
+        {"kind": "robots", "count": 8, "control_hz": 30, "chunk": 50, "mode": "async",
+         "threshold": 0.5, "start": "random", "network_ms": {"uplink": 3, "downlink": 3}}
+        if robots
+        else {"kind": "poisson", "rate_rps": 150}
+    )  # fmt: skip
+    extra = {"workload": workload, "duration_s": 20, "policy": DEADLINE}
+    clock = FakeClock(late_s=0.0003)
+
+    def model(batch):
+        clock.t += (8 + 2 * batch) / 1000
+
+    live = run_live(
+        scenario(**extra), model, lambda p: {"batch": p}, clock=clock, sleep=clock.sleep
+    )
+    assert live.wake_late_ms.size > 100
+    np.testing.assert_allclose(live.wake_late_ms, 0.3, atol=1e-6)
+    late = simulate(scenario(**extra, cluster={"wake_latency_ms": 0.3}))
+    assert np.array_equal(live.records.batch_size, late.batch_size)
+    np.testing.assert_allclose(live.records.batch_start_s, late.batch_start_s, rtol=0, atol=1e-9)
+    on_time = simulate(scenario(**extra))
+    assert not np.array_equal(on_time.batch_start_s[:50], late.batch_start_s[:50])

@@ -67,6 +67,7 @@ class Engine:
         shaped_service: dict[int, ServiceSampler] | None = None,
         shape_name: str = "shape",
         after_idle: Sequence[tuple[float, ServiceSampler]] | None = None,
+        wake_latency_s: float = 0.0,
     ):
         self.env = simpy.Environment()
         self.clients = list(clients) if clients is not None else None
@@ -103,6 +104,7 @@ class Engine:
                 v: next(m for m in measured if m >= v) for v in range(1, default + 1)
             }
         self._b_shape: list[int] = []
+        self._wake_latency_s = wake_latency_s
         # (seconds idle, sampler), ascending: a batch draws from the largest level its
         # replica's idle time reached (the first batch, after no batch, from the largest)
         self._after_idle = sorted(after_idle, key=lambda level: level[0]) if after_idle else None
@@ -166,6 +168,7 @@ class Engine:
         max_padded = self._max_padded_size
         load = self.load
         after_idle = self._after_idle
+        wake_late_s = self._wake_latency_s
         last_end = -math.inf
         while True:
             now = env.now
@@ -226,6 +229,8 @@ class Engine:
                 if wake is not None:
                     events.append(env.timeout(max(wake - now, 0.0)))
                 yield env.any_of(events)
+                if wake_late_s and env.now > now:  # it slept: it wakes late
+                    yield env.timeout(wake_late_s)
                 continue
             if decision.until_queue_len is not None:
                 reach = feed.time_queue_reaches(queue, decision.until_queue_len)
@@ -234,7 +239,9 @@ class Engine:
             if wake is None:
                 # open loop: no arrival can come and no timer is set, so nothing will change
                 return
-            yield env.timeout(max(wake - now, 0.0))
+            delay = wake - now
+            # a server that sleeps wakes late; one whose moment has come does not sleep
+            yield env.timeout(delay + wake_late_s if delay > 0 else 0.0)
 
     # ---- closed loop ----------------------------------------------------------------------
     def _robot(self, client: RobotClient):
