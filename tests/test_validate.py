@@ -35,6 +35,17 @@ class FakeClock:
         self.t += seconds + self.late_s
 
 
+def live_on_exact_clock(loaded, late_s: float = 0.0):
+    """The live runner on a FakeClock with a model that takes exactly the profile's time
+    (10 ms at 1, 24 at 8, linear)."""
+    clock = FakeClock(late_s)
+
+    def model(batch):
+        clock.t += (8 + 2 * batch) / 1000
+
+    return run_live(loaded, model, lambda padded: {"batch": padded}, clock=clock, sleep=clock.sleep)
+
+
 def scenario(**extra):
     return scenario_from_dict(
         {
@@ -177,12 +188,7 @@ def test_live_open_loop_with_classes_matches_the_simulation_bit_for_bit(policy):
             {"name": "planning", "share": 0.7, "latency_ms": 200, "priority": 0},
         ],
     )
-    clock = FakeClock()
-
-    def model(batch):
-        clock.t += (8 + 2 * batch) / 1000
-
-    live = run_live(loaded, model, lambda padded: {"batch": padded}, clock=clock, sleep=clock.sleep)
+    live = live_on_exact_clock(loaded)
     sim = simulate(loaded)
     assert np.array_equal(live.records.request_batch, sim.request_batch)
     assert np.array_equal(live.records.batch_start_s, sim.batch_start_s)
@@ -207,12 +213,7 @@ def test_live_robot_fleet_matches_the_simulation_bit_for_bit(mode, policy):
         },
         **({"policy": policy} if policy else {}),
     )  # fmt: skip
-    clock = FakeClock()
-
-    def model(batch):
-        clock.t += (8 + 2 * batch) / 1000
-
-    live = run_live(loaded, model, lambda padded: {"batch": padded}, clock=clock, sleep=clock.sleep)
+    live = live_on_exact_clock(loaded)
     sim = simulate(loaded)
     assert np.array_equal(live.records.arrival_s, sim.arrival_s)
     assert np.array_equal(live.records.batch_size, sim.batch_size)
@@ -262,14 +263,7 @@ def test_a_server_that_wakes_late_matches_the_simulation_with_that_wake_latency(
         else {"kind": "poisson", "rate_rps": 150}
     )  # fmt: skip
     extra = {"workload": workload, "duration_s": 20, "policy": DEADLINE}
-    clock = FakeClock(late_s=0.0003)
-
-    def model(batch):
-        clock.t += (8 + 2 * batch) / 1000
-
-    live = run_live(
-        scenario(**extra), model, lambda p: {"batch": p}, clock=clock, sleep=clock.sleep
-    )
+    live = live_on_exact_clock(scenario(**extra), late_s=0.0003)
     assert live.wake_late_ms.size > 100
     np.testing.assert_allclose(live.wake_late_ms, 0.3, atol=1e-6)
     late = simulate(scenario(**extra, cluster={"wake_latency_ms": 0.3}))
