@@ -213,6 +213,20 @@ def test_cli_profiles_a_plugin_model(tmp_path):
     assert "interleaved" in meta["timing"]
 
 
+def test_compiled_model_profiles_and_never_mixes_with_an_eager_profile(tmp_path):
+    """--compile runs the model through torch.compile (inductor, on this CPU); the stamp
+    records it, so an eager profile of the same model is refused by --append."""
+    out = tmp_path / "mlp.csv"
+    args = ["profile", "--model", "examples.tiny_mlp_policy:build", "--batch-sizes", "1,2",
+            "--max-reps", "3", "--threads", "1", "--out", str(out)]  # fmt: skip
+    result = run_cli(*args, "--compile")
+    assert result.returncode == 0, result.stderr
+    meta = json.loads(out.with_suffix(".meta.json").read_text())
+    assert meta["compile"] is True and Profile.from_csv(out).sizes == (1, 2)
+    eager = run_cli(*args, "--append")
+    assert eager.returncode == 2 and "compile differ" in eager.stderr
+
+
 @pytest.mark.parametrize(
     "args, expected",
     [
