@@ -441,7 +441,7 @@ def _int_list(text: str, flag: str) -> list[int]:
     return values
 
 
-def _idle_levels(text: str | None) -> tuple[float, ...]:
+def _ms_list(text: str | None) -> tuple[float, ...]:
     if not text:
         return ()
     try:
@@ -526,7 +526,7 @@ def profile(
         max_reps=max(max_reps, 1),
         budget_s=budget_s,
         interleave=interleave or bool(idle_ms),
-        idle_ms=_idle_levels(idle_ms),
+        idle_ms=_ms_list(idle_ms),
     )
     options.validate()
     bundle = models.build(model, size)

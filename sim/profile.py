@@ -235,14 +235,19 @@ class Profile:
         }
 
     @staticmethod
-    def frame_with_idle_levels(levels: Mapping[float, Profile]) -> pd.DataFrame:
-        """Rows of several idle levels (seconds -> profile) in one frame, for to_csv's readers."""
+    def levels_to_csv(levels: Mapping[float, Profile], path: str | Path) -> None:
+        """Write idle levels (seconds -> profile) as one CSV with an idle_ms column (one
+        level: none), and the smallest level's provenance sidecar."""
+        path = Path(path)
         frames = []
         for level_s, profile in levels.items():
             frame = profile.frame()
-            frame[IDLE_COLUMN] = round(level_s * 1000.0, 6)
+            if len(levels) > 1:
+                frame[IDLE_COLUMN] = round(level_s * 1000.0, 6)
             frames.append(frame)
-        return pd.concat(frames, ignore_index=True)
+        pd.concat(frames, ignore_index=True).to_csv(path, index=False)
+        first = levels[min(levels)]
+        meta_path_for(path).write_text(json.dumps(dict(first.provenance), indent=2) + "\n")
 
     def frame(self) -> pd.DataFrame:
         """One row per sample: batch_size, latency_ms[, peak_mem_mb]."""
@@ -257,9 +262,7 @@ class Profile:
 
     def to_csv(self, path: str | Path) -> None:
         """Write one row per sample and the provenance sidecar."""
-        path = Path(path)
-        self.frame().to_csv(path, index=False)
-        meta_path_for(path).write_text(json.dumps(dict(self.provenance), indent=2) + "\n")
+        Profile.levels_to_csv({0.0: self}, path)
 
     # ---- queries ------------------------------------------------------------------------
     @property

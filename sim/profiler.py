@@ -60,7 +60,7 @@ class ProfileOptions:
     budget_s: float = 10.0  # per batch size and shape, after warm-up
     tolerance: float = 0.02
     # interleaved: timed calls in shuffled rounds over every batch size, fresh inputs for
-    # every call, as a server meets them (see profile_interleaved)
+    # every call, as a server meets them (see Profiler.measure_interleaved)
     interleave: bool = False
     # with interleave: idle levels (ms) to wait before timed calls, e.g. (0, 10, 200); each
     # round times every (size, level); rows get an idle_ms column (see sim.profile)
@@ -189,20 +189,7 @@ class Profiler:
     def __init__(self, bundle: Any, options: ProfileOptions):
         import torch
 
-        if options.dtype not in DTYPES:
-            raise InputError(
-                f"unknown dtype '{options.dtype}'; one of {', '.join(DTYPES)}", source="--dtype"
-            )
-        if options.device not in ("cpu", "cuda"):
-            raise InputError(
-                f"unsupported device '{options.device}'; cpu or cuda", source="--device"
-            )
-        if options.device == "cuda" and not torch.cuda.is_available():
-            raise InputError(
-                "no CUDA device is available here; use --device cpu", source="--device"
-            )
-        if options.cuda_graphs and options.device != "cuda":
-            raise InputError("CUDA graphs need --device cuda", source="--cuda-graphs")
+        options.validate()
         if options.threads is not None:
             torch.set_num_threads(options.threads)
         self.torch = torch
@@ -350,6 +337,23 @@ class Profiler:
         return {(b, level): (samples[b, level], warmed[b][2]) for b, level in keys}
 
 
+def sample_rows(
+    batch_size: int, cameras: int, samples: Sequence[float], peak_mb: float, **columns: Any
+) -> list[dict[str, Any]]:
+    """One profile CSV row per latency sample (`columns`: idle_ms, run, ... as measured)."""
+    return [
+        {
+            "batch_size": batch_size,
+            "latency_ms": ms,
+            "peak_mem_mb": peak_mb,
+            "cameras": cameras,
+            **columns,
+            "rep": i,
+        }  # fmt: skip
+        for i, ms in enumerate(samples)
+    ]
+
+
 def profile_model(
     bundle: Any,
     batch_sizes: Sequence[int],
@@ -382,17 +386,7 @@ def profile_model(
                     per_level = {0.0: profiler.measure(b, cams, instruction_tokens)}
                 for level, (samples, peak) in per_level.items():
                     idle = {"idle_ms": level} if options.idle_ms else {}
-                    rows.extend(
-                        {
-                            "batch_size": b,
-                            "latency_ms": ms,
-                            "peak_mem_mb": peak,
-                            "cameras": cams,
-                            **idle,
-                            "rep": i,
-                        }  # fmt: skip
-                        for i, ms in enumerate(samples)
-                    )
+                    rows.extend(sample_rows(b, cams, samples, peak, **idle))
                 if on_step is not None:
                     on_step(b, cams, [ms for samples, _ in per_level.values() for ms in samples])
     except KeyboardInterrupt:

@@ -127,7 +127,7 @@ def validate(
     from sim import models
     from sim.live import run_live
     from sim.plots import latency_cdfs, save
-    from sim.profiler import ProfileOptions, Profiler, provenance, write_profile
+    from sim.profiler import ProfileOptions, Profiler, provenance, sample_rows, write_profile
     from sim.simulate import simulate
 
     if repeats < 1:
@@ -196,17 +196,9 @@ def validate(
         measured = profiler.measure_interleaved(sizes, spec.cameras, None, seed=k)
         frame = pd.DataFrame(
             [
-                {
-                    "batch_size": b,
-                    "latency_ms": ms,
-                    "peak_mem_mb": peak,
-                    "cameras": spec.cameras,
-                    "idle_ms": idle,
-                    "rep": i,
-                    "run": k,
-                }
+                row
                 for (b, idle), (samples, peak) in measured.items()
-                for i, ms in enumerate(samples)
+                for row in sample_rows(b, spec.cameras, samples, peak, idle_ms=idle, run=k)
             ]
         )
         passes.append(frame)
@@ -285,16 +277,14 @@ def validate(
     wakes = np.concatenate([r.wake_late_ms for r in lives])
     wake_late_ms = max(float(np.median(wakes)), 0.0) if wakes.size else 0.0
     fallback = float(live_batches.overhead_ms.mean()) if len(live_batches) else 0.0
-    adjusted_profile = with_overhead(measured.profile, per_size, fallback)
+    # the overhead added at every idle level (back to back only, without levels)
+    levels = {
+        level_s: with_overhead(variant, per_size, fallback)
+        for level_s, variant in (measured.after_idle or {0.0: measured.profile}).items()
+    }
+    adjusted_profile = levels[min(levels)]
     adjusted_path = out / "profile-with-overhead.csv"
-    if measured.after_idle is None:
-        adjusted_profile.to_csv(adjusted_path)
-    else:  # the overhead added at every idle level
-        levels = {
-            level_s: with_overhead(variant, per_size, fallback)
-            for level_s, variant in measured.after_idle.items()
-        }
-        Profile.frame_with_idle_levels(levels).to_csv(adjusted_path, index=False)
+    Profile.levels_to_csv(levels, adjusted_path)
     adjusted = with_profile(str(adjusted_path.resolve()), planning, wake_late_ms)
     sim_adj = simulate(adjusted)
     # the queueing model alone: the live runs' own batch times as the profile

@@ -69,7 +69,7 @@ def test_choosing_one_level_turns_the_model_off(idle_csv):
 def test_idle_levels_round_trip_through_a_frame(idle_csv, tmp_path):
     levels = Profile.after_idle_from_csv(idle_csv)
     out = tmp_path / "again.csv"
-    Profile.frame_with_idle_levels(levels).to_csv(out, index=False)
+    Profile.levels_to_csv(levels, out)
     again = Profile.after_idle_from_csv(out)
     assert sorted(again) == sorted(levels)
     assert all(again[k].latency_ms(8) == levels[k].latency_ms(8) for k in levels)
