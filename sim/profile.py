@@ -38,6 +38,14 @@ def meta_path_for(csv_path: Path) -> Path:
     return csv_path.with_suffix("").with_suffix(".meta.json")
 
 
+def _matches(column: pd.Series, value: Any) -> pd.Series:
+    """Rows whose value is `value`: by number for a numeric column (idle_ms: 0 picks 0.0)."""
+    numeric = isinstance(value, int | float) and not isinstance(value, bool)
+    if numeric and pd.api.types.is_numeric_dtype(column):
+        return column.astype(float) == float(value)
+    return column.astype(str) == str(value)
+
+
 @dataclass(frozen=True)
 class Profile:
     """Measured latency samples per batch size, with optional peak memory and provenance."""
@@ -137,7 +145,7 @@ class Profile:
                     field=name,
                 )
             col = frame[name]
-            mask = col.astype(str) == str(value)
+            mask = _matches(col, value)
             if not mask.any():
                 choices = ", ".join(sorted(map(str, col.unique())))
                 raise InputError(

@@ -66,6 +66,17 @@ def test_choosing_one_level_turns_the_model_off(idle_csv):
     np.testing.assert_allclose((rec.batch_end_s - rec.batch_start_s) * 1000, 12.0)
 
 
+def test_a_level_is_picked_by_number_whatever_its_spelling(tmp_path):
+    # profiles written by batchsim store levels as floats (0.0); idle_ms: 0 must pick them
+    path = tmp_path / "floats.csv"
+    path.write_text("batch_size,latency_ms,idle_ms\n1,10,0.0\n8,10,0.0\n1,12,10.0\n8,12,10.0\n")
+    for value, expected in ((0, 10), (0.0, 10), (10, 12)):
+        loaded = scenario(path, profile={"path": str(path), "idle_ms": value})
+        assert loaded.profile.latency_ms(1) == expected
+    with pytest.raises(InputError, match=r"no rows with idle_ms=3 \(values present: 0.0, 10.0\)"):
+        scenario(path, profile={"path": str(path), "idle_ms": 3})
+
+
 def test_idle_levels_round_trip_through_a_frame(idle_csv, tmp_path):
     levels = Profile.after_idle_from_csv(idle_csv)
     out = tmp_path / "again.csv"
