@@ -363,6 +363,12 @@ def validate(
     repeats: Annotated[
         int, typer.Option("--repeats", help="live runs of the same traffic (median compared)")
     ] = 3,
+    sim_draws: Annotated[
+        int,
+        typer.Option(
+            "--sim-draws", help="simulations of that traffic, each its own service draw (median)"
+        ),
+    ] = 15,
 ) -> None:
     """Check the simulator against a live run of the real model on the same traffic."""
     try:
@@ -378,6 +384,7 @@ def validate(
         profile_,
         stage=lambda m: err_console.print(f"[bold]validate[/] {m}"),
         repeats=repeats,
+        sim_draws=sim_draws,
     )
     table = Table(
         title=f"validate: {scenario.name}", header_style="bold", box=box.SIMPLE, pad_edge=False
@@ -408,7 +415,8 @@ def validate(
         )
     out_console.print(table)
     out_console.print(
-        "live: median of the live runs; sim: profile + live overhead (the prediction); "
+        "live: median of the live runs; sim: profile + live overhead (the prediction), median "
+        "of the simulations; "
         "batches: the live batch times (the queueing model alone); report.md has more"
     )
     if result["ks"]:

@@ -796,13 +796,17 @@ class LoadedScenario:
                 field=field,
             )
 
-    def rngs(self) -> dict[str, np.random.Generator]:
+    def rngs(self, service_draw: int = 0) -> dict[str, np.random.Generator]:
         """Independent named streams from the seed: the same arrivals whatever the policy.
 
         Streams are spawned by position, so adding one never changes the others.
+        `service_draw` k > 0: the same traffic with the k-th other draw of service times
+        (validate's replications of one live run's traffic).
         """
         names = ("arrivals", "service", "classes", "dispatch", "robots", "shapes")
         seeds = np.random.SeedSequence(self.scenario.seed).spawn(len(names))
+        if service_draw:
+            seeds[1] = np.random.SeedSequence([self.scenario.seed, service_draw])
         return {name: np.random.default_rng(seed) for name, seed in zip(names, seeds, strict=True)}
 
     def request_shapes(self, n: int, rng: np.random.Generator) -> np.ndarray | None:

@@ -14,10 +14,15 @@ from sim.metrics import robots_frame, robots_summary, summarize
 from sim.scenario import LoadedScenario
 
 
-def simulate(loaded: LoadedScenario, progress: ProgressFn | None = None) -> RunRecords:
-    """Generate the scenario's traffic and run it through the engine; deterministic under the seed."""
+def simulate(
+    loaded: LoadedScenario, progress: ProgressFn | None = None, service_draw: int = 0
+) -> RunRecords:
+    """Generate the scenario's traffic and run it through the engine; deterministic under the seed.
+
+    `service_draw` k > 0: the same traffic with another draw of service times.
+    """
     s = loaded.scenario
-    rngs = loaded.rngs()
+    rngs = loaded.rngs(service_draw)
     closed_loop = s.workload.kind == "robots"
     if closed_loop:
         arrivals = None

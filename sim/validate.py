@@ -7,7 +7,8 @@ batch draws from the idle level its replica reached), or take `--profile` when i
 provenance matches the model; (2) replay the scenario's traffic live against the model, `repeats` times (the
 live figure is the median over runs; their spread is the machine's own noise); (3)
 simulate the same scenario (same seed, same arrivals, a policy planning with the same
-profile) three ways: with the live runs' per-batch overhead outside the model's forward
+profile; `sim_draws` times, each with its own draw of service times, and take the
+median as the live figure is the median run) three ways: with the live runs' per-batch overhead outside the model's forward
 (building inputs, Python scheduling) added to every sample of the profile, by batch
 size (the prediction); with the profile as measured; and with the live runs' own batch
 times (the queueing model alone); (4) report them side by side with the live runs:
@@ -61,6 +62,11 @@ def full_summary(records, slo_latency_ms: float | None) -> dict[str, Any]:
 # idle waits before profiled calls: a model runs slower after the server has been idle
 # (benchmarks/bench_idle.py), and the simulator draws each batch from the level reached
 IDLE_LEVELS_MS = (0.0, 10.0, 200.0)
+
+# simulations of the live traffic, each with its own draw of service times: the prediction
+# is their median, as the live figure is the median live run (a fleet whose robots can
+# settle into more than one phase pattern gives either, draw by draw, run by run)
+SIM_DRAWS = 15
 
 # the issue's fidelity targets: the prediction's relative error against the live run
 TARGETS = {"throughput_rps": 0.02, "latency_p50_ms": 0.05, "latency_p99_ms": 0.05}
@@ -123,6 +129,7 @@ def validate(
     profile_path: str | Path | None = None,
     stage: Callable[[str], None] = lambda message: None,
     repeats: int = 3,
+    sim_draws: int = SIM_DRAWS,
 ) -> dict[str, Any]:
     from sim import models
     from sim.live import run_live
@@ -132,6 +139,8 @@ def validate(
 
     if repeats < 1:
         raise InputError("must be >= 1 (live runs of the same traffic)", source="--repeats")
+    if sim_draws < 1:
+        raise InputError("must be >= 1 (simulations of the same traffic)", source="--sim-draws")
     scenario_path, out = Path(scenario_path), Path(out)
     raw = read_yaml(scenario_path)
     raw.pop("sweep", None)
@@ -265,12 +274,19 @@ def validate(
         ignore_index=True,
     )
 
-    stage("simulating the same scenario")
-    # every simulation plans with the profile the live policy planned with, from a fresh
-    # policy object (the live run's has learned state); only the service times differ
+    stage(f"simulating the same traffic ({sim_draws} draws of service times, three ways)")
+
+    def simulations(profile: Any, wake_latency_ms: float | None = None) -> list:
+        """`sim_draws` runs of the live traffic, each from a fresh policy object planning
+        with the live policy's profile (the live run's has learned state)."""
+        return [
+            simulate(with_profile(profile, planning, wake_latency_ms), service_draw=k)
+            for k in range(sim_draws)
+        ]
+
     measured_spec = {"path": str(profile_file.resolve()), "cameras": spec.cameras}
     measured = with_profile(measured_spec, planned_with=planning)
-    sim_raw = simulate(measured)
+    sims_raw = simulations(measured_spec)
     per_size = live_batches.groupby("padded")["overhead_ms"].mean()
     # the live server's sleeps end late (timer slack, scheduling): the median, in every
     # simulation but the raw profile's
@@ -285,8 +301,7 @@ def validate(
     adjusted_profile = levels[min(levels)]
     adjusted_path = out / "profile-with-overhead.csv"
     Profile.levels_to_csv(levels, adjusted_path)
-    adjusted = with_profile(str(adjusted_path.resolve()), planning, wake_late_ms)
-    sim_adj = simulate(adjusted)
+    sims_adj = simulations(str(adjusted_path.resolve()), wake_late_ms)
     # the queueing model alone: the live runs' own batch times as the profile
     observed = {int(k): g.ms.to_numpy() for k, g in live_batches.groupby("padded")}
     service = {
@@ -298,12 +313,14 @@ def validate(
     )
     live_profile_path = out / "profile-live-batches.csv"
     live_profile.to_csv(live_profile_path)
-    from_live = with_profile(str(live_profile_path.resolve()), planning, wake_late_ms)
-    sim_live = simulate(from_live)
-    summaries = {
-        "sim": full_summary(sim_adj, scenario.slo.latency_ms),
-        "sim_raw_profile": full_summary(sim_raw, scenario.slo.latency_ms),
-        "sim_live_service": full_summary(sim_live, scenario.slo.latency_ms),
+    sims_live = simulations(str(live_profile_path.resolve()), wake_late_ms)
+    sim_summaries = {
+        key: [full_summary(r, scenario.slo.latency_ms) for r in records]
+        for key, records in (
+            ("sim", sims_adj),
+            ("sim_raw_profile", sims_raw),
+            ("sim_live_service", sims_live),
+        )
     }
     rows = []
     for name, path in COMPARED:
@@ -319,14 +336,17 @@ def validate(
             (max(runs) - min(runs)) / abs(live_v) if runs and live_v and len(runs) > 1 else None
         )
         for key in ("sim", "sim_raw_profile", "sim_live_service"):
-            v = _pick(summaries[key], path)
+            draws = [_pick(summary, path) for summary in sim_summaries[key]]
+            v = None if any(d is None for d in draws) else float(np.median(draws))
             row[key] = v
+            if key == "sim":
+                row["sim_draws"] = draws
             measurable = live_v is not None and v is not None and abs(live_v) > 1e-12
             row[f"{key}_error"] = (v - live_v) / live_v if measurable else None
         rows.append(row)
     forward = np.concatenate([r.forward_ms for r in lives])
     lat_live = np.concatenate([latencies_ms(r.records) for r in lives])
-    lat_sim = latencies_ms(sim_adj)
+    lat_sim = np.concatenate([latencies_ms(r) for r in sims_adj])
     ks = stats.ks_2samp(lat_live, lat_sim) if lat_live.size and lat_sim.size else None
     figure = save(
         latency_cdfs(
@@ -335,8 +355,13 @@ def validate(
                     f"live{f' (run {k + 1})' if repeats > 1 else ''}": r.records.requests_frame()
                     for k, r in enumerate(lives)
                 },
-                "simulated (profile + overhead)": sim_adj.requests_frame(),
-                "simulated (profile as measured)": sim_raw.requests_frame(),
+                # every draw pooled: the distribution the simulator predicts
+                f"simulated (profile + overhead, {sim_draws} draws)": pd.concat(
+                    [r.requests_frame() for r in sims_adj]
+                ),
+                f"simulated (profile as measured, {sim_draws} draws)": pd.concat(
+                    [r.requests_frame() for r in sims_raw]
+                ),
             }
         ),
         out / "latency_cdf.png",
@@ -381,6 +406,7 @@ def validate(
             "forward_mean_ms": float(forward.mean()) if forward.size else None,
         },
         "repeats": repeats,
+        "sim_draws": sim_draws,
         "profile_passes": [
             {
                 "run": int(k),
@@ -403,7 +429,7 @@ def validate(
         ],
         "requests": {
             **{f"live_run_{k + 1}": v["requests"] for k, v in enumerate(live_summaries)},
-            **{k: v["requests"] for k, v in summaries.items()},
+            **{k: v[0]["requests"] for k, v in sim_summaries.items()},
         },
         "figure": str(figure),
     }
@@ -449,7 +475,9 @@ def render_report(result: dict[str, Any]) -> str:
         "queueing model from profiling error.",
         "",
         f"Live: the median of {result.get('repeats', 1)} live run(s) of the same traffic; spread: "
-        "(largest - smallest) / median over those runs, the machine's own run-to-run noise.",
+        "(largest - smallest) / median over those runs, the machine's own run-to-run noise. "
+        f"Each simulated figure is the median of {result.get('sim_draws', 1)} simulations of "
+        "that traffic, each with its own draw of service times from the profile.",
         "",
         "| metric | live | spread | simulated | error | raw profile | error | live batches | error |",
         "|---|---|---|---|---|---|---|---|---|",

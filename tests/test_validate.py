@@ -125,7 +125,7 @@ def test_validate_end_to_end_on_a_tiny_model(tmp_path):
     data.update(duration_s=6, warmup_s=1, workload={"kind": "poisson", "rate_rps": 60})
     path.write_text(yaml.safe_dump(data))
     out = tmp_path / "val"
-    result = run_cli("validate", str(path), "--out", str(out), "--repeats", "2")
+    result = run_cli("validate", str(path), "--out", str(out), "--repeats", "2", "--sim-draws", "3")
     assert result.returncode == 0, result.stderr
     report = json.loads((out / "validation.json").read_text())
     rows = {r["metric"]: r for r in report["comparison"]}
@@ -136,6 +136,10 @@ def test_validate_end_to_end_on_a_tiny_model(tmp_path):
     assert p50["live_spread"] == pytest.approx(
         abs(p50["live_runs"][0] - p50["live_runs"][1]) / p50["live"]
     )
+    # three simulations of that traffic, each its own service draw: the prediction is their median
+    assert report["sim_draws"] == 3 and len(p50["sim_draws"]) == 3
+    assert p50["sim"] == pytest.approx(sorted(p50["sim_draws"])[1])
+    assert len(set(p50["sim_draws"])) > 1
     assert set(report["targets"]) == {"throughput_rps", "latency_p50_ms", "latency_p99_ms"}
     assert report["targets"]["latency_p50_ms"]["error"] == p50["sim_error"]
     inside = min(p50["live_runs"]) <= p50["sim"] <= max(p50["live_runs"])
@@ -221,12 +225,13 @@ def test_live_robot_fleet_matches_the_simulation_bit_for_bit(mode, policy):
     assert robots_summary(live.records) == robots_summary(sim)
 
 
-def test_validate_refuses_zero_repeats(tmp_path):
+@pytest.mark.parametrize("flag", ["--repeats", "--sim-draws"])
+def test_validate_refuses_zero_runs(tmp_path, flag):
     result = run_cli(
-        "validate", str(ROOT / "scenarios/validate-dynamic.yaml"), "--out", str(tmp_path), "--repeats", "0"
+        "validate", str(ROOT / "scenarios/validate-dynamic.yaml"), "--out", str(tmp_path), flag, "0"
     )  # fmt: skip
     assert result.returncode == 2
-    assert "--repeats" in result.stderr and ">= 1" in result.stderr
+    assert flag in result.stderr and ">= 1" in result.stderr
     assert "Traceback" not in result.stderr
 
 
