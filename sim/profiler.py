@@ -65,6 +65,9 @@ class ProfileOptions:
     # with interleave: idle levels (ms) to wait before timed calls, e.g. (0, 10, 200); each
     # round times every (size, level); rows get an idle_ms column (see sim.profile)
     idle_ms: tuple[float, ...] = ()
+    # with interleave: wall seconds of timed rounds (idle waits included), in place of
+    # budget_s; rounds stop before they would overrun it, within min_reps..max_reps
+    wall_budget_s: float | None = None
 
     def validate(self) -> None:
         """One clear error for options this machine cannot honour."""
@@ -88,6 +91,10 @@ class ProfileOptions:
             raise InputError("idle levels must be >= 0 ms", source="--idle-ms")
         if self.idle_ms and not self.interleave:
             raise InputError("idle levels are measured in interleaved rounds", source="--idle-ms")
+        if self.wall_budget_s is not None and not (self.interleave and self.wall_budget_s > 0):
+            raise InputError(
+                "a wall budget (> 0 s) is for interleaved rounds", source="wall_budget_s"
+            )
 
 
 def _peak_rss_mb() -> float:
@@ -294,7 +301,8 @@ class Profiler:
         moment of the machine's life, and comes out faster and narrower. So: warm up every
         size, then time rounds that run every size once, in a shuffled order, on fresh
         inputs (built untimed), until each size has `min_reps` samples and the budget
-        (`budget_s` per size) is spent, or `max_reps` rounds are done. With CUDA graphs the
+        (`budget_s` per size, or `wall_budget_s` for all rounds) is spent, or `max_reps`
+        rounds are done. With CUDA graphs the
         captured graph's own input buffers are refilled instead. With idle levels, a round
         times every (size, level): first the back-to-back calls in one busy block (what
         idle 0 means is a server that has been busy), then each call after its sleep.
@@ -311,9 +319,10 @@ class Profiler:
         order_rng = np.random.default_rng(seed)
         spent_s = 0.0
         budget_s = opts.budget_s * len(keys)
+        started = time.perf_counter()
         busy = [key for key in keys if key[1] == 0]
         after_idle = [key for key in keys if key[1] > 0]
-        for _ in range(opts.max_reps):
+        for rounds in range(1, opts.max_reps + 1):
             # back-to-back calls in one busy block (as a loaded server runs them), then the
             # calls after idle waits; each block in a shuffled order
             block = [busy[i] for i in order_rng.permutation(len(busy))]
@@ -332,8 +341,13 @@ class Profiler:
                 ms = self.time_call(call)
                 samples[b, level].append(ms)
                 spent_s += ms / 1000
-            if len(samples[keys[0]]) >= opts.min_reps and spent_s >= budget_s:
-                break
+            if rounds < opts.min_reps:
+                continue
+            if opts.wall_budget_s is None:
+                if spent_s >= budget_s:
+                    break
+            elif (time.perf_counter() - started) * (rounds + 1) / rounds > opts.wall_budget_s:
+                break  # one more round would overrun the wall budget
         return {(b, level): (samples[b, level], warmed[b][2]) for b, level in keys}
 
 

@@ -63,6 +63,12 @@ def full_summary(records, slo_latency_ms: float | None) -> dict[str, Any]:
 # (benchmarks/bench_idle.py), and the simulator draws each batch from the level reached
 IDLE_LEVELS_MS = (0.0, 10.0, 200.0)
 
+# each profiling pass's wall time (idle waits included), as a share of one live run's
+# duration: a model with few batch sizes gets more rounds (20-odd samples per size and
+# level left a 10% error in one level's median), one with many gets min_reps rounds
+PASS_SHARE = 0.3
+PASS_ROUNDS = (6, 60)
+
 # simulations of the live traffic, each with its own draw of service times: the prediction
 # is their median, as the live figure is the median live run (a fleet whose robots can
 # settle into more than one phase pattern gives either, draw by draw, run by run)
@@ -164,9 +170,9 @@ def validate(
         spec.dtype,
         threads=spec.threads,
         warmup=3,
-        min_reps=6,  # rounds per pass; the passes are pooled
-        max_reps=8,
-        budget_s=0.1,
+        min_reps=PASS_ROUNDS[0],  # rounds per pass; the passes are pooled
+        max_reps=PASS_ROUNDS[1],
+        wall_budget_s=PASS_SHARE * (scenario.duration_s or 30.0),
         interleave=True,  # as the live server meets batches: mixed sizes, fresh inputs
         idle_ms=IDLE_LEVELS_MS,  # and after the server's idle waits
     )

@@ -153,6 +153,27 @@ def test_idle_levels_sleep_right_before_their_timed_calls(tmp_path, monkeypatch)
         ProfileOptions(idle_ms=(0, 20)).validate()
 
 
+def test_a_wall_budget_bounds_the_rounds_idle_waits_included():
+    """Each round sleeps 50 ms, so a 0.5 s wall budget fits at most 10 rounds, never fewer
+    than min_reps; a budget smaller than one round still gives min_reps."""
+    bundle = build("act", "tiny")
+
+    def rounds(wall_s: float, min_reps: int) -> int:
+        opts = ProfileOptions(
+            threads=1, warmup=1, min_reps=min_reps, max_reps=100, interleave=True,
+            idle_ms=(0, 50), wall_budget_s=wall_s,
+        )  # fmt: skip
+        measured = Profiler(bundle, opts).measure_interleaved([1], 1, None)
+        counts = {len(samples) for samples, _ in measured.values()}
+        assert len(counts) == 1  # every (size, level) gets every round
+        return counts.pop()
+
+    assert 2 <= rounds(0.5, 2) <= 10
+    assert rounds(0.001, 3) == 3
+    with pytest.raises(InputError, match="interleaved"):
+        ProfileOptions(wall_budget_s=5).validate()
+
+
 def test_profiles_of_different_stamps_never_combine(tmp_path):
     bundle = build("act", "tiny")
     opts = ProfileOptions(threads=1, warmup=1, min_reps=3, max_reps=3)
