@@ -141,7 +141,7 @@ def validate(
     from sim.live import run_live
     from sim.plots import latency_cdfs, save
     from sim.profiler import ProfileOptions, Profiler, provenance, sample_rows, write_profile
-    from sim.simulate import simulate
+    from sim.simulate import run_summary, simulate, write_outputs
 
     if repeats < 1:
         raise InputError("must be >= 1 (live runs of the same traffic)", source="--repeats")
@@ -258,6 +258,10 @@ def validate(
         stage(f"live run{run_label} ({scenario.duration_s or 'all'} s of traffic in real time)")
         fresh = with_profile(loaded.raw["profile"], planned_with=planning)  # a fresh policy
         lives.append(run_live(fresh, profiler.call, make_inputs))
+        # the run's records as `batchsim run --out` writes them (batchsim plot reads them)
+        write_outputs(
+            out / f"live-run-{k + 1}", run_summary(fresh, lives[-1].records), lives[-1].records, raw
+        )
         if bracketing:
             profile_pass()
     speeds: dict[int, float] = {}
@@ -308,6 +312,8 @@ def validate(
     adjusted_path = out / "profile-with-overhead.csv"
     Profile.levels_to_csv(levels, adjusted_path)
     sims_adj = simulations(str(adjusted_path.resolve()), wake_late_ms)
+    first = with_profile(str(adjusted_path.resolve()), planning, wake_late_ms)
+    write_outputs(out / "sim-draw-1", run_summary(first, sims_adj[0]), sims_adj[0], first.raw)
     # the queueing model alone: the live runs' own batch times as the profile
     observed = {int(k): g.ms.to_numpy() for k, g in live_batches.groupby("padded")}
     service = {
@@ -532,5 +538,13 @@ def render_report(result: dict[str, Any]) -> str:
         lines += [f"- {f}" for f in result["failures"]]
     else:
         lines.append("No batch failed in the live run.")
-    lines += ["", f"![latency CDFs]({Path(result['figure']).name})", ""]
+    lines += [
+        "",
+        "Records, in the files `batchsim run --out` writes (summary.json, requests.parquet, "
+        "batches.parquet): `live-run-K/` for each live run, `sim-draw-1/` for the first "
+        "simulation of the prediction.",
+        "",
+        f"![latency CDFs]({Path(result['figure']).name})",
+        "",
+    ]
     return "\n".join(lines)

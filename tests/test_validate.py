@@ -154,6 +154,14 @@ def test_validate_end_to_end_on_a_tiny_model(tmp_path):
     assert "median of 2 live run(s)" in (out / "report.md").read_text()
     assert (out / "latency_cdf.png").stat().st_size > 10_000
     assert (out / "profile.meta.json").exists()
+    # every live run's records and the first simulation's, as `batchsim run --out` writes them
+    import pandas as pd
+
+    for k in (1, 2):
+        requests = pd.read_parquet(out / f"live-run-{k}" / "requests.parquet")
+        assert len(requests) >= report["requests"][f"live_run_{k}"]["arrived"] > 0
+    assert (out / "sim-draw-1" / "batches.parquet").exists()
+    assert run_cli("plot", str(out / "live-run-1")).returncode == 0
 
 
 def test_validate_needs_a_model_section(tmp_path):
