@@ -68,6 +68,9 @@ class ProfileOptions:
     # with interleave: wall seconds of timed rounds (idle waits included), in place of
     # budget_s; rounds stop before they would overrun it, within min_reps..max_reps
     wall_budget_s: float | None = None
+    # with idle levels: back-to-back calls per size in each round's busy block; they cost
+    # no sleep, and most of a loaded server's batches run back to back
+    busy_repeats: int = 1
 
     def validate(self) -> None:
         """One clear error for options this machine cannot honour."""
@@ -91,6 +94,8 @@ class ProfileOptions:
             raise InputError("idle levels must be >= 0 ms", source="--idle-ms")
         if self.idle_ms and not self.interleave:
             raise InputError("idle levels are measured in interleaved rounds", source="--idle-ms")
+        if self.busy_repeats < 1:
+            raise InputError("must be >= 1", source="busy_repeats")
         if self.wall_budget_s is not None and not (self.interleave and self.wall_budget_s > 0):
             raise InputError(
                 "a wall budget (> 0 s) is for interleaved rounds", source="wall_budget_s"
@@ -305,7 +310,8 @@ class Profiler:
         rounds are done. With CUDA graphs the
         captured graph's own input buffers are refilled instead. With idle levels, a round
         times every (size, level): first the back-to-back calls in one busy block (what
-        idle 0 means is a server that has been busy), then each call after its sleep.
+        idle 0 means is a server that has been busy; `busy_repeats` calls per size), then
+        each call after its sleep.
         Returns {(size, idle ms): (samples, peak memory)}.
         """
         import numpy as np
@@ -320,7 +326,7 @@ class Profiler:
         spent_s = 0.0
         budget_s = opts.budget_s * len(keys)
         started = time.perf_counter()
-        busy = [key for key in keys if key[1] == 0]
+        busy = [key for key in keys if key[1] == 0] * opts.busy_repeats
         after_idle = [key for key in keys if key[1] > 0]
         for rounds in range(1, opts.max_reps + 1):
             # back-to-back calls in one busy block (as a loaded server runs them), then the

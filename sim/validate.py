@@ -173,6 +173,7 @@ def validate(
         min_reps=PASS_ROUNDS[0],  # rounds per pass; the passes are pooled
         max_reps=PASS_ROUNDS[1],
         wall_budget_s=PASS_SHARE * (scenario.duration_s or 30.0),
+        busy_repeats=3,  # back-to-back samples cost no idle wait; most live batches are such
         interleave=True,  # as the live server meets batches: mixed sizes, fresh inputs
         idle_ms=IDLE_LEVELS_MS,  # and after the server's idle waits
     )

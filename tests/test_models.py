@@ -153,6 +153,29 @@ def test_idle_levels_sleep_right_before_their_timed_calls(tmp_path, monkeypatch)
         ProfileOptions(idle_ms=(0, 20)).validate()
 
 
+def test_busy_repeats_time_more_back_to_back_calls_per_round(monkeypatch):
+    import sim.profiler
+
+    bundle = build("act", "tiny")
+    events = []
+    monkeypatch.setattr(sim.profiler.time, "sleep", lambda s: events.append("sleep"))
+    opts = ProfileOptions(
+        threads=1, warmup=1, min_reps=2, max_reps=2, interleave=True, idle_ms=(0, 20),
+        busy_repeats=3,
+    )  # fmt: skip
+    profiler = Profiler(bundle, opts)
+    call = profiler.call
+    profiler.call = lambda **inputs: events.append("call") or call(**inputs)
+    measured = profiler.measure_interleaved([1, 2], cameras=1, instruction_tokens=None)
+    counts = {key: len(samples) for key, (samples, _) in measured.items()}
+    assert counts == {(1, 0.0): 6, (2, 0.0): 6, (1, 20.0): 2, (2, 20.0): 2}
+    # each round: six back-to-back calls, then two calls each straight after a sleep
+    round_ = ["call"] * 6 + ["sleep", "call"] * 2
+    assert events[2:] == round_ * 2  # after one warm-up call per size
+    with pytest.raises(InputError, match=">= 1"):
+        ProfileOptions(busy_repeats=0).validate()
+
+
 def test_a_wall_budget_bounds_the_rounds_idle_waits_included():
     """Each round sleeps 50 ms, so a 0.5 s wall budget fits at most 10 rounds, never fewer
     than min_reps; a budget smaller than one round still gives min_reps."""
