@@ -128,6 +128,56 @@ def with_overhead(profile: Profile, overhead_ms: pd.Series, fallback_ms: float) 
     return Profile.from_samples(samples, mem, meta, profile.source + " + live overhead")
 
 
+def comparison_rows(
+    live_summaries: list[dict[str, Any]], sim_summaries: dict[str, list[dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    """One row per COMPARED metric: the median live run and its runs' spread, and for each
+    simulation kind (sim, sim_raw_profile, sim_live_service) the median draw and its error.
+    Robot figures only for robot runs; None where a figure is undefined (no NaN in JSON)."""
+    rows = []
+    for name, path in COMPARED:
+        runs = [_pick(summary, path) for summary in live_summaries]
+        if any(v is None for v in runs):
+            if name.startswith("robots"):
+                continue
+            runs = []
+        live_v = float(np.median(runs)) if runs else None
+        row = {"metric": name, "live": live_v, "live_runs": runs}
+        # how far the live runs themselves lie apart: what no prediction can do better than
+        row["live_spread"] = (
+            (max(runs) - min(runs)) / abs(live_v) if runs and live_v and len(runs) > 1 else None
+        )
+        for key, summaries in sim_summaries.items():
+            draws = [_pick(summary, path) for summary in summaries]
+            v = None if any(d is None for d in draws) else float(np.median(draws))
+            row[key] = v
+            if key == "sim":
+                row["sim_draws"] = draws
+            measurable = live_v is not None and v is not None and abs(live_v) > 1e-12
+            row[f"{key}_error"] = (v - live_v) / live_v if measurable else None
+        rows.append(row)
+    return rows
+
+
+def target_verdicts(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The issue's TARGETS against the comparison rows: met, and inside the live runs' range."""
+    by_metric = {row["metric"]: row for row in rows}
+    verdicts = {}
+    for metric, within in TARGETS.items():
+        row = by_metric.get(metric, {})
+        error, runs, predicted = row.get("sim_error"), row.get("live_runs"), row.get("sim")
+        verdicts[metric] = {
+            "metric": metric,
+            "error": error,
+            "within": within,
+            "met": error is not None and abs(error) <= within,
+            # no worse than the machine's own noise: inside the live runs' range
+            "inside_live_range": bool(runs and predicted is not None)
+            and min(runs) <= predicted <= max(runs),
+        }
+    return verdicts
+
+
 def validate(
     scenario_path: str | Path,
     out: str | Path,
@@ -335,28 +385,7 @@ def validate(
             ("sim_live_service", sims_live),
         )
     }
-    rows = []
-    for name, path in COMPARED:
-        runs = [_pick(summary, path) for summary in live_summaries]
-        if any(v is None for v in runs):
-            if name.startswith("robots"):
-                continue
-            runs = []
-        live_v = float(np.median(runs)) if runs else None
-        row = {"metric": name, "live": live_v, "live_runs": runs}
-        # how far the live runs themselves lie apart: what no prediction can do better than
-        row["live_spread"] = (
-            (max(runs) - min(runs)) / abs(live_v) if runs and live_v and len(runs) > 1 else None
-        )
-        for key in ("sim", "sim_raw_profile", "sim_live_service"):
-            draws = [_pick(summary, path) for summary in sim_summaries[key]]
-            v = None if any(d is None for d in draws) else float(np.median(draws))
-            row[key] = v
-            if key == "sim":
-                row["sim_draws"] = draws
-            measurable = live_v is not None and v is not None and abs(live_v) > 1e-12
-            row[f"{key}_error"] = (v - live_v) / live_v if measurable else None
-        rows.append(row)
+    rows = comparison_rows(live_summaries, sim_summaries)
     forward = np.concatenate([r.forward_ms for r in lives])
     lat_live = np.concatenate([latencies_ms(r.records) for r in lives])
     lat_sim = np.concatenate([latencies_ms(r) for r in sims_adj])
@@ -379,22 +408,7 @@ def validate(
         ),
         out / "latency_cdf.png",
     )
-    by_metric = {row["metric"]: row for row in rows}
-
-    def target(metric: str, within: float) -> dict[str, Any]:
-        row = by_metric.get(metric, {})
-        error, runs, predicted = row.get("sim_error"), row.get("live_runs"), row.get("sim")
-        return {
-            "metric": metric,
-            "error": error,
-            "within": within,
-            "met": error is not None and abs(error) <= within,
-            # no worse than the machine's own noise: inside the live runs' range
-            "inside_live_range": bool(runs and predicted is not None)
-            and min(runs) <= predicted <= max(runs),
-        }
-
-    targets = {metric: target(metric, within) for metric, within in TARGETS.items()}
+    targets = target_verdicts(rows)
     result = {
         "scenario": str(scenario_path),
         "model": {

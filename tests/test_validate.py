@@ -284,3 +284,33 @@ def test_a_server_that_wakes_late_matches_the_simulation_with_that_wake_latency(
     np.testing.assert_allclose(live.records.batch_start_s, late.batch_start_s, rtol=0, atol=1e-9)
     on_time = simulate(scenario(**extra))
     assert not np.array_equal(on_time.batch_start_s[:50], late.batch_start_s[:50])
+
+
+def test_comparison_rows_take_medians_of_live_runs_and_of_simulation_draws():
+    from sim.validate import comparison_rows, target_verdicts
+
+    def summary(thr, p50, p99):
+        return {"throughput_rps": thr, "latency_ms": {"p50": p50, "p99": p99}}
+
+    live = [summary(100, 20, 50), summary(100, 22, 70), summary(99, 30, 60)]
+    sims = {
+        "sim": [summary(101, 21, 58), summary(102, 23, 62), summary(101, 40, 61)],
+        "sim_raw_profile": [summary(100, 20, 40)],
+    }
+    rows = {r["metric"]: r for r in comparison_rows(live, sims)}
+    p50 = rows["latency_p50_ms"]
+    assert p50["live"] == 22 and p50["live_runs"] == [20, 22, 30]
+    assert p50["live_spread"] == pytest.approx(10 / 22)
+    assert p50["sim"] == 23 and p50["sim_draws"] == [21, 23, 40]
+    assert p50["sim_error"] == pytest.approx(1 / 22)
+    assert p50["sim_raw_profile_error"] == pytest.approx(-2 / 22)
+    assert rows["latency_mean_ms"]["live"] is None  # not in these summaries: no NaN
+    assert "robots_stall_fraction" not in rows  # robot figures for robot runs only
+    verdicts = target_verdicts(list(rows.values()))
+    assert verdicts["latency_p50_ms"]["met"] and verdicts["latency_p50_ms"]["inside_live_range"]
+    p99 = verdicts["latency_p99_ms"]  # 61 vs 60: +1.7%, inside 50..70
+    assert p99["met"] and p99["inside_live_range"]
+    assert (
+        verdicts["throughput_rps"]["met"]
+        and verdicts["throughput_rps"]["inside_live_range"] is False
+    )
