@@ -19,6 +19,7 @@ statistic on latency, and a figure of the latency CDFs.
 
 from __future__ import annotations
 
+import gc
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -259,6 +260,7 @@ def validate(
         profile sees the machine in the same spells as the live runs do."""
         k = len(passes)
         stage(f"profiling batch sizes {sizes}, interleaved (pass {k + 1} of {repeats + 1})")
+        gc.collect()  # every timed phase starts from a collected heap
         measured = profiler.measure_interleaved(sizes, spec.cameras, None, seed=k)
         frame = pd.DataFrame(
             [
@@ -308,13 +310,15 @@ def validate(
         run_label = f" {k + 1}/{repeats}" if repeats > 1 else ""
         stage(f"live run{run_label} ({scenario.duration_s or 'all'} s of traffic in real time)")
         fresh = with_profile(loaded.raw["profile"], planned_with=planning)  # a fresh policy
+        gc.collect()
         lives.append(run_live(fresh, profiler.call, make_inputs))
-        # the run's records as `batchsim run --out` writes them (batchsim plot reads them)
-        write_outputs(
-            out / f"live-run-{k + 1}", run_summary(fresh, lives[-1].records), lives[-1].records, raw
-        )
         if bracketing:
             profile_pass()
+    # each run's records as `batchsim run --out` writes them (batchsim plot reads them),
+    # once every timed phase is over
+    for k, live in enumerate(lives):
+        records = live.records  # the run's scenario: `loaded`, the profile its policy planned with
+        write_outputs(out / f"live-run-{k + 1}", run_summary(loaded, records), records, raw)
     speeds: dict[int, float] = {}
     if bracketing:
         pooled, speeds = normalise_drift(pd.concat(passes, ignore_index=True))
