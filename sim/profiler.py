@@ -71,6 +71,10 @@ class ProfileOptions:
     # with idle levels: back-to-back calls per size in each round's busy block; they cost
     # no sleep, and most of a loaded server's batches run back to back
     busy_repeats: int = 1
+    # with idle levels: untimed calls for this long before each round's busy block; the
+    # first calls after an idle wait run slower for about 70 ms of work, and idle 0 means
+    # a server that has been busy
+    busy_lead_ms: float = 100.0
 
     def validate(self) -> None:
         """One clear error for options this machine cannot honour."""
@@ -96,6 +100,8 @@ class ProfileOptions:
             raise InputError("idle levels are measured in interleaved rounds", source="--idle-ms")
         if self.busy_repeats < 1:
             raise InputError("must be >= 1", source="busy_repeats")
+        if self.busy_lead_ms < 0:
+            raise InputError("must be >= 0 ms", source="busy_lead_ms")
         if self.wall_budget_s is not None and not (self.interleave and self.wall_budget_s > 0):
             raise InputError(
                 "a wall budget (> 0 s) is for interleaved rounds", source="wall_budget_s"
@@ -310,8 +316,8 @@ class Profiler:
         rounds are done. With CUDA graphs the
         captured graph's own input buffers are refilled instead. With idle levels, a round
         times every (size, level): first the back-to-back calls in one busy block (what
-        idle 0 means is a server that has been busy; `busy_repeats` calls per size), then
-        each call after its sleep.
+        idle 0 means is a server that has been busy: `busy_lead_ms` of untimed calls lead
+        in; `busy_repeats` calls per size), then each call after its sleep.
         Returns {(size, idle ms): (samples, peak memory)}.
         """
         import numpy as np
@@ -333,6 +339,10 @@ class Profiler:
             # calls after idle waits; each block in a shuffled order
             block = [busy[i] for i in order_rng.permutation(len(busy))]
             block += [after_idle[i] for i in order_rng.permutation(len(after_idle))]
+            if after_idle:  # the previous round ended in idle waits: get busy again first
+                lead_ms = 0.0
+                while lead_ms < opts.busy_lead_ms:
+                    lead_ms += self.time_call(warmed[block[0][0]][0])
             for b, level in block:
                 run, static_inputs, _ = warmed[b]
                 fresh = self.inputs(b, cameras, instruction_tokens)

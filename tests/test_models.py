@@ -124,8 +124,9 @@ def test_idle_levels_sleep_right_before_their_timed_calls(tmp_path, monkeypatch)
     events = []
     monkeypatch.setattr(sim.profiler.time, "sleep", lambda s: events.append(("sleep", s)))
     opts = ProfileOptions(
-        threads=1, warmup=1, min_reps=3, max_reps=3, budget_s=0, interleave=True, idle_ms=(0, 20)
-    )
+        threads=1, warmup=1, min_reps=3, max_reps=3, budget_s=0, interleave=True, idle_ms=(0, 20),
+        busy_lead_ms=0,
+    )  # fmt: skip
     profiler = Profiler(bundle, opts)
     call = profiler.call
     profiler.call = lambda **inputs: events.append(("call", len(inputs["state"]))) or call(**inputs)
@@ -161,7 +162,7 @@ def test_busy_repeats_time_more_back_to_back_calls_per_round(monkeypatch):
     monkeypatch.setattr(sim.profiler.time, "sleep", lambda s: events.append("sleep"))
     opts = ProfileOptions(
         threads=1, warmup=1, min_reps=2, max_reps=2, interleave=True, idle_ms=(0, 20),
-        busy_repeats=3,
+        busy_repeats=3, busy_lead_ms=0,
     )  # fmt: skip
     profiler = Profiler(bundle, opts)
     call = profiler.call
@@ -174,6 +175,34 @@ def test_busy_repeats_time_more_back_to_back_calls_per_round(monkeypatch):
     assert events[2:] == round_ * 2  # after one warm-up call per size
     with pytest.raises(InputError, match=">= 1"):
         ProfileOptions(busy_repeats=0).validate()
+
+
+def test_untimed_calls_lead_into_each_busy_block_after_idle_waits(monkeypatch):
+    """The first calls after an idle wait run slower for a while, so each round's busy
+    block starts after busy_lead_ms of untimed calls; the samples are the same in number."""
+    import sim.profiler
+
+    bundle = build("act", "tiny")
+    events = []
+    monkeypatch.setattr(sim.profiler.time, "sleep", lambda s: events.append("sleep"))
+    opts = ProfileOptions(
+        threads=1, warmup=1, min_reps=2, max_reps=2, interleave=True, idle_ms=(0, 20),
+        busy_lead_ms=5,
+    )  # fmt: skip
+    profiler = Profiler(bundle, opts)
+    call = profiler.call
+    profiler.call = lambda **inputs: events.append("call") or call(**inputs)
+    measured = profiler.measure_interleaved([1, 2], cameras=1, instruction_tokens=None)
+    assert {len(samples) for samples, _ in measured.values()} == {2}
+    # between round 1's last idle call and round 2's first sleep: lead-in calls, then the
+    # two back-to-back timed calls
+    sleeps = [i for i, e in enumerate(events) if e == "sleep"]
+    between = events[sleeps[1] + 2 : sleeps[2]]
+    assert between == ["call"] * len(between) and len(between) > 2
+    first_round = events[2 : sleeps[0]]  # after the warm-up calls: a lead-in too
+    assert len(first_round) > 2
+    with pytest.raises(InputError, match=">= 0 ms"):
+        ProfileOptions(busy_lead_ms=-1).validate()
 
 
 def test_a_wall_budget_bounds_the_rounds_idle_waits_included():
