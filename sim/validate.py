@@ -3,15 +3,16 @@
 Steps: (1) profile the scenario's `model:` on its device for every batch size the
 policy can launch, the way the live server meets batches (shuffled rounds over the
 sizes, fresh inputs per call, after idle waits of IDLE_LEVELS_MS, so each simulated
-batch draws from the idle level its replica reached), or take `--profile` when its
-provenance matches the model; (2) replay the scenario's traffic live against the model, `repeats` times (the
-live figure is the median over runs; their spread is the machine's own noise); (3)
-simulate the same scenario (same seed, same arrivals, a policy planning with the same
-profile; `sim_draws` times, each with its own draw of service times, and take the
-median as the live figure is the median run) three ways: with the live runs' per-batch overhead outside the model's forward
-(building inputs, Python scheduling) added to every sample of the profile, by batch
-size (the prediction); with the profile as measured; and with the live runs' own batch
-times (the queueing model alone); (4) report them side by side with the live runs:
+batch draws from the idle level its replica reached), in passes before, between and
+after the live runs, or take `--profile` when its provenance matches the model; (2)
+replay the scenario's traffic live against the model, `repeats` times (the live figure
+is the median over runs; their spread is the machine's own noise); (3) simulate the
+same traffic (same seed, same arrivals, a policy planning with the same profile)
+`sim_draws` times, each with its own draw of service times, and take the median, three
+ways: with the live runs' per-batch overhead outside the model's forward (building
+inputs, Python scheduling) added to every sample of the profile, by batch size (the
+prediction); with the profile as measured; and with the live runs' own batch times
+(the queueing model alone); (4) report them side by side with the live runs:
 throughput, latency and queue-delay percentiles, batch size, utilisation, robot
 figures, relative errors, the issue's targets, a two-sample Kolmogorov-Smirnov
 statistic on latency, and a figure of the latency CDFs.
