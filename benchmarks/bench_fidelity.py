@@ -2,9 +2,10 @@
 
 For each scenario: the live runs against the real model (the median of --repeats runs of
 the same traffic, and their spread), the simulator's prediction (profile + measured
-per-batch overhead), and the simulation fed the live runs' own batch times (the queueing
-model alone). Prints relative errors of throughput and p50, p99 latency against the
-issue's targets (2%, 5%, 5%). Usage:
+per-batch overhead; the median of 15 simulations of that traffic, each with its own
+draw of service times), and the simulation fed the live runs' own batch times (the
+queueing model alone). Prints relative errors of throughput and p50, p99 latency against
+the issue's targets (2%, 5%, 5%). About 10 minutes on a 2-core CPU. Usage:
 python benchmarks/bench_fidelity.py [--out runs/fidelity] [--repeats 3]
 """
 
