@@ -342,17 +342,21 @@ def validate(
 
     stage(f"simulating the same traffic ({sim_draws} draws of service times, three ways)")
 
-    def simulations(profile: Any, wake_latency_ms: float | None = None) -> list:
-        """`sim_draws` runs of the live traffic, each from a fresh policy object planning
-        with the live policy's profile (the live run's has learned state)."""
-        return [
-            simulate(with_profile(profile, planning, wake_latency_ms), service_draw=k)
-            for k in range(sim_draws)
-        ]
+    def simulations(
+        profile: Any, wake_latency_ms: float | None = None
+    ) -> tuple[LoadedScenario, list]:
+        """The scenario with this profile, loaded once, and `sim_draws` runs of the live
+        traffic through it, each from a fresh policy object planning with the live
+        policy's profile (the live run's has learned state)."""
+        loaded_sim = with_profile(profile, planning, wake_latency_ms)
+        runs = []
+        for k in range(sim_draws):
+            loaded_sim.policy = loaded_sim.scenario.policy.build(planning)
+            runs.append(simulate(loaded_sim, service_draw=k))
+        return loaded_sim, runs
 
     measured_spec = {"path": str(profile_file.resolve()), "cameras": spec.cameras}
-    measured = with_profile(measured_spec, planned_with=planning)
-    sims_raw = simulations(measured_spec)
+    measured, sims_raw = simulations(measured_spec)
     per_size = live_batches.groupby("padded")["overhead_ms"].mean()
     # the live server's sleeps end late (timer slack, scheduling): the median, in every
     # simulation but the raw profile's
@@ -367,9 +371,8 @@ def validate(
     adjusted_profile = levels[min(levels)]
     adjusted_path = out / "profile-with-overhead.csv"
     Profile.levels_to_csv(levels, adjusted_path)
-    sims_adj = simulations(str(adjusted_path.resolve()), wake_late_ms)
-    first = with_profile(str(adjusted_path.resolve()), planning, wake_late_ms)
-    write_outputs(out / "sim-draw-1", run_summary(first, sims_adj[0]), sims_adj[0], first.raw)
+    adjusted, sims_adj = simulations(str(adjusted_path.resolve()), wake_late_ms)
+    write_outputs(out / "sim-draw-1", run_summary(adjusted, sims_adj[0]), sims_adj[0], adjusted.raw)
     # the queueing model alone: the live runs' own batch times as the profile
     observed = {int(k): g.ms.to_numpy() for k, g in live_batches.groupby("padded")}
     service = {
@@ -381,7 +384,7 @@ def validate(
     )
     live_profile_path = out / "profile-live-batches.csv"
     live_profile.to_csv(live_profile_path)
-    sims_live = simulations(str(live_profile_path.resolve()), wake_late_ms)
+    _, sims_live = simulations(str(live_profile_path.resolve()), wake_late_ms)
     sim_summaries = {
         key: [full_summary(r, scenario.slo.latency_ms) for r in records]
         for key, records in (
