@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import numpy as np
 from sim.engine import Engine, RunRecords
 from sim.engine.core import ProgressFn
 from sim.metrics import robots_frame, robots_summary, summarize
+from sim.profile import Profile, ServiceSampler
 from sim.scenario import LoadedScenario
 
 
@@ -35,22 +37,10 @@ def simulate(
         traffic = loaded.request_attributes(arrivals, rngs["classes"])
         traffic["shape"] = loaded.request_shapes(len(arrivals), rngs["shapes"])
     if loaded.shaped is not None:
-        # one draw stream per shape variant, split from the service stream
-        seeds = rngs["service"].bit_generator.seed_seq.spawn(len(loaded.shaped))
-        traffic["shaped_service"] = {
-            value: variant.sampler(np.random.default_rng(seed))
-            for (value, variant), seed in zip(loaded.shaped.items(), seeds, strict=True)
-        }
+        traffic["shaped_service"] = dict(_split_samplers(loaded.shaped.items(), rngs["service"]))
         traffic["shape_name"] = loaded.scenario.profile.shape
     if loaded.after_idle is not None:
-        # one draw stream per idle level, split from the service stream
-        seeds = rngs["service"].bit_generator.seed_seq.spawn(len(loaded.after_idle))
-        traffic["after_idle"] = [
-            (level_s, variant.sampler(np.random.default_rng(seed)))
-            for (level_s, variant), seed in zip(
-                sorted(loaded.after_idle.items()), seeds, strict=True
-            )
-        ]
+        traffic["after_idle"] = _split_samplers(sorted(loaded.after_idle.items()), rngs["service"])
     dispatch = s.cluster.dispatcher
     if dispatch is None:
         policy = loaded.policy
@@ -82,6 +72,18 @@ def simulate(
         profile_provenance=dict(loaded.profile.provenance),
     )
     return records
+
+
+def _split_samplers(
+    variants: Iterable[tuple[Any, Profile]], service_rng: np.random.Generator
+) -> list[tuple[Any, ServiceSampler]]:
+    """One draw stream per profile variant (shape, idle level), split from the service stream."""
+    variants = list(variants)
+    seeds = service_rng.bit_generator.seed_seq.spawn(len(variants))
+    return [
+        (key, variant.sampler(np.random.default_rng(seed)))
+        for (key, variant), seed in zip(variants, seeds, strict=True)
+    ]
 
 
 def run_summary(loaded: LoadedScenario, records: RunRecords) -> dict[str, Any]:
