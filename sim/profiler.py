@@ -94,7 +94,7 @@ class ProfileOptions:
             raise InputError("CUDA graphs need --device cuda", source="--cuda-graphs")
         if self.threads is not None and self.threads < 1:
             raise InputError("must be >= 1", source="--threads")
-        if any(level < 0 for level in self.idle_ms):
+        if any(not level >= 0 for level in self.idle_ms):  # NaN is refused too
             raise InputError("idle levels must be >= 0 ms", source="--idle-ms")
         if self.idle_ms and not self.interleave:
             raise InputError("idle levels are measured in interleaved rounds", source="--idle-ms")
@@ -313,8 +313,8 @@ class Profiler:
         size, then time rounds that run every size once, in a shuffled order, on fresh
         inputs (built untimed), until each size has `min_reps` samples and the budget
         (`budget_s` per size, or `wall_budget_s` for all rounds) is spent, or `max_reps`
-        rounds are done. With CUDA graphs the
-        captured graph's own input buffers are refilled instead. With idle levels, a round
+        rounds are done. With CUDA graphs the captured graph's own input buffers are
+        refilled instead. With idle levels, a round
         times every (size, level): first the back-to-back calls in one busy block (what
         idle 0 means is a server that has been busy: `busy_lead_ms` of untimed calls lead
         in; `busy_repeats` calls per size), then each call after its sleep.
