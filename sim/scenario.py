@@ -39,6 +39,7 @@ from sim.policies import (
 from sim.profile import Profile
 from sim.workload import open as open_loop
 from sim.workload.open import Arrivals
+from sim.workload.phases import phase_offset_s
 from sim.workload.robots import RobotClient, RobotParams
 
 
@@ -242,12 +243,7 @@ class RobotsWorkload(Strict):
             execute = group.actions_per_chunk
             motion_s = execute / group.control_hz  # one period of the robot's loop
             for r in range(group.count):
-                if group.start == "synchronized":
-                    start_s = 0.0
-                elif group.start == "staggered":
-                    start_s = r * motion_s / group.count
-                else:
-                    start_s = float(rng.uniform(0.0, motion_s))
+                start_s = phase_offset_s(group.start, r, group.count, motion_s, rng)
                 params = RobotParams(
                     control_hz=group.control_hz,
                     chunk=group.chunk,

@@ -9,11 +9,73 @@ from typing import Any
 
 import numpy as np
 
-from sim.engine import Engine, RunRecords
-from sim.engine.core import ProgressFn
+from sim.engine import (
+    AfterIdleService,
+    Engine,
+    PlainService,
+    ProgressFn,
+    RunRecords,
+    ServerSpec,
+    ShapedService,
+)
+from sim.engine.service import ServiceModel
 from sim.metrics import robots_frame, robots_summary, summarize
 from sim.profile import Profile, ServiceSampler
 from sim.scenario import LoadedScenario
+from sim.workload.traffic import Fleet, OpenTraffic
+
+
+def traffic_of(loaded: LoadedScenario, rngs: dict[str, np.random.Generator]) -> OpenTraffic | Fleet:
+    """The scenario's traffic: open-loop requests drawn up front, or the robot fleet."""
+    s = loaded.scenario
+    if s.workload.kind == "robots":
+        clients = s.workload.clients(rngs["robots"], s.warmup_s, s.slo.latency_ms)
+        return Fleet(clients, s.duration_s, s.requests)
+    arrivals = loaded.arrivals(rngs["arrivals"])
+    attributes = loaded.request_attributes(arrivals, rngs["classes"])
+    return OpenTraffic(
+        arrivals,
+        deadline_s=attributes["deadline_s"],
+        priority=attributes.get("priority"),
+        class_id=attributes.get("class_id"),
+        class_names=attributes.get("class_names"),
+        shape=loaded.request_shapes(len(arrivals), rngs["shapes"]),
+    )
+
+
+def server_spec(loaded: LoadedScenario, rngs: dict[str, np.random.Generator]) -> ServerSpec:
+    """The server of the scenario's cluster, admission and policy (the scenario's own policy
+    object; per-replica queues get a fresh one for every further replica)."""
+    s = loaded.scenario
+    dispatch = s.cluster.dispatcher
+    replicas = s.cluster.replicas
+    if dispatch is None:
+        policies = (loaded.policy,) * replicas
+    else:  # one batcher per replica queue, each with its own state
+        policies = (loaded.policy, *(loaded.build_policy() for _ in range(replicas - 1)))
+    return ServerSpec(
+        policies,
+        loaded.profile,
+        replicas,
+        dispatch=dispatch,
+        dispatch_rng=rngs["dispatch"],
+        max_queue=s.admission.max_queue,
+        timeout_s=None if s.admission.timeout_ms is None else s.admission.timeout_ms / 1000.0,
+        memory_cap=loaded.max_size_in_memory,
+        shapes=None if loaded.shaped is None else tuple(sorted(loaded.shaped)),
+        shape_name=getattr(s.profile, "shape", None) or "shape",
+        source=loaded.source,
+    )
+
+
+def service_model(loaded: LoadedScenario, service_rng: np.random.Generator) -> ServiceModel:
+    """How long a simulated batch takes, chosen once: plain, by shape, or after idle."""
+    if loaded.shaped is not None:
+        return ShapedService(dict(_split_samplers(loaded.shaped.items(), service_rng)))
+    if loaded.after_idle is not None:
+        levels = _split_samplers(sorted(loaded.after_idle.items()), service_rng)
+        return AfterIdleService(levels, loaded.scenario.cluster.replicas)
+    return PlainService(loaded.profile.sampler(service_rng))
 
 
 def simulate(
@@ -25,43 +87,14 @@ def simulate(
     """
     s = loaded.scenario
     rngs = loaded.rngs(service_draw)
-    closed_loop = s.workload.kind == "robots"
-    if closed_loop:
-        arrivals = None
-        traffic = {
-            "clients": s.workload.clients(rngs["robots"], s.warmup_s, s.slo.latency_ms),
-            "max_requests": s.requests,
-        }
-    else:
-        arrivals = loaded.arrivals(rngs["arrivals"])
-        traffic = loaded.request_attributes(arrivals, rngs["classes"])
-        traffic["shape"] = loaded.request_shapes(len(arrivals), rngs["shapes"])
-    if loaded.shaped is not None:
-        traffic["shaped_service"] = dict(_split_samplers(loaded.shaped.items(), rngs["service"]))
-        traffic["shape_name"] = loaded.scenario.profile.shape
-    if loaded.after_idle is not None:
-        traffic["after_idle"] = _split_samplers(sorted(loaded.after_idle.items()), rngs["service"])
-    dispatch = s.cluster.dispatcher
-    if dispatch is None:
-        policy = loaded.policy
-    else:  # one batcher per replica queue, each with its own state
-        policy = [loaded.policy, *(loaded.build_policy() for _ in range(s.cluster.replicas - 1))]
     engine = Engine(
-        arrivals,
-        policy,
-        loaded.profile.sampler(rngs["service"]),
-        replicas=s.cluster.replicas,
-        max_queue=s.admission.max_queue,
-        timeout_s=None if s.admission.timeout_ms is None else s.admission.timeout_ms / 1000.0,
+        traffic_of(loaded, rngs),
+        server_spec(loaded, rngs),
+        service_model(loaded, rngs["service"]),
         horizon_s=s.duration_s,
         warmup_s=s.warmup_s,
-        progress=progress,
-        dispatch=dispatch,
-        profile=loaded.profile,
-        dispatch_rng=rngs["dispatch"],
-        max_padded_size=loaded.max_size_in_memory,
         wake_latency_s=s.cluster.wake_latency_ms / 1000.0,
-        **traffic,
+        progress=progress,
     )
     records = engine.run()
     records.meta.update(
@@ -72,18 +105,6 @@ def simulate(
         profile_provenance=dict(loaded.profile.provenance),
     )
     return records
-
-
-def _split_samplers(
-    variants: Iterable[tuple[Any, Profile]], service_rng: np.random.Generator
-) -> list[tuple[Any, ServiceSampler]]:
-    """One draw stream per profile variant (shape, idle level), split from the service stream."""
-    variants = list(variants)
-    seeds = service_rng.bit_generator.seed_seq.spawn(len(variants))
-    return [
-        (key, variant.sampler(np.random.default_rng(seed)))
-        for (key, variant), seed in zip(variants, seeds, strict=True)
-    ]
 
 
 def run_summary(loaded: LoadedScenario, records: RunRecords) -> dict[str, Any]:
@@ -126,3 +147,15 @@ def write_outputs(
         paths.append(out / "robots.parquet")
         robots_frame(records).to_parquet(paths[-1], index=False)
     return paths
+
+
+def _split_samplers(
+    variants: Iterable[tuple[Any, Profile]], service_rng: np.random.Generator
+) -> list[tuple[Any, ServiceSampler]]:
+    """One draw stream per profile variant (shape, idle level), split from the service stream."""
+    variants = list(variants)
+    seeds = service_rng.bit_generator.seed_seq.spawn(len(variants))
+    return [
+        (key, variant.sampler(np.random.default_rng(seed)))
+        for (key, variant), seed in zip(variants, seeds, strict=True)
+    ]

@@ -46,13 +46,14 @@ def simulate_arrays(
     warmup_s: float = 0.0,
 ):
     """Run the engine on explicit arrival times."""
-    from sim.engine import Engine
+    from sim.engine import Engine, PlainService, ServerSpec
     from sim.workload import Arrivals
+    from sim.workload.traffic import OpenTraffic
 
     arrivals = Arrivals(np.asarray(times, dtype=float), np.zeros(len(times), dtype=np.int32))
-    sampler = profile.sampler(np.random.default_rng(seed))
-    engine = Engine(arrivals, policy, sampler, replicas, max_queue, timeout_s, horizon_s, warmup_s)
-    return engine.run()
+    spec = ServerSpec.shared(policy, profile, replicas, max_queue=max_queue, timeout_s=timeout_s)
+    service = PlainService(profile.sampler(np.random.default_rng(seed)))
+    return Engine(OpenTraffic(arrivals), spec, service, horizon_s, warmup_s).run()
 
 
 # CI explores the same hypothesis examples every run; locally each run explores new ones

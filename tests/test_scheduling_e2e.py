@@ -116,13 +116,15 @@ def test_load_aware_dispatchers_balance_a_fair_workload(dispatch):
 def test_least_work_beats_round_robin_on_a_skewed_workload():
     """One batch in ten takes 300 ms instead of 10: round-robin keeps feeding the stuck
     replica; dispatchers that see queues route around it. Measured (seed 3): mean latency
-    193 ms round-robin, 145 least-work, 111 shortest-queue, 162 power-of-two."""
+    193 ms round-robin, 145 least-work, 135 shortest-queue, 172 power-of-two. (Before
+    Engine II, requests that arrived while every replica was busy were dispatched late, to
+    whichever replica finished first, which flattered shortest-queue: 111 ms.)"""
     skewed = {"batch_size": [1, 8], "latency_ms": [[10.0] * 9 + [300.0], [17.0] * 9 + [307.0]]}
     rr, _ = per_replica("round-robin", skewed, 300)
     lw, _ = per_replica("least-work", skewed, 300)
     sq, _ = per_replica("shortest-queue", skewed, 300)
     assert lw["latency_ms"]["mean"] < 0.85 * rr["latency_ms"]["mean"]
-    assert sq["latency_ms"]["mean"] < 0.7 * rr["latency_ms"]["mean"]
+    assert sq["latency_ms"]["mean"] < 0.75 * rr["latency_ms"]["mean"]
     assert lw["latency_ms"]["p99"] < rr["latency_ms"]["p99"]
 
 

@@ -1,16 +1,23 @@
-"""Queues of waiting requests, and the feed that fills them from an open-loop arrival array.
+"""Queues of waiting requests, and the admission rules that fill them.
 
-Open-loop arrivals are known in advance, so no queue receives one event per
-arrival: before every decision the engine calls `Feed.advance(now_s)`, which
-admits (or rejects) every arrival up to and including `now_s`, in order, and
-drops requests that have waited longer than the admission timeout. Between two
-decisions a queue only grows, so handling the arrivals in between lazily, one
-after another, gives exactly what handling each at its own instant would.
+A queue holds request ids in the order its policy serves them. Requests are numbered in
+arrival order, and every figure of a request (arrival, deadline, priority) lives in the
+server core's columns, which the queue reads by id.
+
+Admission (`Admission`) is written once for open and closed loops: an arriving request
+joins the queue its dispatcher picks (the shared queue without one), unless that queue
+already holds `max_queue` requests (rejected); a request that has waited strictly longer
+than `timeout_s` without starting is dropped. Open-loop arrivals are known in advance,
+so no queue receives one event per arrival: before every decision the core calls
+`Admission.advance(now_s)`, which admits every arrival up to `now_s` in order. Between
+two decisions a queue only grows, so admitting the arrivals in between lazily, one after
+another, gives exactly what admitting each at its own instant would.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_right, insort
+import math
+from bisect import bisect_left, bisect_right, insort
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -18,16 +25,19 @@ import numpy as np
 from sim.engine.records import DROPPED, REJECTED
 
 
-class FifoQueue:
-    """Request ids in arrival order, in a preallocated array: `buf[head:tail]` waits."""
+def expires_at_s(arrival_s: float, timeout_s: float) -> float:
+    """The first instant a request that arrived at `arrival_s` has waited strictly longer
+    than `timeout_s`: it is dropped then (at exactly the timeout it can still start)."""
+    return math.nextafter(arrival_s + timeout_s, math.inf)
 
-    def __init__(self, times: list[float], deadlines: list[float], prefilled: bool = False):
+
+class RangeQueue:
+    """The shared FIFO queue while every arrival is admitted in order: requests head..tail-1,
+    with no buffer at all."""
+
+    def __init__(self, times: list[float], deadlines: list[float]):
         self._times = times
         self._deadlines = deadlines
-        n = len(times)
-        # the shared queue starts as 0..n-1: while nothing is rejected, admitting costs nothing
-        self.buf = np.arange(n, dtype=np.int64) if prefilled else np.empty(n, dtype=np.int64)
-        self._prefilled = prefilled  # then buf[i] == i for every i >= tail, always
         self.head = 0
         self.tail = 0
 
@@ -35,39 +45,86 @@ class FifoQueue:
         return self.tail - self.head
 
     def arrival_s(self, position: int) -> float:
-        return self._times[self.buf[self.head + position]]
+        return self._times[self.head + position]
 
     def deadline_s(self, position: int) -> float:
-        return self._deadlines[self.buf[self.head + position]]
-
-    def push(self, request: int) -> None:
-        if self.tail == self.buf.size:  # closed loop: requests keep coming
-            self.buf = np.concatenate(
-                [self.buf, np.empty(max(self.buf.size, 1024), dtype=np.int64)]
-            )
-        self.buf[self.tail] = request
-        self.tail += 1
+        return self._deadlines[self.head + position]
 
     def push_range(self, start: int, stop: int) -> None:
-        """Admit requests start..stop-1 (consecutive ids)."""
-        count = stop - start
-        if not (self._prefilled and self.tail == start):
-            self.buf[self.tail : self.tail + count] = np.arange(start, stop)
-        self.tail += count
+        """Admit requests start..stop-1, which follow the tail."""
+        if start != self.tail:
+            raise AssertionError("a range queue admits consecutive requests only")
+        self.tail = stop
 
-    def take(self, count: int) -> np.ndarray:
+    def take(self, count: int) -> range:
         """Remove and return the first `count` ids."""
-        ids = self.buf[self.head : self.head + count]
-        self.head += count
+        head = self.head
+        self.head = head + count
+        return range(head, head + count)
+
+    def expire(self, now_s: float, timeout_s: float) -> range:
+        """Remove and return every request that has waited longer than `timeout_s` (FIFO: all
+        at the front)."""
+        start, times = self.head, self._times
+        while self.head < self.tail and times[self.head] + timeout_s < now_s:
+            self.head += 1
+        return range(start, self.head)
+
+    def oldest_arrival_s(self) -> float | None:
+        return self._times[self.head] if self.tail > self.head else None
+
+    def ids(self) -> list[int]:
+        return list(range(self.head, self.tail))
+
+
+class FifoQueue:
+    """Request ids in arrival order: `buffer[head:]` waits."""
+
+    # compact the buffer when this many taken ids lie before the head
+    _COMPACT = 4096
+
+    def __init__(self, times: list[float], deadlines: list[float]):
+        self._times = times
+        self._deadlines = deadlines
+        self._buffer: list[int] = []
+        self._head = 0
+
+    def __len__(self) -> int:
+        return len(self._buffer) - self._head
+
+    def arrival_s(self, position: int) -> float:
+        return self._times[self._buffer[self._head + position]]
+
+    def deadline_s(self, position: int) -> float:
+        return self._deadlines[self._buffer[self._head + position]]
+
+    def push(self, request: int) -> None:
+        self._buffer.append(request)
+
+    def push_range(self, start: int, stop: int) -> None:
+        self._buffer.extend(range(start, stop))
+
+    def take(self, count: int) -> list[int]:
+        head = self._head
+        ids = self._buffer[head : head + count]
+        self._head = head + count
+        if self._head >= self._COMPACT:
+            del self._buffer[: self._head]
+            self._head = 0
         return ids
 
-    def expire(self, cutoff_s: float) -> np.ndarray:
-        """Remove and return every request that arrived before `cutoff_s` (all at the front)."""
-        start = self.head
-        times, buf = self._times, self.buf
-        while self.head < self.tail and times[buf[self.head]] < cutoff_s:
-            self.head += 1
-        return buf[start : self.head]
+    def expire(self, now_s: float, timeout_s: float) -> list[int]:
+        buffer, times = self._buffer, self._times
+        stop = self._head
+        while stop < len(buffer) and times[buffer[stop]] + timeout_s < now_s:
+            stop += 1
+        return self.take(stop - self._head)
+
+    def oldest_arrival_s(self) -> float | None:
+        return self._times[self._buffer[self._head]] if len(self) else None
+
+    def ids(self) -> list[int]:
+        return self._buffer[self._head :]
 
 
 class OrderedQueue:
@@ -95,51 +152,66 @@ class OrderedQueue:
         for request in range(start, stop):
             self.push(request)
 
-    def take(self, count: int) -> np.ndarray:
-        ids = np.array([e[-1] for e in self._entries[:count]], dtype=np.int64)
+    def take(self, count: int) -> list[int]:
+        ids = [e[-1] for e in self._entries[:count]]
         del self._entries[:count]
         return ids
 
-    def expire(self, cutoff_s: float) -> np.ndarray:
+    def expire(self, now_s: float, timeout_s: float) -> list[int]:
         times = self._times
-        gone = [e[-1] for e in self._entries if times[e[-1]] < cutoff_s]
+        gone = [e[-1] for e in self._entries if times[e[-1]] + timeout_s < now_s]
         if gone:
-            self._entries = [e for e in self._entries if times[e[-1]] >= cutoff_s]
-        return np.array(gone, dtype=np.int64)
+            self._entries = [e for e in self._entries if times[e[-1]] + timeout_s >= now_s]
+        return gone
+
+    def oldest_arrival_s(self) -> float | None:
+        times = self._times
+        return min((times[e[-1]] for e in self._entries), default=None)
+
+    def ids(self) -> list[int]:
+        return [e[-1] for e in self._entries]
 
 
-Queue = FifoQueue | OrderedQueue
+Queue = RangeQueue | FifoQueue | OrderedQueue
 
 
 def queue_factory(
     order: str,
     times: list[float],
     deadlines: list[float],
-    priority: np.ndarray | None,
+    priority: Sequence[int] | None,
     *,
-    growing: bool,
-    prefilled: bool,
+    known: bool,
+    in_order: bool,
 ) -> Callable[[], Queue]:
-    """The queue a policy serves from, the same in the engine and the live runner.
+    """The queue a policy serves from.
 
-    EDF policies get deadline order unless deadlines already come in arrival order;
-    FIFO policies get class priority, then arrival, when classes differ in priority;
-    otherwise arrival order. `growing`: requests are created as the run goes on (closed
-    loop), so nothing about their deadlines is known in advance.
+    EDF policies get deadline order unless deadlines are `known` in advance and come in
+    arrival order; FIFO policies get class priority, then arrival, when classes differ in
+    priority; otherwise arrival order. `in_order`: every arrival joins this one queue in
+    order (the shared queue without admission limits), so the queue is a range of ids.
     """
-    if order == "edf" and (growing or np.any(np.diff(deadlines) < 0)):
+    if order == "edf" and not (known and not np.any(np.diff(deadlines) < 0)):
         return lambda: OrderedQueue(times, deadlines, lambda i: (deadlines[i],))
-    if order == "fifo" and priority is not None and np.unique(priority).size > 1:
-        prio = priority.tolist()
+    if order == "fifo" and priority is not None and len(set(priority)) > 1:
+        prio = list(priority)
         return lambda: OrderedQueue(times, deadlines, lambda i: (-prio[i], times[i]))
-    return lambda: FifoQueue(times, deadlines, prefilled=prefilled and not growing)
+    if in_order:
+        return lambda: RangeQueue(times, deadlines)
+    return lambda: FifoQueue(times, deadlines)
 
 
 Dispatcher = Callable[[int, float], int]  # (request id, now_s) -> queue index
+FailFn = Callable[[Sequence[int], float], None]  # (request ids, when) -> tell their clients
 
 
-class Feed:
-    """Admits open-loop arrivals into the queues, lazily and in order."""
+class Admission:
+    """Admits arrivals into the queues and drops requests that waited too long.
+
+    `times` is the core's arrival column: open-loop arrivals are all there from the start,
+    closed-loop ones are appended as they reach the server. `on_fail` is told of every
+    rejected or dropped request, with the instant it happened (closed loop: its robot).
+    """
 
     def __init__(
         self,
@@ -149,34 +221,38 @@ class Feed:
         dispatch: Dispatcher | None = None,
         max_queue: int | None = None,
         timeout_s: float | None = None,
-        on_fail: Callable[[np.ndarray], None] | None = None,
+        on_fail: FailFn | None = None,
     ):
-        self._times = times  # grows while the run goes on, for closed-loop traffic
+        self._times = times
         self.queues = list(queues)
         self.outcome = outcome
         self._on_fail = on_fail
         self._dispatch = dispatch
         self._max_queue = max_queue
         self.timeout_s = timeout_s
-        self.next_arrival = 0  # first request id that has not arrived yet
-        single_fifo = len(self.queues) == 1 and isinstance(self.queues[0], FifoQueue)
+        self.next_arrival = 0  # first request id not admitted (or rejected) yet
         self._bulk = (
-            single_fifo
+            len(self.queues) == 1
+            and not isinstance(self.queues[0], OrderedQueue)
             and dispatch is None
             and on_fail is None
             and (max_queue is None or timeout_s is None)
         )
 
-    def advance(self, now_s: float) -> None:
-        """Admit or reject every arrival at or before `now_s`, then expire what waited too long."""
-        stop = bisect_right(self._times, now_s, self.next_arrival)
+    # ---- open loop ----------------------------------------------------------------------
+    def advance(self, now_s: float, inclusive: bool = True) -> None:
+        """Admit or reject every arrival at or before `now_s` (`inclusive` False: before it),
+        then expire what waited too long."""
+        find = bisect_right if inclusive else bisect_left
+        stop = find(self._times, now_s, self.next_arrival)
         if stop > self.next_arrival:
             if self._bulk:
                 self._admit_bulk(stop)
             else:
-                self._admit_each(stop)
+                for request in range(self.next_arrival, stop):
+                    self.admit(request)
         if self.timeout_s is not None:
-            self._expire(now_s)
+            self.expire(now_s)
 
     def _admit_bulk(self, stop: int) -> None:
         queue, start = self.queues[0], self.next_arrival
@@ -187,41 +263,50 @@ class Feed:
         queue.push_range(start, admitted_stop)
         self.next_arrival = stop
 
-    def _admit_each(self, stop: int) -> None:
-        for request in range(self.next_arrival, stop):
-            if self.timeout_s is not None:
-                # a request that expired before this arrival has freed its place
-                self._expire(self._times[request])
-            self.next_arrival = request + 1
-            index = 0 if self._dispatch is None else self._dispatch(request, self._times[request])
-            queue = self.queues[index]
-            if self._max_queue is not None and len(queue) >= self._max_queue:
-                self.outcome[request] = REJECTED
-                if self._on_fail is not None:
-                    self._on_fail(np.array([request]))
-            else:
-                queue.push(request)
-
-    def _expire(self, now_s: float) -> None:
-        cutoff_s = now_s - self.timeout_s
-        for queue in self.queues:
-            gone = queue.expire(cutoff_s)
-            if gone.size:
-                self.outcome[gone] = DROPPED
-                if self._on_fail is not None:
-                    self._on_fail(gone)
-
     def time_queue_reaches(self, queue: Queue, length: int) -> float | None:
-        """The earliest time `queue` could hold `length` requests, from future arrivals alone.
-
-        It can only be early (arrivals rejected, expired or dispatched elsewhere), never
-        late, so a driver that wakes then and asks the policy again never misses a launch.
-        """
+        """The earliest time `queue` could hold `length` requests, from future arrivals alone
+        (open loop). It can only be early (arrivals rejected, expired or dispatched
+        elsewhere), never late, so a driver that wakes then and asks again misses nothing."""
         needed = length - len(queue)
         if needed <= 0:
             return None
         i = self.next_arrival + needed - 1
         return self._times[i] if i < len(self._times) else None
+
+    # ---- one arrival at a time (dispatch, limits, closed loop) --------------------------
+    def admit(self, request: int) -> None:
+        """Request `request` arrives now (at its arrival time): it joins a queue or is rejected."""
+        at_s = self._times[request]
+        if self.timeout_s is not None:
+            # a request that expired before this arrival has freed its place
+            self.expire(at_s)
+        self.next_arrival = request + 1
+        index = 0 if self._dispatch is None else self._dispatch(request, at_s)
+        queue = self.queues[index]
+        if self._max_queue is not None and len(queue) >= self._max_queue:
+            self.outcome[request] = REJECTED
+            if self._on_fail is not None:
+                self._on_fail((request,), at_s)
+        else:
+            queue.push(request)
+
+    def expire(self, now_s: float) -> None:
+        """Drop every queued request that has waited strictly longer than the timeout."""
+        timeout_s = self.timeout_s
+        for queue in self.queues:
+            gone = queue.expire(now_s, timeout_s)
+            if len(gone):
+                self.outcome[gone] = DROPPED
+                if self._on_fail is not None:
+                    for request in gone:  # each is told when its own wait ran out
+                        self._on_fail((request,), expires_at_s(self._times[request], timeout_s))
+
+    def next_expiry_s(self) -> float:
+        """When the next queued request expires (inf: no timeout, or nothing queued)."""
+        if self.timeout_s is None:
+            return math.inf
+        oldest = [a for q in self.queues if (a := q.oldest_arrival_s()) is not None]
+        return expires_at_s(min(oldest), self.timeout_s) if oldest else math.inf
 
     @property
     def last_arrival_s(self) -> float | None:

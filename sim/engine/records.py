@@ -108,6 +108,20 @@ class RunRecords:
         )
 
 
+def finalize_outcomes(
+    outcome: np.ndarray, request_batch: np.ndarray, batch_end_s: np.ndarray, end_s: float
+) -> None:
+    """The one place a request's final outcome is set: a request in a batch that ended by
+    `end_s` completed, one in a batch still running then is in service; a failed batch's
+    requests stay failed, and the rest (queued, dropped, rejected) are already final."""
+    served = request_batch >= 0
+    done = np.zeros(served.size, dtype=bool)
+    done[served] = batch_end_s[request_batch[served]] <= end_s
+    ok = outcome != FAILED
+    outcome[served & done & ok] = COMPLETED
+    outcome[served & ~done & ok] = IN_SERVICE
+
+
 def _via_batch(request_batch: np.ndarray, batch_values: np.ndarray) -> np.ndarray:
     out = np.full(request_batch.size, np.nan)
     served = request_batch >= 0

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from sim.errors import InputError
+from sim.workload.phases import phase_offsets_s
 
 
 @dataclass(frozen=True)
@@ -89,15 +90,9 @@ def gamma_arrivals(
 def staggered_phases_s(
     sources: int, rate_hz: float, phase: str, rng: np.random.Generator
 ) -> np.ndarray:
-    """First-request offsets of `sources` periodic streams within one period."""
-    period_s = 1.0 / rate_hz
-    if phase == "synchronized":
-        return np.zeros(sources)
-    if phase == "staggered":
-        return np.arange(sources) * period_s / sources
-    if phase == "random":
-        return rng.uniform(0.0, period_s, sources)
-    raise ValueError(f"unknown phase {phase!r}")
+    """First-request offsets of `sources` periodic streams within one period (phase rules:
+    sim.workload.phases)."""
+    return phase_offsets_s(phase, sources, 1.0 / rate_hz, rng)
 
 
 def periodic_arrivals(

@@ -71,7 +71,7 @@ def _ticks_in(first_s: float, count: int, period_s: float, lo_s: float, hi_s: fl
     return max(0, k_hi - k_lo)
 
 
-@dataclass
+@dataclass(slots=True)
 class RobotStats:
     """Running totals of one robot; `window` figures count only [warmup, end)."""
 
@@ -94,7 +94,19 @@ class RobotStats:
 
 
 class RobotClient:
-    """One robot's control loop as a state machine driven by a clock (simulated or real)."""
+    """One robot's control loop as a state machine driven by a clock (simulated or real).
+
+    Between two calls nothing happens to a robot but its own actions, which are counted
+    analytically, so the driver may call it whenever it likes as long as it calls it in
+    time order: `draw_network()` when it plans the next request, `send(t)` at its send
+    time, `deliver(t, ok)` when the answer reaches the robot, `finish(end)` at the end.
+    """
+
+    __slots__ = (
+        "id", "p", "_rng", "warmup_s", "stats", "usable", "queue", "next_tick_s",
+        "stalled_since_s", "in_flight", "executed_since_send", "sent_at_s", "deadline_s",
+        "next_send_s", "uplink_s", "downlink_s", "_period_s", "_sync",
+    )  # fmt: skip
 
     def __init__(
         self, robot_id: int, params: RobotParams, rng: np.random.Generator, warmup_s: float = 0.0
@@ -105,6 +117,8 @@ class RobotClient:
         self.warmup_s = warmup_s
         self.stats = RobotStats()
         self.usable = min(params.execute, params.chunk)
+        self._period_s = params.period_s
+        self._sync = params.mode == "sync"
         self.queue = 0  # actions left to execute
         self.next_tick_s = params.start_s  # when the next action is due
         self.stalled_since_s: float | None = params.start_s  # the robot starts with nothing
@@ -113,31 +127,43 @@ class RobotClient:
         self.sent_at_s = 0.0
         self.deadline_s = math.inf
         self.next_send_s: float | None = self._jittered(params.start_s)
+        # the network delays of the next (or in-flight) request, drawn by draw_network()
+        self.uplink_s = 0.0
+        self.downlink_s = 0.0
 
     # ---- what the driver asks -----------------------------------------------------------
-    def send(self, now_s: float) -> tuple[float, float, float]:
-        """The robot sends its observation at `now_s`.
+    def draw_network(self) -> tuple[float, float]:
+        """Draw (uplink_s, downlink_s) for the next request; kept until it is answered."""
+        p = self.p
+        if p.network_jitter_s > 0:
+            self.uplink_s = self._network(p.uplink_s)
+            self.downlink_s = self._network(p.downlink_s)
+        else:
+            self.uplink_s, self.downlink_s = p.uplink_s, p.downlink_s
+        return self.uplink_s, self.downlink_s
 
-        Returns (uplink_s, downlink_s, deadline_s): the network delays drawn for this
-        request and its deadline at the robot.
-        """
+    def send(self, now_s: float) -> float:
+        """The robot sends its observation at `now_s`; returns the request's deadline at the
+        robot (network delays: draw_network() before)."""
         self._run_until(now_s, inclusive=True)  # the action due at the send tick runs first
         self.in_flight = True
         self.next_send_s = None
         self.sent_at_s = now_s
         self.executed_since_send = 0
-        if self.p.mode == "sync":
-            self.deadline_s = now_s + self.p.slo_s if self.p.slo_s is not None else math.inf
+        if self._sync:
+            slo_s = self.p.slo_s
+            self.deadline_s = now_s + slo_s if slo_s is not None else math.inf
         elif self.stalled_since_s is not None:
             # already dry: the next action is due at the next control tick
-            self.deadline_s = now_s + self.p.period_s
+            self.deadline_s = now_s + self._period_s
         else:
             # the queue runs dry at the first tick with no action left
-            self.deadline_s = self.next_tick_s + self.queue * self.p.period_s
-        self.stats.sent += 1
+            self.deadline_s = self.next_tick_s + self.queue * self._period_s
+        stats = self.stats
+        stats.sent += 1
         if now_s >= self.warmup_s:
-            self.stats.window_sent += 1
-        return self._network(self.p.uplink_s), self._network(self.p.downlink_s), self.deadline_s
+            stats.window_sent += 1
+        return self.deadline_s
 
     def deliver(self, now_s: float, ok: bool) -> None:
         """The response (ok) or a failure notice (not ok) reaches the robot at `now_s`."""
@@ -151,8 +177,8 @@ class RobotClient:
         if not ok:
             stats.failures += 1
             stats.window_failures += int(in_window)
-            self.next_send_s = self._jittered(now_s + self.p.period_s)
-            if self.p.mode == "async":
+            self.next_send_s = self._jittered(now_s + self._period_s)
+            if not self._sync:
                 self._schedule_async_send(now_s)
             return
         stats.responses += 1
@@ -169,9 +195,9 @@ class RobotClient:
         if self.stalled_since_s is not None and self.queue > 0:
             self._end_stall(now_s)
             self.next_tick_s = now_s
-        if self.p.mode == "sync":
+        if self._sync:
             # the next observation goes out when the chunk's last action period ends
-            self.next_send_s = self._jittered(self.next_tick_s + self.queue * self.p.period_s)
+            self.next_send_s = self._jittered(self.next_tick_s + self.queue * self._period_s)
         else:
             self._schedule_async_send(now_s)
 
@@ -190,16 +216,21 @@ class RobotClient:
             if self.stalled_since_s is None and self.next_tick_s < t_s:
                 self.stalled_since_s = self.next_tick_s
             return
-        period = self.p.period_s
-        steps = (t_s - self.next_tick_s) / period
+        period = self._period_s
+        first = self.next_tick_s
+        steps = (t_s - first) / period
         due = math.floor(steps + 1e-9) + 1 if inclusive else math.ceil(steps - 1e-9)
         count = min(max(due, 0), self.queue)
         if count:
-            first = self.next_tick_s
-            self.stats.executed_actions += count
-            self.stats.window_executed += _ticks_in(first, count, period, self.warmup_s, math.inf)
+            stats = self.stats
+            stats.executed_actions += count
+            if first >= self.warmup_s:  # every tick in the window (what _ticks_in counts)
+                stats.window_executed += count
+            else:
+                stats.window_executed += _ticks_in(first, count, period, self.warmup_s, math.inf)
             self.queue -= count
-            self.executed_since_send += count if self.in_flight else 0
+            if self.in_flight:
+                self.executed_since_send += count
             self.next_tick_s = first + count * period
         if self.queue == 0 and self.next_tick_s < t_s:
             self.stalled_since_s = self.next_tick_s
@@ -212,7 +243,7 @@ class RobotClient:
             return
         # after executing j more actions, queue - j <= limit; the j-th runs at next_tick + (j-1)T
         j = math.ceil(self.queue - limit - 1e-9)
-        self.next_send_s = self._jittered(self.next_tick_s + (j - 1) * self.p.period_s)
+        self.next_send_s = self._jittered(self.next_tick_s + (j - 1) * self._period_s)
 
     def _end_stall(self, now_s: float) -> None:
         self._add_stall(self.stalled_since_s, now_s)

@@ -1,0 +1,445 @@
+"""The server core: one clock-free model of a batching server, driven by any clock.
+
+The core is told the time and what happened, and answers what to do. It is the only place
+that admits requests and applies admission limits, asks the policy, drops requests, pads
+batches, enforces the memory cap, notifies learning policies and builds the records.
+The SimPy engine (sim/engine/engine.py) and the live runner (sim/live.py) drive it, open
+loop and robot fleets alike; they keep only a clock, sleeping, and running a batch.
+
+A driver's loop, for each replica:
+
+    action = core.decide(replica, now)       # Start(...) or Sleep(until_s)
+    Start: run the batch (simulated: draw its time; live: call the model), then
+           core.end(batch, end_s, ok)        # when its end is known: answers its robots
+           core.free(replica, end_s, service_s)   # at its end: the replica is free again
+    Sleep: sleep until until_s (None: until something else happens) and decide again.
+
+Semantics (docs/semantics.md): arrivals at time t are queued before any decision at t; a
+completion at t frees its replica, which decides at t; a batch of k requests padded to p
+costs the profile's time for p.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from sim.engine.dispatch import ReplicaLoad, make_dispatcher
+from sim.engine.queue import Admission, queue_factory
+from sim.engine.records import DROPPED, FAILED, RunRecords, finalize_outcomes
+from sim.errors import InputError
+from sim.policies.base import Drop, Launch, Policy, Wait
+from sim.profile import Profile
+from sim.workload.traffic import Fleet, OpenTraffic
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """Run batch `batch` on its replica: `count` requests padded to `padded` (shape `variant`)."""
+
+    batch: int
+    count: int
+    padded: int
+    variant: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Sleep:
+    """Nothing to run: decide again at `until_s`, or (None) when something else happens."""
+
+    until_s: float | None
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """How the server is set up.
+
+    `policies`: one per replica with per-replica queues (`dispatch` names the dispatcher),
+    else one policy object shared by all replicas. `profile`: the measured sizes, which
+    launches must lie within, and the median predictions of least-work dispatch.
+    `memory_cap`: the largest padded size that fits in memory. `shapes`: the measured
+    shapes, when a batch costs its largest request's shape. `source` names the scenario
+    in error lines.
+    """
+
+    policies: tuple[Policy, ...]
+    profile: Profile
+    replicas: int = 1
+    dispatch: str | None = None
+    dispatch_rng: np.random.Generator | None = None
+    max_queue: int | None = None
+    timeout_s: float | None = None
+    memory_cap: int | None = None
+    shapes: tuple[int, ...] | None = None
+    shape_name: str = "shape"
+    source: str = "<scenario>"
+
+    @classmethod
+    def shared(cls, policy: Policy, profile: Profile, replicas: int = 1, **options) -> ServerSpec:
+        """One shared queue served by `replicas` replicas under one policy object."""
+        return cls((policy,) * replicas, profile, replicas, **options)
+
+
+class _Columns:
+    """Per-request columns: Python lists where policies read scalars, arrays for the rest."""
+
+    def __init__(self, traffic: OpenTraffic | Fleet, spec: ServerSpec):
+        if isinstance(traffic, Fleet):
+            self.times: list[float] = []
+            self.deadlines: list[float] = []
+            self.sources: list[int] = []
+            self.shapes: list[int] | None = [] if spec.shapes else None
+            self.priority = self.class_id = self.class_names = self.source_names = None
+            self.outcome = np.zeros(1024, dtype=np.int8)
+            return
+        arrivals = traffic.arrivals
+        n = len(arrivals)
+        self.arrival_s = arrivals.time_s
+        self.times = arrivals.time_s.tolist()  # fast scalar reads for policies
+        self.deadline_s = (
+            traffic.deadline_s if traffic.deadline_s is not None else np.full(n, np.inf)
+        )
+        self.deadlines = self.deadline_s.tolist()
+        self.sources = arrivals.source
+        self.source_names = arrivals.source_names
+        self.shapes = None
+        if spec.shapes:
+            shape = traffic.shape
+            self.shapes = [max(spec.shapes)] * n if shape is None else shape.tolist()
+        self.priority = None if traffic.priority is None else traffic.priority.tolist()
+        self.class_id, self.class_names = traffic.class_id, traffic.class_names
+        self.outcome = np.zeros(n, dtype=np.int8)
+
+
+class ServerCore:
+    """The batching server's state and rules, with no clock of its own (see the module doc)."""
+
+    def __init__(self, traffic: OpenTraffic | Fleet, spec: ServerSpec):
+        self.spec = spec
+        self.fleet = traffic if isinstance(traffic, Fleet) else None
+        self.closed = self.fleet is not None
+        self.replicas = spec.replicas
+        self._policies = list(spec.policies)
+        self._per_replica = per_replica = spec.dispatch is not None
+        if len(self._policies) != spec.replicas:
+            raise ValueError("give one policy per replica")
+        if not per_replica and len({id(p) for p in self._policies}) != 1:
+            raise ValueError("a shared queue is served by one policy object")
+        self._learns = [hasattr(p, "on_batch_done") for p in self._policies]
+        self.columns = c = _Columns(traffic, spec)
+        self._times, self._deadlines = c.times, c.deadlines
+        make_queue = queue_factory(
+            self._policies[0].order,
+            c.times,
+            c.deadlines,
+            c.priority,
+            known=not self.closed,
+            in_order=not (self.closed or per_replica or spec.max_queue is not None),
+        )
+        self.queues = [make_queue() for _ in range(spec.replicas if per_replica else 1)]
+        self._queue_of = [self.queues[r if per_replica else 0] for r in range(spec.replicas)]
+        self.load = ReplicaLoad(spec.replicas)  # what dispatchers know of each replica
+        dispatcher = None
+        self._median_s: list[float] | None = None
+        profile = spec.profile
+        if per_replica:
+            dispatcher = make_dispatcher(
+                spec.dispatch,
+                self.queues,
+                profile,
+                max(p.max_batch for p in self._policies),
+                self.load,
+                spec.dispatch_rng or np.random.default_rng(0),
+            )
+            # predicted (median) batch times, for dispatchers that weigh outstanding work
+            self._median_s = [0.0] * profile.min_size + [
+                profile.latency_ms(b) / 1000.0
+                for b in range(profile.min_size, profile.max_size + 1)
+            ]
+        self.admission = Admission(
+            c.times,
+            self.queues,
+            c.outcome,
+            dispatcher,
+            spec.max_queue,
+            spec.timeout_s,
+            self._fail if self.closed else None,
+        )
+        self._min_size, self._max_size = profile.min_size, profile.max_size
+        if spec.shapes:
+            measured = sorted(spec.shapes)
+            self._shape_for = {
+                v: next(m for m in measured if m >= v) for v in range(1, measured[-1] + 1)
+            }
+        # batch columns: one append per batch; `members` lists each batch's requests in turn
+        self._b_replica: list[int] = []
+        self._b_start: list[float] = []
+        self._b_end: list[float] = []
+        self._b_size: list[int] = []
+        self._b_padded: list[int] = []
+        self._b_shape: list[int] = []
+        self._members = array("q")
+        self._last_batch = [-1] * spec.replicas  # each replica's latest batch
+        self._clients: list = []  # closed loop: the client of each request
+        self._in_batch: list[Sequence[int]] = []  # closed loop: each batch's requests
+        # closed loop, several replicas: the waits of sleeping replicas, and those whose
+        # wake moved earlier since (the driver wakes them)
+        self._sleeping: dict[int, tuple[Wait, float]] = {}
+        self.rewakes: list[tuple[int, float]] = []
+        self._track_sleepers = self.closed and spec.replicas > 1
+
+    # ---- what a driver calls --------------------------------------------------------------
+    def decide(self, replica: int, now_s: float) -> Start | Sleep:
+        """Replica `replica` is free at `now_s`: start a batch, or sleep until when?"""
+        if self._track_sleepers:
+            self._sleeping.pop(replica, None)
+        self._admit(now_s)
+        queue = self._queue_of[replica]
+        policy = self._policies[replica]
+        while True:
+            decision = policy.decide(now_s, queue)
+            kind = type(decision)
+            if kind is Launch:
+                action = self._start(replica, now_s, queue, decision)
+                break
+            if kind is Wait:
+                action = self._sleep(replica, now_s, queue, decision)
+                break
+            if kind is Drop:
+                count = decision.count
+                if type(count) is not int or not 1 <= count <= len(queue):
+                    self._refuse(f"returned {decision!r} with {len(queue)} queued")
+                gone = queue.take(count)
+                self.columns.outcome[gone] = DROPPED
+                if self.closed:
+                    self._fail(gone, now_s)
+                    self._admit(now_s)  # a robot told at once may already send again
+                continue
+            self._refuse(f"returned {decision!r}; decide() must return Launch, Wait or Drop")
+        if self._track_sleepers:
+            self._check_sleepers(replica)
+        return action
+
+    def end(self, batch: int, end_s: float, ok: bool = True) -> None:
+        """Batch `batch` ends (or, simulated, will end) at `end_s`; `ok` False: it failed and
+        its requests are recorded as failed. Closed loop: its robots get their answers."""
+        self._b_end[batch] = end_s
+        if not ok:
+            self.columns.outcome[self._batch_requests(batch)] = FAILED
+        if self.closed:
+            fleet, clients = self.fleet, self._clients
+            for request in self._in_batch[batch]:
+                fleet.answer(clients[request], end_s, ok)
+            if self._track_sleepers:
+                self._check_sleepers(None)
+
+    def free(self, replica: int, now_s: float, service_s: float) -> None:
+        """The replica's batch finished at `now_s` after `service_s` of work: it is free."""
+        if self._per_replica:
+            # requests that arrived while it ran were dispatched seeing it busy; those
+            # arriving at this instant see it free (a completion at t comes first)
+            self._admit(now_s, before=True)
+        self.load.running[replica] = 0
+        if self._learns[replica]:
+            batch = self._last_batch[replica]
+            self._policies[replica].on_batch_done(
+                now_s, self._b_size[batch], self._b_padded[batch], service_s
+            )
+
+    def take_rewakes(self) -> list[tuple[int, float]]:
+        """(replica, new wake) for sleeping replicas whose moment moved earlier."""
+        rewakes, self.rewakes = self.rewakes, []
+        return rewakes
+
+    def quiet_end_s(self, now_s: float) -> float:
+        """The end of a run without horizon once nothing is scheduled (no replica will launch
+        again): what is left still arrives (and is queued or rejected) and, with an
+        admission timeout, expires."""
+        end_s = now_s
+        if self._times:
+            end_s = max(end_s, self._times[-1])
+        if self.fleet is not None:
+            end_s = max(end_s, self.fleet.last_answer_s)
+        self._admit(end_s)
+        timeout_s = self.spec.timeout_s
+        if timeout_s is not None:
+            waiting = [self._times[i] for q in self.queues for i in q.ids()]
+            if waiting:
+                end_s = max(end_s, math.nextafter(max(waiting) + timeout_s, math.inf))
+        return end_s
+
+    def records(self, end_s: float, warmup_s: float = 0.0) -> RunRecords:
+        """Close the run at `end_s` and return its records (every arrival up to the end
+        admitted or rejected, expiries applied, outcomes final)."""
+        # a clock stopped at the end saw closed-loop arrivals strictly before it
+        self._admit(end_s, before=self.closed)
+        c = self.columns
+        n = len(self._times)
+        outcome = c.outcome[:n]
+        request_batch = np.full(n, -1, dtype=np.int64)
+        sizes = np.asarray(self._b_size, dtype=np.int32)
+        members = np.array(self._members, dtype=np.int64)
+        request_batch[members] = np.repeat(np.arange(sizes.size, dtype=np.int64), sizes)
+        batch_end = np.asarray(self._b_end, dtype=float)
+        finalize_outcomes(outcome, request_batch, batch_end, end_s)
+        if self.fleet is not None:
+            self.fleet.finish(end_s)
+            c.arrival_s = np.asarray(self._times, dtype=float)
+            c.deadline_s = np.asarray(self._deadlines, dtype=float)
+            c.sources = np.asarray(c.sources, dtype=np.int32)
+        return RunRecords(
+            arrival_s=c.arrival_s,
+            source=c.sources,
+            request_batch=request_batch,
+            outcome=outcome,
+            batch_replica=np.asarray(self._b_replica, dtype=np.int32),
+            batch_start_s=np.asarray(self._b_start, dtype=float),
+            batch_end_s=batch_end,
+            batch_size=sizes,
+            batch_padded=np.asarray(self._b_padded, dtype=np.int32),
+            replicas=self.replicas,
+            warmup_s=warmup_s,
+            end_s=float(end_s),
+            source_names=c.source_names,
+            deadline_s=c.deadline_s,
+            class_id=c.class_id,
+            class_names=c.class_names,
+            robots=None if self.fleet is None else self.fleet.clients,
+            request_shape=None if c.shapes is None else np.asarray(c.shapes, dtype=np.int32),
+            batch_shape=np.asarray(self._b_shape, dtype=np.int32) if self.spec.shapes else None,
+            shape_name=self.spec.shape_name,
+        )
+
+    # ---- admission ------------------------------------------------------------------------
+    def _admit(self, now_s: float, before: bool = False) -> None:
+        """Every arrival up to `now_s` queued (or rejected) and every expiry applied, in time
+        order. Closed loop: robots told of a rejection or an expiry may send again, so
+        arrivals and expiries are taken one at a time, earliest first. `before`: arrivals
+        strictly before `now_s` only."""
+        fleet = self.fleet
+        if fleet is None:
+            self.admission.advance(now_s, inclusive=not before)
+            return
+        admission, c = self.admission, self.columns
+        while True:
+            arrival_s = fleet.next_arrival_s
+            expiry_s = admission.next_expiry_s()
+            if expiry_s <= now_s and expiry_s <= arrival_s:
+                admission.expire(expiry_s)
+                continue
+            if arrival_s > now_s or (before and arrival_s >= now_s):
+                break
+            request = fleet.pop()
+            if request is None:
+                continue
+            _, client, deadline_s = request
+            n = len(self._times)
+            if n == c.outcome.size:
+                c.outcome = admission.outcome = np.concatenate(
+                    [c.outcome, np.zeros(n, dtype=np.int8)]
+                )
+            self._times.append(arrival_s)
+            self._deadlines.append(deadline_s)
+            c.sources.append(client.id)
+            self._clients.append(client)
+            if c.shapes is not None:
+                c.shapes.append(client.p.shape or max(self.spec.shapes))
+            admission.admit(n)
+
+    def _fail(self, requests: Sequence[int], at_s: float) -> None:
+        """Closed loop: the server answers these requests with a failure notice at `at_s`."""
+        fleet, clients = self.fleet, self._clients
+        for request in requests:
+            fleet.answer(clients[request], at_s, False)
+
+    # ---- decisions ------------------------------------------------------------------------
+    def _start(self, replica: int, now_s: float, queue, decision: Launch) -> Start:
+        count, padded = decision.count, decision.padded_size
+        try:
+            fits = 1 <= count <= len(queue) and count <= padded
+            in_profile = self._min_size <= padded <= self._max_size
+        except TypeError:
+            fits = in_profile = False
+        if not (fits and in_profile) or type(count) is not int or type(padded) is not int:
+            if not fits or type(count) is not int or type(padded) is not int:
+                self._refuse(f"returned {decision} with {len(queue)} queued")
+            self._refuse(
+                f"launched a batch padded to {padded}, outside the profile's measured sizes "
+                f"{self._min_size}..{self._max_size}"
+            )
+        cap = self.spec.memory_cap
+        if cap is not None and padded > cap:
+            self._refuse(f"launched {padded}, above the memory limit ({cap})")
+        batch = len(self._b_start)
+        ids = queue.take(count)
+        self._members.extend(ids)
+        variant = None
+        if self.spec.shapes:
+            shapes = self.columns.shapes
+            variant = self._shape_for[max(shapes[i] for i in ids)]
+            self._b_shape.append(variant)
+        if self.closed:
+            self._in_batch.append(ids)
+        self._b_replica.append(replica)
+        self._b_start.append(now_s)
+        self._b_end.append(math.nan)
+        self._b_size.append(count)
+        self._b_padded.append(padded)
+        if self._median_s is not None:
+            self.load.busy_until_s[replica] = now_s + self._median_s[padded]
+        self.load.running[replica] = count
+        if self._learns[replica]:
+            self._last_batch[replica] = batch
+        return Start(batch, count, padded, variant)
+
+    def _sleep(self, replica: int, now_s: float, queue, decision: Wait) -> Sleep:
+        until_s, length = decision.until_s, decision.until_queue_len
+        if until_s is not None and not until_s > now_s:
+            self._refuse(f"returned {decision} at {now_s!r}: a Wait must name a later time")
+        wake_s = self._wake_s(queue, until_s, length)
+        if self._track_sleepers:
+            self._sleeping[replica] = (decision, math.inf if wake_s is None else wake_s)
+        return Sleep(wake_s)
+
+    def _wake_s(self, queue, until_s: float | None, length: int | None) -> float | None:
+        """The earliest moment the policy's answer could change: its time, or when the queue
+        could reach its length, or (closed loop) when a request expires."""
+        fleet = self.fleet
+        if fleet is None:
+            if length is not None:
+                reach = self.admission.time_queue_reaches(queue, length)
+                if reach is not None and (until_s is None or reach < until_s):
+                    return reach
+            return until_s
+        wake = math.inf if until_s is None else until_s
+        if length is not None and length > len(queue):
+            # the k-th pending arrival, unless a rejected robot could send again before it
+            k = length - len(queue) if self.spec.max_queue is None else 1
+            reach = fleet.kth_arrival_s(k, wake)
+            if reach is not None:
+                wake = reach
+        wake = min(wake, self.admission.next_expiry_s())
+        return None if wake == math.inf else wake
+
+    def _check_sleepers(self, acting: int | None) -> None:
+        """Closed loop with several replicas: what one replica did (answers, admissions) may
+        bring another's moment forward; those are listed in `rewakes`."""
+        for replica, (wait, wake_s) in list(self._sleeping.items()):
+            if replica == acting:
+                continue
+            new = self._wake_s(self._queue_of[replica], wait.until_s, wait.until_queue_len)
+            if new is not None and new < wake_s:
+                self._sleeping[replica] = (wait, new)
+                self.rewakes.append((replica, new))
+
+    def _batch_requests(self, batch: int) -> list[int]:
+        offset = sum(self._b_size[:batch])
+        return list(self._members[offset : offset + self._b_size[batch]])
+
+    def _refuse(self, what: str) -> None:
+        policy = self._policies[0]
+        raise InputError(f"{policy!r} {what}", source=self.spec.source, field="policy.kind")

@@ -1,0 +1,117 @@
+"""The server core: rules that moved figures when Engine II rebuilt the loop (each a bug of
+the three old loops, with the case that shows it), and the core's own contracts."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sim.engine.records import COMPLETED, DROPPED
+from sim.scenario import scenario_from_dict
+from sim.simulate import simulate
+
+
+def in_system_just_before(records, i: int) -> list[int]:
+    """Requests waiting for or running on each replica just before request i arrives
+    (a completion at the same instant counts as before; a batch starting at that instant
+    has not started yet, since arrivals are queued before decisions)."""
+    a = records.arrival_s[i]
+    start, replica = records.request_start_s, records.request_replica
+    counts = []
+    for r in range(records.replicas):
+        mine = records.batch_replica == r
+        running = mine & (records.batch_start_s < a) & (records.batch_end_s > a)
+        earlier = np.arange(records.arrival_s.size) < i
+        queued = earlier & (replica == r) & (start >= a)
+        counts.append(int(records.batch_size[running].sum() + queued.sum()))
+    return counts
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 10_000),
+    rate=st.floats(100.0, 600.0),
+    replicas=st.integers(2, 4),
+    slow=st.floats(20.0, 200.0),
+)
+def test_shortest_queue_dispatches_from_the_state_just_before_each_arrival(
+    seed, rate, replicas, slow
+):
+    """Fixed in Engine II: requests that arrived while every replica was busy used to be
+    dispatched when a replica next finished, seeing that replica (and no other) as idle.
+    Each must join a replica with the fewest requests at its own arrival."""
+    loaded = scenario_from_dict(
+        {
+            "seed": seed,
+            "requests": 400,
+            "profile": {"batch_size": [1, 4], "latency_ms": [[5.0, 5.0, slow], [9.0, 9.0, slow]]},
+            "workload": {"kind": "poisson", "rate_rps": rate},
+            "cluster": {"replicas": replicas, "queue": "per-replica", "dispatch": "shortest-queue"},
+            "policy": {"kind": "dynamic", "max_batch": 4, "max_wait_ms": 0},
+        }
+    )
+    records = simulate(loaded)
+    assert np.all(records.outcome == COMPLETED)
+    for i in range(records.arrival_s.size):
+        counts = in_system_just_before(records, i)
+        assert counts[records.request_replica[i]] == min(counts), (i, counts)
+
+
+def fleet(**extra):
+    data = {
+        "seed": 2,
+        "duration_s": 2.0,
+        "profile": {"batch_size": [1, 2], "latency_ms": [10.0, 12.0]},
+        "workload": {
+            "kind": "robots", "count": 1, "control_hz": 50, "chunk": 10, "start": "synchronized",
+            "network_ms": {"uplink": 80.0003, "downlink": 5.0},
+        },
+        "policy": {"kind": "static", "batch_size": 2},  # one robot never fills a batch
+        "admission": {"timeout_ms": 25},
+    }  # fmt: skip
+    return simulate(scenario_from_dict({**data, **extra}))
+
+
+def test_a_robot_is_told_of_an_expiry_at_the_instant_its_wait_exceeds_the_timeout():
+    """Fixed in Engine II: the expiry timer fired at nextafter(arrival + timeout), where the
+    old check `arrival < now - timeout` could still be false by rounding (it is for an
+    arrival at 0.0800003 s with a 25 ms timeout), so the robot was told only at the next
+    decision, here never. The expiry instant is nextafter(arrival + timeout), and the
+    robot hears of it a downlink later and sends again one control period after that."""
+    records = fleet()
+    a = records.arrival_s
+    assert a[0] == 0.0800003
+    assert records.outcome[0] == DROPPED
+    told_s = math.nextafter(a[0] + 0.025, math.inf) + 0.005
+    assert a[1] == (told_s + 0.02) + 0.0800003
+    assert np.all(records.outcome == DROPPED) and len(a) == 15
+    stats = records.robots[0].stats
+    assert stats.failures == 15  # the last told at 1.93 s, before the end
+    assert stats.sent == 16  # the 16th is on its way at the end (it would arrive at 2.03 s)
+
+
+def test_a_fleet_with_requests_n_sends_exactly_n():
+    """Fixed in Engine II: robots checked the count only when an answer came back, so the
+    requests in flight then overshot N (3021 for 3000 on the ALOHA fleet). `requests: N`
+    is the first N requests to reach the server."""
+    sizes = list(range(1, 17))
+    records = simulate(
+        scenario_from_dict(
+            {
+                "seed": 4,
+                "requests": 1000,
+                "profile": {"batch_size": sizes, "latency_ms": [10 + 2 * b for b in sizes]},
+                "workload": {"kind": "robots", "count": 24, "control_hz": 50, "chunk": 50,
+                             "execute": 25, "start": "random"},
+                "policy": {"kind": "dynamic", "max_batch": 16, "max_wait_ms": 5},
+            }
+        )
+    )  # fmt: skip
+    assert records.arrival_s.size == 1000
+    assert np.all(records.outcome == COMPLETED)
+    assert sum(c.stats.sent for c in records.robots) == 1000
+    # the run ends with the last answer delivered, none still on its way
+    assert records.end_s >= records.batch_end_s.max()
