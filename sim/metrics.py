@@ -17,10 +17,12 @@ Definitions (docs/semantics.md):
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 from sim.engine.records import COMPLETED, DROPPED, FAILED, IN_SERVICE, QUEUED, REJECTED, RunRecords
 
@@ -136,8 +138,8 @@ def summarize(rec: RunRecords, slo_latency_ms: float | None = None) -> dict[str,
     return summary
 
 
-def robots_frame(rec: RunRecords) -> pd.DataFrame:
-    """robots.parquet: one row per robot, figures over the window [warmup_s, end]."""
+def robots_columns(rec: RunRecords) -> dict[str, list[Any]]:
+    """robots.parquet's columns: one row per robot, figures over the window [warmup_s, end]."""
     window_s = rec.end_s - rec.warmup_s
     rows = []
     for client in rec.robots or []:
@@ -171,12 +173,19 @@ def robots_frame(rec: RunRecords) -> pd.DataFrame:
                 "round_trip_p99_ms": float(np.percentile(trips_ms, 99)) if trips_ms.size else None,
             }
         )
-    return pd.DataFrame(rows)
+    return {key: [row[key] for row in rows] for key in rows[0]} if rows else {}
+
+
+def robots_frame(rec: RunRecords) -> pd.DataFrame:
+    """robots.parquet as a frame: one row per robot."""
+    import pandas as pd
+
+    return pd.DataFrame(robots_columns(rec))
 
 
 def robots_summary(rec: RunRecords) -> dict[str, Any]:
     """The `robots` block of summary.json: fleet figures over the window."""
-    frame = robots_frame(rec)
+    columns = robots_columns(rec)
     trips = (
         np.concatenate([np.asarray(c.stats.round_trips_s, dtype=float) for c in rec.robots])
         * 1000.0
@@ -184,17 +193,18 @@ def robots_summary(rec: RunRecords) -> dict[str, Any]:
     with_deadlines = [c for c in rec.robots if c.p.has_deadlines]
     total_answered = sum(c.stats.window_responses + c.stats.window_failures for c in with_deadlines)
     total_misses = sum(c.stats.window_misses for c in with_deadlines)
+    stall = np.asarray(columns["stall_fraction"], dtype=float)
     return {
-        "count": int(len(frame)),
-        "stall_fraction": float(frame["stall_fraction"].mean()),
-        "stall_fraction_max": float(frame["stall_fraction"].max()),
+        "count": int(stall.size),
+        "stall_fraction": float(stall.mean()),
+        "stall_fraction_max": float(stall.max()),
         "deadline_miss_rate": total_misses / total_answered if total_answered else None,
-        "effective_control_hz": float(frame["effective_control_hz"].mean()),
-        "control_rate_ratio": float(frame["control_rate_ratio"].mean()),
-        "chunk_rate_hz": float(frame["chunk_rate_hz"].mean()),
-        "stale_actions": int(frame["stale_actions"].sum()),
-        "unused_actions": int(frame["unused_actions"].sum()),
-        "replaced_actions": int(frame["replaced_actions"].sum()),
+        "effective_control_hz": float(np.mean(columns["effective_control_hz"])),
+        "control_rate_ratio": float(np.mean(columns["control_rate_ratio"])),
+        "chunk_rate_hz": float(np.mean(columns["chunk_rate_hz"])),
+        "stale_actions": int(np.sum(columns["stale_actions"])),
+        "unused_actions": int(np.sum(columns["unused_actions"])),
+        "replaced_actions": int(np.sum(columns["replaced_actions"])),
         "round_trip_ms": distribution(trips),
-        "jain_control_rate": jain_index(frame["control_rate_ratio"].tolist()),
+        "jain_control_rate": jain_index(columns["control_rate_ratio"]),
     }

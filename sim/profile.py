@@ -16,10 +16,12 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # pandas is imported where a CSV or a frame is handled, not to simulate
+    import pandas as pd
 
 from sim.errors import InputError
 
@@ -40,6 +42,8 @@ def meta_path_for(csv_path: Path) -> Path:
 
 def _matches(column: pd.Series, value: Any) -> pd.Series:
     """Rows whose value is `value`: by number for a numeric column (idle_ms: 0 picks 0.0)."""
+    import pandas as pd
+
     numeric = isinstance(value, int | float) and not isinstance(value, bool)
     if numeric and pd.api.types.is_numeric_dtype(column):
         return column.astype(float) == float(value)
@@ -126,6 +130,8 @@ class Profile:
         source: str = "<frame>",
     ) -> Profile:
         """Build from one row per sample: batch_size, latency_ms[, peak_mem_mb, shape columns]."""
+        import pandas as pd
+
         missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
         if missing:
             raise InputError(
@@ -205,6 +211,8 @@ class Profile:
     ) -> dict[int, Profile]:
         """One profile per value of the numeric shape column (e.g. cameras), for batches whose
         cost depends on the largest request shape in them."""
+        import pandas as pd
+
         frame, provenance = _read_csv(Path(path))
         if shape not in frame.columns:
             raise InputError(
@@ -246,6 +254,8 @@ class Profile:
     def levels_to_csv(levels: Mapping[float, Profile], path: str | Path) -> None:
         """Write idle levels (seconds -> profile) as one CSV with an idle_ms column (one
         level: none), and the smallest level's provenance sidecar."""
+        import pandas as pd
+
         path = Path(path)
         frames = []
         for level_s, profile in levels.items():
@@ -259,6 +269,8 @@ class Profile:
 
     def frame(self) -> pd.DataFrame:
         """One row per sample: batch_size, latency_ms[, peak_mem_mb]."""
+        import pandas as pd
+
         rows = []
         for i, (size, samples) in enumerate(zip(self.sizes, self.samples_ms, strict=True)):
             for value in samples:
@@ -339,6 +351,8 @@ class Profile:
 
     def table(self) -> pd.DataFrame:
         """Per-size summary: samples, median, p99, peak memory."""
+        import pandas as pd
+
         rows = []
         for i, (size, s) in enumerate(zip(self.sizes, self.samples_ms, strict=True)):
             rows.append(
@@ -355,6 +369,8 @@ class Profile:
 
 def _idle_levels(frame: pd.DataFrame, source: str) -> pd.Series:
     """The idle_ms column as numbers, each >= 0."""
+    import pandas as pd
+
     idle = pd.to_numeric(frame[IDLE_COLUMN], errors="coerce")
     if idle.isna().any() or (idle < 0).any():
         raise InputError("idle_ms must hold numbers >= 0", source=source, field=IDLE_COLUMN)
@@ -363,6 +379,8 @@ def _idle_levels(frame: pd.DataFrame, source: str) -> pd.Series:
 
 def _read_csv(path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     """A profile CSV's rows and its provenance sidecar ({"provenance": "unknown"} without one)."""
+    import pandas as pd
+
     if not path.is_file():
         raise InputError("profile file not found", source=str(path))
     try:

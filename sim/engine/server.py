@@ -37,7 +37,8 @@ from sim.profile import Profile
 from sim.workload.traffic import Fleet, OpenTraffic
 
 
-@dataclass(frozen=True, slots=True)
+# actions are plain values (not frozen: they are made once per decision, and never changed)
+@dataclass(slots=True)
 class Start:
     """Run batch `batch` on its replica: `count` requests padded to `padded` (shape `variant`)."""
 
@@ -47,7 +48,7 @@ class Start:
     variant: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Sleep:
     """Nothing to run: decide again at `until_s`, or (None) when something else happens."""
 
@@ -91,7 +92,7 @@ class _Columns:
         if isinstance(traffic, Fleet):
             self.times: list[float] = []
             self.deadlines: list[float] = []
-            self.sources: list[int] = []
+            self.sources = None  # each request's robot: its client's id
             self.shapes: list[int] | None = [] if spec.shapes else None
             self.priority = self.class_id = self.class_names = self.source_names = None
             self.outcome = np.zeros(1024, dtype=np.int8)
@@ -169,7 +170,13 @@ class ServerCore:
             spec.timeout_s,
             self._fail if self.closed else None,
         )
+        self._plain_admission = (
+            not per_replica and spec.max_queue is None and spec.timeout_s is None
+        )
         self._min_size, self._max_size = profile.min_size, profile.max_size
+        self._shaped = bool(spec.shapes)
+        # the largest padded size a launch may name: measured, and within the memory cap
+        self._max_launch = min(profile.max_size, spec.memory_cap or profile.max_size)
         if spec.shapes:
             measured = sorted(spec.shapes)
             self._shape_for = {
@@ -185,7 +192,8 @@ class ServerCore:
         self._members = array("q")
         self._last_batch = [-1] * spec.replicas  # each replica's latest batch
         self._clients: list = []  # closed loop: the client of each request
-        self._in_batch: list[Sequence[int]] = []  # closed loop: each batch's requests
+        # closed loop: the requests of each replica's running batch (whose robots it answers)
+        self._running: list[Sequence[int]] = [()] * spec.replicas
         # closed loop, several replicas: the waits of sleeping replicas, and those whose
         # wake moved earlier since (the driver wakes them)
         self._sleeping: dict[int, tuple[Wait, float]] = {}
@@ -231,9 +239,9 @@ class ServerCore:
         if not ok:
             self.columns.outcome[self._batch_requests(batch)] = FAILED
         if self.closed:
-            fleet, clients = self.fleet, self._clients
-            for request in self._in_batch[batch]:
-                fleet.answer(clients[request], end_s, ok)
+            clients = self._clients
+            ids = self._running[self._b_replica[batch]]  # a replica runs one batch at a time
+            self.fleet.answer([clients[request] for request in ids], end_s, ok)
             if self._track_sleepers:
                 self._check_sleepers(None)
 
@@ -290,7 +298,7 @@ class ServerCore:
             self.fleet.finish(end_s)
             c.arrival_s = np.asarray(self._times, dtype=float)
             c.deadline_s = np.asarray(self._deadlines, dtype=float)
-            c.sources = np.asarray(c.sources, dtype=np.int32)
+            c.sources = np.array([client.id for client in self._clients], dtype=np.int32)
         return RunRecords(
             arrival_s=c.arrival_s,
             source=c.sources,
@@ -317,73 +325,73 @@ class ServerCore:
     # ---- admission ------------------------------------------------------------------------
     def _admit(self, now_s: float, before: bool = False) -> None:
         """Every arrival up to `now_s` queued (or rejected) and every expiry applied, in time
-        order. Closed loop: robots told of a rejection or an expiry may send again, so
-        arrivals and expiries are taken one at a time, earliest first. `before`: arrivals
-        strictly before `now_s` only."""
+        order. `before`: arrivals strictly before `now_s` only. Closed loop: the fleet
+        releases its requests into the columns; with admission limits, robots told of a
+        rejection or an expiry may send again, so arrivals and expiries are then taken one
+        at a time, earliest first."""
         fleet = self.fleet
         if fleet is None:
             self.admission.advance(now_s, inclusive=not before)
             return
-        admission, c = self.admission, self.columns
+        times = self._times
+        first = len(times)
+        if self._plain_admission:  # one queue, no limits: every arrival just joins it
+            if fleet.next_arrival_s <= now_s:
+                fleet.release(now_s, not before, times, self._deadlines, self._clients)
+                self._admitted_from(first)
+                self.queues[0].push_range(first, len(times))
+            return
+        admission = self.admission
         while True:
             arrival_s = fleet.next_arrival_s
             expiry_s = admission.next_expiry_s()
             if expiry_s <= now_s and expiry_s <= arrival_s:
                 admission.expire(expiry_s)
                 continue
-            if arrival_s > now_s or (before and arrival_s >= now_s):
-                break
-            request = fleet.pop()
-            if request is None:
-                continue
-            _, client, deadline_s = request
-            n = len(self._times)
-            if n == c.outcome.size:
-                c.outcome = admission.outcome = np.concatenate(
-                    [c.outcome, np.zeros(n, dtype=np.int8)]
-                )
-            self._times.append(arrival_s)
-            self._deadlines.append(deadline_s)
-            c.sources.append(client.id)
-            self._clients.append(client)
-            if c.shapes is not None:
-                c.shapes.append(client.p.shape or max(self.spec.shapes))
-            admission.admit(n)
+            if arrival_s > now_s or (before and arrival_s == now_s):
+                return
+            n = len(times)
+            if fleet.release(arrival_s, True, times, self._deadlines, self._clients, most=1):
+                self._admitted_from(n)
+                admission.admit(n)
+
+    def _admitted_from(self, first: int) -> None:
+        """Closed loop: requests first.. have joined the columns; size the rest to match."""
+        c, n = self.columns, len(self._times)
+        if n > c.outcome.size:
+            grown = np.zeros(max(n, 2 * c.outcome.size), dtype=np.int8)
+            grown[: c.outcome.size] = c.outcome
+            c.outcome = self.admission.outcome = grown
+        if c.shapes is not None:
+            default = max(self.spec.shapes)
+            c.shapes.extend(client.p.shape or default for client in self._clients[first:])
 
     def _fail(self, requests: Sequence[int], at_s: float) -> None:
         """Closed loop: the server answers these requests with a failure notice at `at_s`."""
-        fleet, clients = self.fleet, self._clients
-        for request in requests:
-            fleet.answer(clients[request], at_s, False)
+        clients = self._clients
+        self.fleet.answer([clients[request] for request in requests], at_s, False)
 
     # ---- decisions ------------------------------------------------------------------------
     def _start(self, replica: int, now_s: float, queue, decision: Launch) -> Start:
         count, padded = decision.count, decision.padded_size
-        try:
-            fits = 1 <= count <= len(queue) and count <= padded
-            in_profile = self._min_size <= padded <= self._max_size
-        except TypeError:
-            fits = in_profile = False
-        if not (fits and in_profile) or type(count) is not int or type(padded) is not int:
-            if not fits or type(count) is not int or type(padded) is not int:
-                self._refuse(f"returned {decision} with {len(queue)} queued")
-            self._refuse(
-                f"launched a batch padded to {padded}, outside the profile's measured sizes "
-                f"{self._min_size}..{self._max_size}"
-            )
-        cap = self.spec.memory_cap
-        if cap is not None and padded > cap:
-            self._refuse(f"launched {padded}, above the memory limit ({cap})")
+        if not (
+            type(count) is int
+            and type(padded) is int
+            and 0 < count <= len(queue)
+            and count <= padded
+            and self._min_size <= padded <= self._max_launch
+        ):
+            count, padded = self._checked_launch(decision, len(queue))
         batch = len(self._b_start)
         ids = queue.take(count)
         self._members.extend(ids)
         variant = None
-        if self.spec.shapes:
+        if self._shaped:
             shapes = self.columns.shapes
             variant = self._shape_for[max(shapes[i] for i in ids)]
             self._b_shape.append(variant)
         if self.closed:
-            self._in_batch.append(ids)
+            self._running[replica] = ids
         self._b_replica.append(replica)
         self._b_start.append(now_s)
         self._b_end.append(math.nan)
@@ -439,6 +447,30 @@ class ServerCore:
     def _batch_requests(self, batch: int) -> list[int]:
         offset = sum(self._b_size[:batch])
         return list(self._members[offset : offset + self._b_size[batch]])
+
+    def _checked_launch(self, decision: Launch, queued: int) -> tuple[int, int]:
+        """A launch the fast check refused: integers of another type are taken as they are;
+        anything else is the policy's error, reported in one line."""
+        count, padded = decision.count, decision.padded_size
+        integral = all(
+            isinstance(v, int | np.integer) and not isinstance(v, bool) for v in (count, padded)
+        )
+        if not integral:
+            self._refuse(f"returned {decision}: count and padded_size must be integers")
+        count, padded = int(count), int(padded)
+        if not 0 < count <= queued:
+            self._refuse(f"returned {decision} with {queued} queued")
+        if padded < count:
+            self._refuse(f"returned {decision}: a batch is padded to at least its size")
+        if not self._min_size <= padded <= self._max_size:
+            self._refuse(
+                f"launched a batch padded to {padded}, outside the profile's measured sizes "
+                f"{self._min_size}..{self._max_size}"
+            )
+        cap = self.spec.memory_cap
+        if cap is not None and padded > cap:
+            self._refuse(f"launched {padded}, above the memory limit ({cap})")
+        return count, padded
 
     def _refuse(self, what: str) -> None:
         policy = self._policies[0]

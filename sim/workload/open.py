@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from sim.errors import InputError
 from sim.workload.phases import phase_offsets_s
@@ -169,6 +168,8 @@ def trace_arrivals(
     count: int | None = None,
 ) -> Arrivals:
     """Arrival times (seconds) from a CSV trace, sorted; an optional source column."""
+    import pandas as pd
+
     _check_stop(duration_s, count)
     path = Path(path)
     if not path.is_file():

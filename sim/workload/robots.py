@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+_floor, _ceil = math.floor, math.ceil
+
 
 @dataclass(frozen=True)
 class RobotParams:
@@ -100,12 +102,20 @@ class RobotClient:
     analytically, so the driver may call it whenever it likes as long as it calls it in
     time order: `draw_network()` when it plans the next request, `send(t)` at its send
     time, `deliver(t, ok)` when the answer reaches the robot, `finish(end)` at the end.
+    Its running totals are `stats` (counted in slots of its own: a robot is called once
+    or twice per request, on the simulator's hottest path).
     """
 
     __slots__ = (
-        "id", "p", "_rng", "warmup_s", "stats", "usable", "queue", "next_tick_s",
-        "stalled_since_s", "in_flight", "executed_since_send", "sent_at_s", "deadline_s",
-        "next_send_s", "uplink_s", "downlink_s", "_period_s", "_sync",
+        "id", "p", "_rng", "warmup_s", "usable", "queue", "next_tick_s", "stalled_since_s",
+        "in_flight", "executed_since_send", "sent_at_s", "deadline_s", "next_send_s",
+        "uplink_s", "downlink_s", "nominal_downlink_s", "network_jitter_s", "_period_s",
+        "_sync", "_jitter_s",
+        "_chunk",
+        # running totals (RobotStats)
+        "sent", "responses", "failures", "misses", "executed_actions", "stale_actions",
+        "replaced_actions", "window_executed", "window_stall_s", "window_responses",
+        "window_sent", "window_misses", "window_failures", "round_trips_s",
     )  # fmt: skip
 
     def __init__(
@@ -115,10 +125,11 @@ class RobotClient:
         self.p = params
         self._rng = rng
         self.warmup_s = warmup_s
-        self.stats = RobotStats()
         self.usable = min(params.execute, params.chunk)
+        self._chunk = params.chunk
         self._period_s = params.period_s
         self._sync = params.mode == "sync"
+        self._jitter_s = params.jitter_s
         self.queue = 0  # actions left to execute
         self.next_tick_s = params.start_s  # when the next action is due
         self.stalled_since_s: float | None = params.start_s  # the robot starts with nothing
@@ -126,10 +137,41 @@ class RobotClient:
         self.executed_since_send = 0
         self.sent_at_s = 0.0
         self.deadline_s = math.inf
+        self.sent = self.responses = self.failures = self.misses = 0
+        self.executed_actions = self.stale_actions = self.replaced_actions = 0
+        self.window_executed = self.window_responses = self.window_sent = 0
+        self.window_misses = self.window_failures = 0
+        self.window_stall_s = 0.0
+        self.round_trips_s: list[float] = []
         self.next_send_s: float | None = self._jittered(params.start_s)
         # the network delays of the next (or in-flight) request, drawn by draw_network()
-        self.uplink_s = 0.0
-        self.downlink_s = 0.0
+        self.uplink_s = params.uplink_s
+        self.downlink_s = params.downlink_s
+        self.network_jitter_s = params.network_jitter_s
+        self.nominal_downlink_s = params.downlink_s
+
+    @property
+    def stats(self) -> RobotStats:
+        """The robot's running totals."""
+        chunks = self.responses
+        return RobotStats(
+            sent=self.sent,
+            responses=self.responses,
+            failures=self.failures,
+            misses=self.misses,
+            delivered_actions=chunks * self._chunk,
+            executed_actions=self.executed_actions,
+            stale_actions=self.stale_actions,
+            unused_actions=chunks * (self._chunk - self.usable),
+            replaced_actions=self.replaced_actions,
+            window_executed=self.window_executed,
+            window_stall_s=self.window_stall_s,
+            window_responses=self.window_responses,
+            window_sent=self.window_sent,
+            window_misses=self.window_misses,
+            window_failures=self.window_failures,
+            round_trips_s=self.round_trips_s,
+        )
 
     # ---- what the driver asks -----------------------------------------------------------
     def draw_network(self) -> tuple[float, float]:
@@ -138,67 +180,83 @@ class RobotClient:
         if p.network_jitter_s > 0:
             self.uplink_s = self._network(p.uplink_s)
             self.downlink_s = self._network(p.downlink_s)
-        else:
-            self.uplink_s, self.downlink_s = p.uplink_s, p.downlink_s
         return self.uplink_s, self.downlink_s
 
     def send(self, now_s: float) -> float:
         """The robot sends its observation at `now_s`; returns the request's deadline at the
         robot (network delays: draw_network() before)."""
-        self._run_until(now_s, inclusive=True)  # the action due at the send tick runs first
+        if self.stalled_since_s is None:
+            self._run_until(now_s, True)  # the action due at the send tick runs first
         self.in_flight = True
         self.next_send_s = None
         self.sent_at_s = now_s
         self.executed_since_send = 0
         if self._sync:
             slo_s = self.p.slo_s
-            self.deadline_s = now_s + slo_s if slo_s is not None else math.inf
+            deadline_s = now_s + slo_s if slo_s is not None else math.inf
         elif self.stalled_since_s is not None:
             # already dry: the next action is due at the next control tick
-            self.deadline_s = now_s + self._period_s
+            deadline_s = now_s + self._period_s
         else:
             # the queue runs dry at the first tick with no action left
-            self.deadline_s = self.next_tick_s + self.queue * self._period_s
-        stats = self.stats
-        stats.sent += 1
+            deadline_s = self.next_tick_s + self.queue * self._period_s
+        self.deadline_s = deadline_s
+        self.sent += 1
         if now_s >= self.warmup_s:
-            stats.window_sent += 1
-        return self.deadline_s
+            self.window_sent += 1
+        return deadline_s
 
     def deliver(self, now_s: float, ok: bool) -> None:
         """The response (ok) or a failure notice (not ok) reaches the robot at `now_s`."""
-        self._run_until(now_s)  # ticks strictly before now; a response at a tick comes first
+        stalled = self.stalled_since_s
+        if stalled is None:
+            if self.queue:  # ticks strictly before now; a response at a tick comes first
+                self._run_until(now_s)
+                stalled = self.stalled_since_s
+            elif self.next_tick_s < now_s:
+                stalled = self.stalled_since_s = self.next_tick_s
         self.in_flight = False
-        stats = self.stats
         in_window = now_s >= self.warmup_s
-        if not ok or now_s > self.deadline_s + 1e-12:
-            stats.misses += 1
-            stats.window_misses += int(in_window)
         if not ok:
-            stats.failures += 1
-            stats.window_failures += int(in_window)
-            self.next_send_s = self._jittered(now_s + self._period_s)
-            if not self._sync:
-                self._schedule_async_send(now_s)
+            self._failed(now_s, in_window)
             return
-        stats.responses += 1
-        stats.window_responses += int(in_window)
-        if self.sent_at_s >= self.warmup_s:
-            stats.round_trips_s.append(float(now_s - self.sent_at_s))
-        chunk, usable = self.p.chunk, self.usable
-        stats.delivered_actions += chunk
-        stats.unused_actions += chunk - usable
-        stale = min(self.executed_since_send, usable)
-        stats.stale_actions += stale
-        stats.replaced_actions += self.queue
-        self.queue = usable - stale
-        if self.stalled_since_s is not None and self.queue > 0:
-            self._end_stall(now_s)
+        if now_s > self.deadline_s + 1e-12:
+            self.misses += 1
+            self.window_misses += in_window
+        self.responses += 1
+        self.window_responses += in_window
+        sent_s = self.sent_at_s
+        if sent_s >= self.warmup_s:
+            self.round_trips_s.append(now_s - sent_s)
+        queue = self.usable
+        stale = self.executed_since_send
+        if stale:  # actions executed since the observation: the chunk's first ones are stale
+            if stale > queue:
+                stale = queue
+            self.stale_actions += stale
+            queue -= stale
+        if self.queue:
+            self.replaced_actions += self.queue
+        self.queue = queue
+        if queue and stalled is not None:
+            self._add_stall(stalled, now_s)
+            self.stalled_since_s = None
             self.next_tick_s = now_s
         if self._sync:
             # the next observation goes out when the chunk's last action period ends
-            self.next_send_s = self._jittered(self.next_tick_s + self.queue * self._period_s)
+            send_s = self.next_tick_s + queue * self._period_s
+            self.next_send_s = self._jittered(send_s) if self._jitter_s > 0 else send_s
         else:
+            self._schedule_async_send(now_s)
+
+    def _failed(self, now_s: float, in_window: bool) -> None:
+        """A failure notice: a miss; the robot sends again one control period later."""
+        self.misses += 1
+        self.failures += 1
+        self.window_misses += in_window
+        self.window_failures += in_window
+        self.next_send_s = self._jittered(now_s + self._period_s)
+        if not self._sync:
             self._schedule_async_send(now_s)
 
     def finish(self, end_s: float) -> None:
@@ -212,28 +270,30 @@ class RobotClient:
     def _run_until(self, t_s: float, inclusive: bool = False) -> None:
         """Execute every action due before `t_s` (or at it, when `inclusive`); a robot whose
         queue runs dry stalls from the first tick it has no action for."""
-        if self.stalled_since_s is not None or self.queue == 0:
-            if self.stalled_since_s is None and self.next_tick_s < t_s:
-                self.stalled_since_s = self.next_tick_s
+        if self.stalled_since_s is not None:
             return
-        period = self._period_s
-        first = self.next_tick_s
-        steps = (t_s - first) / period
-        due = math.floor(steps + 1e-9) + 1 if inclusive else math.ceil(steps - 1e-9)
-        count = min(max(due, 0), self.queue)
-        if count:
-            stats = self.stats
-            stats.executed_actions += count
-            if first >= self.warmup_s:  # every tick in the window (what _ticks_in counts)
-                stats.window_executed += count
-            else:
-                stats.window_executed += _ticks_in(first, count, period, self.warmup_s, math.inf)
-            self.queue -= count
-            if self.in_flight:
-                self.executed_since_send += count
-            self.next_tick_s = first + count * period
-        if self.queue == 0 and self.next_tick_s < t_s:
-            self.stalled_since_s = self.next_tick_s
+        queue = self.queue
+        tick_s = self.next_tick_s
+        if queue:
+            period = self._period_s
+            steps = (t_s - tick_s) / period
+            due = _floor(steps + 1e-9) + 1 if inclusive else _ceil(steps - 1e-9)
+            count = due if due < queue else queue
+            if count > 0:
+                self.executed_actions += count
+                if tick_s >= self.warmup_s:  # every tick in the window (what _ticks_in counts)
+                    self.window_executed += count
+                else:
+                    self.window_executed += _ticks_in(
+                        tick_s, count, period, self.warmup_s, math.inf
+                    )
+                queue -= count
+                self.queue = queue
+                if self.in_flight:
+                    self.executed_since_send += count
+                tick_s = self.next_tick_s = tick_s + count * period
+        if queue == 0 and tick_s < t_s:
+            self.stalled_since_s = tick_s
 
     def _schedule_async_send(self, now_s: float) -> None:
         """async: send as soon as the remaining actions are <= threshold x execute."""
@@ -245,18 +305,14 @@ class RobotClient:
         j = math.ceil(self.queue - limit - 1e-9)
         self.next_send_s = self._jittered(self.next_tick_s + (j - 1) * self._period_s)
 
-    def _end_stall(self, now_s: float) -> None:
-        self._add_stall(self.stalled_since_s, now_s)
-        self.stalled_since_s = None
-
     def _add_stall(self, start_s: float, end_s: float) -> None:
-        lo = max(start_s, self.warmup_s)
+        lo = start_s if start_s >= self.warmup_s else self.warmup_s
         if end_s > lo:
-            self.stats.window_stall_s += float(end_s - lo)
+            self.window_stall_s += end_s - lo
 
     def _jittered(self, t_s: float) -> float:
-        if self.p.jitter_s > 0:
-            t_s += float(self._rng.normal(0.0, self.p.jitter_s))
+        if self._jitter_s > 0:
+            t_s += float(self._rng.normal(0.0, self._jitter_s))
         return t_s
 
     def _network(self, nominal_s: float) -> float:

@@ -43,12 +43,19 @@ class OpenTraffic:
 class Fleet:
     """Closed-loop traffic: robot clients and the heap of their next arrivals at the server.
 
-    Heap entries are (arrival_s, scheduled_s, answered_s, seq, robot): requests reaching the
-    server at the same instant are taken in the order their last step was scheduled (the
-    send, or the uplink after it), then by when their robot got its previous answer, then
-    in the order answers were given (a batch answers its requests in queue order).
-    `horizon_s`: nothing is sent or delivered at or after it. `max_requests`: the first
-    that many requests to reach the server are all there is; robots then stop.
+    Heap entries are (arrival_s, scheduled_s, answered_s, seq, robot, deadline_s): requests
+    reaching the server at the same instant are taken in the order their last step was
+    scheduled (the send, or the uplink after it), then by when their robot got its
+    previous answer, then in the order answers were given (a batch answers its requests in
+    queue order). `horizon_s`: nothing is sent or delivered at or after it.
+    `max_requests`: the first that many requests to reach the server are all there is;
+    robots then stop.
+
+    Nothing happens to a robot between its answer and its next send, so the send is made
+    when the answer is (its clock-free state machine lands at the send time) and the
+    entry carries the request's deadline at the server; with max_requests the send waits
+    until the request reaches the server (deadline None), since only then is it known
+    whether it is among the first N.
     """
 
     closed = True
@@ -62,60 +69,91 @@ class Fleet:
         self.clients = list(clients)
         self.horizon_s = horizon_s
         self.max_requests = max_requests
-        self.arrived = 0  # requests that reached the server
+        self._horizon_s = math.inf if horizon_s is None else horizon_s
+        self._limit = math.inf if max_requests is None else max_requests
+        self.arrived = 0  # requests that reached the server (counted with max_requests)
         self.last_answer_s = -math.inf  # the latest answer delivered to a robot
-        self._heap: list[tuple[float, float, float, int, int]] = []
+        self._heap: list[tuple] = []
         self._seq = 0
-        for client in self.clients:
-            self._plan(client, 0.0)
+        self.next_arrival_s = math.inf  # when the next pending request reaches the server
+        self._plan([(client, 0.0) for client in self.clients])
 
-    @property
-    def next_arrival_s(self) -> float:
-        """When the next pending request reaches the server (inf: none pending)."""
-        return self._heap[0][0] if self._heap else math.inf
+    def answer(self, clients: Sequence[RobotClient], at_s: float, ok: bool) -> None:
+        """The server answered these clients' requests at `at_s` (ok: their chunks; else
+        failure notices), in this order; each robot gets its answer a downlink later (none
+        at or after the horizon), then plans its next request."""
+        horizon_s, last_s, delivered = self._horizon_s, self.last_answer_s, []
+        for client in clients:
+            down = client.downlink_s
+            t = at_s + down if down > 0 else at_s
+            if t < horizon_s:
+                client.deliver(t, ok)
+                delivered.append((client, t))
+                if t > last_s:
+                    last_s = t
+        self.last_answer_s = last_s
+        if delivered:
+            self._plan(delivered)
 
-    def _plan(self, client: RobotClient, now_s: float) -> None:
-        """Queue the robot's next request, known at `now_s` (its answer, or the start)."""
-        send_s = client.next_send_s
-        horizon = self.horizon_s
-        if send_s is None or (horizon is not None and send_s >= horizon):
-            return  # the robot sends nothing more in this run
-        if self.max_requests is not None and self.arrived >= self.max_requests:
-            return
-        sent_s = now_s + max(send_s - now_s, 0.0)  # a robot cannot send before it knows
-        uplink_s, _ = client.draw_network()
-        arrival_s = sent_s + uplink_s if uplink_s > 0 else sent_s
-        scheduled_s = sent_s if uplink_s > 0 else now_s
-        heapq.heappush(self._heap, (arrival_s, scheduled_s, now_s, self._seq, client.id))
-        self._seq += 1
+    def _plan(self, answered: Sequence[tuple[RobotClient, float]]) -> None:
+        """Queue each robot's next request, known at the time paired with it (its answer,
+        or the start)."""
+        if self.arrived >= self._limit:
+            return  # the robots send nothing more in this run
+        horizon_s, heap, seq, push = self._horizon_s, self._heap, self._seq, heapq.heappush
+        send_now = self.max_requests is None
+        for client, now_s in answered:
+            send_s = client.next_send_s
+            if send_s is None or send_s >= horizon_s:
+                continue  # the robot sends nothing more in this run
+            wait_s = send_s - now_s
+            sent_s = now_s + wait_s if wait_s > 0 else now_s  # it cannot send before it knows
+            if client.network_jitter_s > 0:
+                client.draw_network()
+            # the server sees the robot's deadline less the nominal downlink
+            deadline_s = client.send(sent_s) - client.nominal_downlink_s if send_now else None
+            uplink_s = client.uplink_s
+            if uplink_s > 0:
+                push(heap, (sent_s + uplink_s, sent_s, now_s, seq, client, deadline_s))
+            else:
+                push(heap, (sent_s, now_s, now_s, seq, client, deadline_s))
+            seq += 1
+        self._seq = seq
+        self.next_arrival_s = heap[0][0] if heap else math.inf
 
-    def pop(self) -> tuple[float, RobotClient, float] | None:
-        """The next request: (arrival_s, robot, deadline_s at the server); None when it is
-        past max_requests (its robot stops)."""
-        arrival_s, scheduled_s, answered_s, _, robot = heapq.heappop(self._heap)
-        if self.max_requests is not None and self.arrived >= self.max_requests:
-            self._heap.clear()
-            return None
-        client = self.clients[robot]
-        sent_s = scheduled_s if client.uplink_s > 0 else arrival_s
-        deadline_s = client.send(sent_s)
-        self.arrived += 1
-        # the server sees the robot's deadline less the nominal downlink
-        return arrival_s, client, deadline_s - client.p.downlink_s
-
-    def answer(self, client: RobotClient, at_s: float, ok: bool) -> float:
-        """The server answered `client`'s request at `at_s` (ok: its chunk; else a failure
-        notice); the robot gets it a downlink later, then plans its next request. Returns
-        the time of delivery (inf: after the horizon, never delivered)."""
-        down = client.downlink_s
-        t = at_s + down if down > 0 else at_s
-        if self.horizon_s is not None and t >= self.horizon_s:
-            return math.inf
-        client.deliver(t, ok)
-        if t > self.last_answer_s:
-            self.last_answer_s = t
-        self._plan(client, t)
-        return t
+    def release(
+        self,
+        until_s: float,
+        inclusive: bool,
+        times: list[float],
+        deadlines: list[float],
+        clients: list[RobotClient],
+        most: float = math.inf,
+    ) -> int:
+        """Requests reach the server: every one arriving before `until_s` (or at it, when
+        `inclusive`), at most `most`, is appended to the server's columns (arrival,
+        deadline at the server, client). Returns how many; past max_requests none is
+        (their robots stop)."""
+        if not inclusive:
+            until_s = math.nextafter(until_s, -math.inf)  # before t: at or before the float below
+        heap, heappop = self._heap, heapq.heappop
+        add_time, add_deadline, add_client = times.append, deadlines.append, clients.append
+        released = 0
+        while heap and heap[0][0] <= until_s and released < most:
+            arrival_s, scheduled_s, _, _, client, deadline_s = heappop(heap)
+            if deadline_s is None:  # sent only now: is it among the first max_requests?
+                if self.arrived >= self._limit:
+                    heap.clear()
+                    break
+                sent_s = scheduled_s if client.uplink_s > 0 else arrival_s
+                deadline_s = client.send(sent_s) - client.nominal_downlink_s
+                self.arrived += 1
+            add_time(arrival_s)
+            add_deadline(deadline_s)
+            add_client(client)
+            released += 1
+        self.next_arrival_s = heap[0][0] if heap else math.inf
+        return released
 
     def kth_arrival_s(self, k: int, before_s: float) -> float | None:
         """The time the k-th next pending request arrives, if that is before `before_s`."""
@@ -136,11 +174,11 @@ class Fleet:
     def finish(self, end_s: float) -> None:
         """The run ends at `end_s`: requests sent but still on their way count as sent, and
         every robot accounts for its time up to the end."""
-        for arrival_s, scheduled_s, _, _, robot in sorted(self._heap):
-            client = self.clients[robot]
+        for arrival_s, scheduled_s, _, _, client, deadline_s in sorted(self._heap):
             sent_s = scheduled_s if client.uplink_s > 0 else arrival_s
-            if sent_s < end_s:
+            if deadline_s is None and sent_s < end_s:
                 client.send(sent_s)
         self._heap.clear()
+        self.next_arrival_s = math.inf
         for client in self.clients:
             client.finish(end_s)
