@@ -36,6 +36,8 @@ from sim.policies.base import Drop, Launch, Policy, Wait
 from sim.profile import Profile
 from sim.workload.traffic import Fleet, OpenTraffic
 
+_NAN = math.nan
+
 
 # actions are plain values (not frozen: they are made once per decision, and never changed)
 @dataclass(slots=True)
@@ -131,6 +133,8 @@ class ServerCore:
         if not per_replica and len({id(p) for p in self._policies}) != 1:
             raise ValueError("a shared queue is served by one policy object")
         self._learns = [hasattr(p, "on_batch_done") for p in self._policies]
+        # a policy of the user's own: its launches' types are checked too
+        self._plugin = not type(self._policies[0]).__module__.startswith("sim.policies.")
         self.columns = c = _Columns(traffic, spec)
         self._times, self._deadlines = c.times, c.deadlines
         make_queue = queue_factory(
@@ -170,6 +174,8 @@ class ServerCore:
             spec.timeout_s,
             self._fail if self.closed else None,
         )
+        # admission: open loop, lazily from the arrival column; closed, from the fleet
+        self._admit = self._admit_closed if self.closed else self.admission.advance
         self._plain_admission = (
             not per_replica and spec.max_queue is None and spec.timeout_s is None
         )
@@ -183,11 +189,8 @@ class ServerCore:
                 v: next(m for m in measured if m >= v) for v in range(1, measured[-1] + 1)
             }
         # batch columns: one append per batch; `members` lists each batch's requests in turn
-        self._b_replica: list[int] = []
-        self._b_start: list[float] = []
-        self._b_end: list[float] = []
-        self._b_size: list[int] = []
-        self._b_padded: list[int] = []
+        self._batches: list[tuple[int, float, int, int]] = []  # (replica, start, size, padded)
+        self._b_end: list[float] = []  # each batch's end, once known
         self._b_shape: list[int] = []
         self._members = array("q")
         self._last_batch = [-1] * spec.replicas  # each replica's latest batch
@@ -207,30 +210,38 @@ class ServerCore:
             self._sleeping.pop(replica, None)
         self._admit(now_s)
         queue = self._queue_of[replica]
-        policy = self._policies[replica]
-        while True:
-            decision = policy.decide(now_s, queue)
-            kind = type(decision)
-            if kind is Launch:
-                action = self._start(replica, now_s, queue, decision)
-                break
-            if kind is Wait:
-                action = self._sleep(replica, now_s, queue, decision)
-                break
-            if kind is Drop:
-                count = decision.count
-                if type(count) is not int or not 1 <= count <= len(queue):
-                    self._refuse(f"returned {decision!r} with {len(queue)} queued")
-                gone = queue.take(count)
-                self.columns.outcome[gone] = DROPPED
-                if self.closed:
-                    self._fail(gone, now_s)
-                    self._admit(now_s)  # a robot told at once may already send again
-                continue
-            self._refuse(f"returned {decision!r}; decide() must return Launch, Wait or Drop")
+        decision = self._policies[replica].decide(now_s, queue)
+        kind = type(decision)
+        if kind is Launch:
+            action = self._start(replica, now_s, queue, decision)
+        elif kind is Wait:
+            action = self._sleep(replica, now_s, queue, decision)
+        else:
+            action = self._drop_then_decide(replica, now_s, queue, decision)
         if self._track_sleepers:
             self._check_sleepers(replica)
         return action
+
+    def _drop_then_decide(self, replica: int, now_s: float, queue, decision) -> Start | Sleep:
+        """The policy gave up requests (Drop): remove them, and ask it again."""
+        policy = self._policies[replica]
+        while True:
+            kind = type(decision)
+            if kind is Launch:
+                return self._start(replica, now_s, queue, decision)
+            if kind is Wait:
+                return self._sleep(replica, now_s, queue, decision)
+            if kind is not Drop:
+                self._refuse(f"returned {decision!r}; decide() must return Launch, Wait or Drop")
+            count = decision.count
+            if type(count) is not int or not 1 <= count <= len(queue):
+                self._refuse(f"returned {decision!r} with {len(queue)} queued")
+            gone = queue.take(count)
+            self.columns.outcome[gone] = DROPPED
+            if self.closed:
+                self._fail(gone, now_s)
+                self._admit(now_s)  # a robot told at once may already send again
+            decision = policy.decide(now_s, queue)
 
     def end(self, batch: int, end_s: float, ok: bool = True) -> None:
         """Batch `batch` ends (or, simulated, will end) at `end_s`; `ok` False: it failed and
@@ -240,7 +251,7 @@ class ServerCore:
             self.columns.outcome[self._batch_requests(batch)] = FAILED
         if self.closed:
             clients = self._clients
-            ids = self._running[self._b_replica[batch]]  # a replica runs one batch at a time
+            ids = self._running[self._batches[batch][0]]  # a replica runs one batch at a time
             self.fleet.answer([clients[request] for request in ids], end_s, ok)
             if self._track_sleepers:
                 self._check_sleepers(None)
@@ -250,13 +261,11 @@ class ServerCore:
         if self._per_replica:
             # requests that arrived while it ran were dispatched seeing it busy; those
             # arriving at this instant see it free (a completion at t comes first)
-            self._admit(now_s, before=True)
-        self.load.running[replica] = 0
+            self._admit(now_s, inclusive=False)
+            self.load.running[replica] = 0
         if self._learns[replica]:
-            batch = self._last_batch[replica]
-            self._policies[replica].on_batch_done(
-                now_s, self._b_size[batch], self._b_padded[batch], service_s
-            )
+            _, _, size, padded = self._batches[self._last_batch[replica]]
+            self._policies[replica].on_batch_done(now_s, size, padded, service_s)
 
     def take_rewakes(self) -> list[tuple[int, float]]:
         """(replica, new wake) for sleeping replicas whose moment moved earlier."""
@@ -284,12 +293,13 @@ class ServerCore:
         """Close the run at `end_s` and return its records (every arrival up to the end
         admitted or rejected, expiries applied, outcomes final)."""
         # a clock stopped at the end saw closed-loop arrivals strictly before it
-        self._admit(end_s, before=self.closed)
+        self._admit(end_s, not self.closed)
         c = self.columns
         n = len(self._times)
         outcome = c.outcome[:n]
         request_batch = np.full(n, -1, dtype=np.int64)
-        sizes = np.asarray(self._b_size, dtype=np.int32)
+        batches = np.array(self._batches, dtype=float).reshape(-1, 4)
+        sizes = batches[:, 2].astype(np.int32)
         members = np.array(self._members, dtype=np.int64)
         request_batch[members] = np.repeat(np.arange(sizes.size, dtype=np.int64), sizes)
         batch_end = np.asarray(self._b_end, dtype=float)
@@ -304,11 +314,11 @@ class ServerCore:
             source=c.sources,
             request_batch=request_batch,
             outcome=outcome,
-            batch_replica=np.asarray(self._b_replica, dtype=np.int32),
-            batch_start_s=np.asarray(self._b_start, dtype=float),
+            batch_replica=batches[:, 0].astype(np.int32),
+            batch_start_s=batches[:, 1].copy(),
             batch_end_s=batch_end,
             batch_size=sizes,
-            batch_padded=np.asarray(self._b_padded, dtype=np.int32),
+            batch_padded=batches[:, 3].astype(np.int32),
             replicas=self.replicas,
             warmup_s=warmup_s,
             end_s=float(end_s),
@@ -323,21 +333,18 @@ class ServerCore:
         )
 
     # ---- admission ------------------------------------------------------------------------
-    def _admit(self, now_s: float, before: bool = False) -> None:
-        """Every arrival up to `now_s` queued (or rejected) and every expiry applied, in time
-        order. `before`: arrivals strictly before `now_s` only. Closed loop: the fleet
+    def _admit_closed(self, now_s: float, inclusive: bool = True) -> None:
+        """Every arrival up to `now_s` (`inclusive` False: before it) queued or rejected and
+        every expiry applied, in time order (open loop: Admission.advance). The fleet
         releases its requests into the columns; with admission limits, robots told of a
         rejection or an expiry may send again, so arrivals and expiries are then taken one
         at a time, earliest first."""
         fleet = self.fleet
-        if fleet is None:
-            self.admission.advance(now_s, inclusive=not before)
-            return
         times = self._times
         first = len(times)
         if self._plain_admission:  # one queue, no limits: every arrival just joins it
             if fleet.next_arrival_s <= now_s:
-                fleet.release(now_s, not before, times, self._deadlines, self._clients)
+                fleet.release(now_s, inclusive, times, self._deadlines, self._clients)
                 self._admitted_from(first)
                 self.queues[0].push_range(first, len(times))
             return
@@ -348,12 +355,13 @@ class ServerCore:
             if expiry_s <= now_s and expiry_s <= arrival_s:
                 admission.expire(expiry_s)
                 continue
-            if arrival_s > now_s or (before and arrival_s == now_s):
+            if arrival_s > now_s or (arrival_s == now_s and not inclusive):
                 return
             n = len(times)
-            if fleet.release(arrival_s, True, times, self._deadlines, self._clients, most=1):
-                self._admitted_from(n)
-                admission.admit(n)
+            fleet.release(arrival_s, True, times, self._deadlines, self._clients)
+            self._admitted_from(n)
+            for request in range(n, len(times)):  # those arriving at this one instant
+                admission.admit(request)
 
     def _admitted_from(self, first: int) -> None:
         """Closed loop: requests first.. have joined the columns; size the rest to match."""
@@ -374,17 +382,17 @@ class ServerCore:
     # ---- decisions ------------------------------------------------------------------------
     def _start(self, replica: int, now_s: float, queue, decision: Launch) -> Start:
         count, padded = decision.count, decision.padded_size
-        if not (
-            type(count) is int
-            and type(padded) is int
-            and 0 < count <= len(queue)
+        if (self._plugin and not (type(count) is int and type(padded) is int)) or not (
+            0 < count <= len(queue)
             and count <= padded
             and self._min_size <= padded <= self._max_launch
         ):
             count, padded = self._checked_launch(decision, len(queue))
-        batch = len(self._b_start)
         ids = queue.take(count)
         self._members.extend(ids)
+        batch = len(self._b_end)
+        self._batches.append((replica, now_s, count, padded))
+        self._b_end.append(_NAN)
         variant = None
         if self._shaped:
             shapes = self.columns.shapes
@@ -392,14 +400,9 @@ class ServerCore:
             self._b_shape.append(variant)
         if self.closed:
             self._running[replica] = ids
-        self._b_replica.append(replica)
-        self._b_start.append(now_s)
-        self._b_end.append(math.nan)
-        self._b_size.append(count)
-        self._b_padded.append(padded)
-        if self._median_s is not None:
+        if self._per_replica:  # what dispatchers know of each replica
             self.load.busy_until_s[replica] = now_s + self._median_s[padded]
-        self.load.running[replica] = count
+            self.load.running[replica] = count
         if self._learns[replica]:
             self._last_batch[replica] = batch
         return Start(batch, count, padded, variant)
@@ -445,8 +448,8 @@ class ServerCore:
                 self.rewakes.append((replica, new))
 
     def _batch_requests(self, batch: int) -> list[int]:
-        offset = sum(self._b_size[:batch])
-        return list(self._members[offset : offset + self._b_size[batch]])
+        offset = sum(size for _, _, size, _ in self._batches[:batch])
+        return list(self._members[offset : offset + self._batches[batch][2]])
 
     def _checked_launch(self, decision: Launch, queued: int) -> tuple[int, int]:
         """A launch the fast check refused: integers of another type are taken as they are;

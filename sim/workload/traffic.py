@@ -43,7 +43,7 @@ class OpenTraffic:
 class Fleet:
     """Closed-loop traffic: robot clients and the heap of their next arrivals at the server.
 
-    Heap entries are (arrival_s, scheduled_s, answered_s, seq, robot, deadline_s): requests
+    Heap entries are (arrival_s, scheduled_s, answered_s, seq, client, sent): requests
     reaching the server at the same instant are taken in the order their last step was
     scheduled (the send, or the uplink after it), then by when their robot got its
     previous answer, then in the order answers were given (a batch answers its requests in
@@ -52,10 +52,9 @@ class Fleet:
     robots then stop.
 
     Nothing happens to a robot between its answer and its next send, so the send is made
-    when the answer is (its clock-free state machine lands at the send time) and the
-    entry carries the request's deadline at the server; with max_requests the send waits
-    until the request reaches the server (deadline None), since only then is it known
-    whether it is among the first N.
+    when the answer is (its clock-free state machine lands at the send time); with
+    max_requests it waits until the request reaches the server (`sent` False), since only
+    then is it known whether it is among the first N.
     """
 
     closed = True
@@ -76,84 +75,75 @@ class Fleet:
         self._heap: list[tuple] = []
         self._seq = 0
         self.next_arrival_s = math.inf  # when the next pending request reaches the server
-        self._plan([(client, 0.0) for client in self.clients])
+        self.answer(self.clients, 0.0, None)  # the start: every robot's first request
 
-    def answer(self, clients: Sequence[RobotClient], at_s: float, ok: bool) -> None:
-        """The server answered these clients' requests at `at_s` (ok: their chunks; else
-        failure notices), in this order; each robot gets its answer a downlink later (none
-        at or after the horizon), then plans its next request."""
-        horizon_s, last_s, delivered = self._horizon_s, self.last_answer_s, []
+    def answer(self, clients: Sequence[RobotClient], at_s: float, ok: bool | None) -> None:
+        """The server answered these clients' requests at `at_s` (ok: their chunks; False:
+        failure notices; None: nothing, the run starts), in this order. Each robot gets its
+        answer a downlink later (none at or after the horizon), then plans its next request:
+        sent at its send time (not before it knows), at the server an uplink later."""
+        horizon_s, last_s = self._horizon_s, self.last_answer_s
+        heap, seq, push = self._heap, self._seq, heapq.heappush
+        send_now = self.max_requests is None
         for client in clients:
-            down = client.downlink_s
-            t = at_s + down if down > 0 else at_s
-            if t < horizon_s:
+            t = at_s
+            if ok is not None:
+                down = client.downlink_s
+                if down > 0:
+                    t = at_s + down
+                if t >= horizon_s:
+                    continue
                 client.deliver(t, ok)
-                delivered.append((client, t))
                 if t > last_s:
                     last_s = t
-        self.last_answer_s = last_s
-        if delivered:
-            self._plan(delivered)
-
-    def _plan(self, answered: Sequence[tuple[RobotClient, float]]) -> None:
-        """Queue each robot's next request, known at the time paired with it (its answer,
-        or the start)."""
-        if self.arrived >= self._limit:
-            return  # the robots send nothing more in this run
-        horizon_s, heap, seq, push = self._horizon_s, self._heap, self._seq, heapq.heappush
-        send_now = self.max_requests is None
-        for client, now_s in answered:
             send_s = client.next_send_s
-            if send_s is None or send_s >= horizon_s:
+            if send_s is None or send_s >= horizon_s or self.arrived >= self._limit:
                 continue  # the robot sends nothing more in this run
-            wait_s = send_s - now_s
-            sent_s = now_s + wait_s if wait_s > 0 else now_s  # it cannot send before it knows
+            wait_s = send_s - t
+            sent_s = t + wait_s if wait_s > 0 else t
             if client.network_jitter_s > 0:
                 client.draw_network()
-            # the server sees the robot's deadline less the nominal downlink
-            deadline_s = client.send(sent_s) - client.nominal_downlink_s if send_now else None
+            if send_now:
+                client.send(sent_s)
             uplink_s = client.uplink_s
             if uplink_s > 0:
-                push(heap, (sent_s + uplink_s, sent_s, now_s, seq, client, deadline_s))
+                push(heap, (sent_s + uplink_s, sent_s, t, seq, client, send_now))
             else:
-                push(heap, (sent_s, now_s, now_s, seq, client, deadline_s))
+                push(heap, (sent_s, t, t, seq, client, send_now))
             seq += 1
         self._seq = seq
+        self.last_answer_s = last_s
         self.next_arrival_s = heap[0][0] if heap else math.inf
 
     def release(
-        self,
-        until_s: float,
-        inclusive: bool,
-        times: list[float],
-        deadlines: list[float],
-        clients: list[RobotClient],
-        most: float = math.inf,
-    ) -> int:
+        self, until_s: float, inclusive: bool, times: list, deadlines: list, clients: list
+    ) -> None:
         """Requests reach the server: every one arriving before `until_s` (or at it, when
-        `inclusive`), at most `most`, is appended to the server's columns (arrival,
-        deadline at the server, client). Returns how many; past max_requests none is
-        (their robots stop)."""
+        `inclusive`) is appended to the server's columns (arrival, deadline at the server,
+        client); past max_requests none is (their robots stop)."""
         if not inclusive:
             until_s = math.nextafter(until_s, -math.inf)  # before t: at or before the float below
         heap, heappop = self._heap, heapq.heappop
         add_time, add_deadline, add_client = times.append, deadlines.append, clients.append
-        released = 0
-        while heap and heap[0][0] <= until_s and released < most:
-            arrival_s, scheduled_s, _, _, client, deadline_s = heappop(heap)
-            if deadline_s is None:  # sent only now: is it among the first max_requests?
-                if self.arrived >= self._limit:
-                    heap.clear()
-                    break
-                sent_s = scheduled_s if client.uplink_s > 0 else arrival_s
-                deadline_s = client.send(sent_s) - client.nominal_downlink_s
-                self.arrived += 1
+        while heap and heap[0][0] <= until_s:
+            arrival_s, scheduled_s, _, _, client, sent = heappop(heap)
+            if not sent and not self._send_late(arrival_s, scheduled_s, client):
+                break
             add_time(arrival_s)
-            add_deadline(deadline_s)
+            # the server sees the robot's deadline less the nominal downlink
+            add_deadline(client.deadline_s - client.nominal_downlink_s)
             add_client(client)
-            released += 1
         self.next_arrival_s = heap[0][0] if heap else math.inf
-        return released
+
+    def _send_late(self, arrival_s: float, scheduled_s: float, client: RobotClient) -> bool:
+        """max_requests: the request is sent as it reaches the server, if it is among the
+        first N; else the fleet stops."""
+        if self.arrived >= self._limit:
+            self._heap.clear()
+            return False
+        client.send(scheduled_s if client.uplink_s > 0 else arrival_s)
+        self.arrived += 1
+        return True
 
     def kth_arrival_s(self, k: int, before_s: float) -> float | None:
         """The time the k-th next pending request arrives, if that is before `before_s`."""
@@ -174,9 +164,9 @@ class Fleet:
     def finish(self, end_s: float) -> None:
         """The run ends at `end_s`: requests sent but still on their way count as sent, and
         every robot accounts for its time up to the end."""
-        for arrival_s, scheduled_s, _, _, client, deadline_s in sorted(self._heap):
+        for arrival_s, scheduled_s, _, _, client, sent in sorted(self._heap):
             sent_s = scheduled_s if client.uplink_s > 0 else arrival_s
-            if deadline_s is None and sent_s < end_s:
+            if not sent and sent_s < end_s:
                 client.send(sent_s)
         self._heap.clear()
         self.next_arrival_s = math.inf
