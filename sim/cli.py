@@ -199,7 +199,7 @@ def sweep(
         raise InputError("give --workers or --scheduler, not both", source="--scheduler")
     if workers is not None and workers < 1:
         raise InputError("must be >= 1", source="--workers")
-    plan = Sweep(scenario, parse_grid(grid or []), replications or 0, out, set_ or [])
+    plan = Sweep(scenario, parse_grid(grid or []), replications, out, set_ or [])
     if not plan.grid:
         raise InputError(
             "nothing to sweep: give --grid KEY=V1,V2,... or a sweep: section", source=str(scenario)
@@ -599,7 +599,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         app(args=argv, standalone_mode=False)
     except InputError as exc:
-        err_console.print(f"batchsim: error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        err_console.print(
+            f"batchsim: error: {exc}", markup=False, highlight=False, soft_wrap=True, emoji=False
+        )
         return 2
     except typer.Abort:
         err_console.print("batchsim: aborted")
@@ -614,7 +616,11 @@ def main(argv: list[str] | None = None) -> int:
         where = f"{ctx.command_path}: " if ctx is not None else ""
         message = exc.format_message().replace("\n", " ")
         err_console.print(
-            f"batchsim: error: {where}{message}", markup=False, highlight=False, soft_wrap=True
+            f"batchsim: error: {where}{message}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+            emoji=False,
         )
         return 2
     return 0

@@ -12,7 +12,6 @@ SLO metric must lie on the right side of its bound.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sim.errors import InputError
-from sim.scenario import apply_overrides, parse_scenario, read_yaml
+from sim.scenario import load, parse
 from sim.sweep import confidence_interval, parse_grid, run_point
 
 # what a user writes in --slo -> the sweep metric it constrains
@@ -149,11 +148,10 @@ class Recommender:
         self.replications = replications
         self.tolerance = tolerance
         self.scenario_path = Path(scenario_path)
-        raw = read_yaml(self.scenario_path)
-        raw.pop("sweep", None)
-        self.base = apply_overrides(raw, list(overrides)) if overrides else raw
-        self.base_dir = str(self.scenario_path.resolve().parent)
-        self.base_seed = int(self.base.get("seed", 0) or 0)
+        parsed = parse(self.scenario_path, list(overrides))
+        self.base = {k: v for k, v in parsed.data.items() if k != "sweep"}
+        self.base_dir = str(parsed.base)
+        self.base_seed = parsed.scenario.seed
         self.space = parse_space(space)
         self.integer = self.search_key in ("workload.count", "cluster.replicas")
         start = _get(self.base, self.search_key)
@@ -167,8 +165,8 @@ class Recommender:
         self.max_value = max_value or (256 if self.integer else start * 4096)
         self.configs = [dict(zip(self.space, combo, strict=True)) for combo in _product(self.space)]
         for config in self.configs:  # every configuration must load before any work
-            data = apply_overrides(self.base, [f"{k}={json.dumps(v)}" for k, v in config.items()])
-            parse_scenario(data, f"{self.scenario_path} --space {config}")
+            load(self.base, config, base=parsed.base, origin=str(self.scenario_path),
+                 flag="--space")  # fmt: skip
 
     def evaluate(self, config: dict[str, Any], load: float) -> Evaluation:
         overrides = {**config, self.search_key: int(load) if self.integer else load}

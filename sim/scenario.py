@@ -7,7 +7,11 @@ one `InputError` line naming the file, the dotted field and what is allowed.
 
 from __future__ import annotations
 
+import json
 import typing
+from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -28,23 +32,13 @@ from pydantic import (
 )
 
 from sim.errors import InputError
-from sim.policies import (
-    AdaptivePolicy,
-    DeadlinePolicy,
-    DynamicPolicy,
-    LazyPolicy,
-    Policy,
-    StaticPolicy,
-)
+from sim.policies import Policy
+from sim.policies.registry import PLUGIN, PluginPolicyConfig, PolicySpec, Strict
 from sim.profile import Profile
 from sim.workload import open as open_loop
 from sim.workload.open import Arrivals
 from sim.workload.phases import phase_offset_s
 from sim.workload.robots import RobotClient, RobotParams
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 # ---- profile -----------------------------------------------------------------------------
@@ -299,96 +293,6 @@ class Cluster(Strict):
         return self.dispatch or "round-robin"
 
 
-class StaticPolicyConfig(Strict):
-    kind: Literal["static"]
-    batch_size: PositiveInt
-    timeout_ms: NonNegativeFloat | None = None
-
-    def build(self, profile: Profile | None = None) -> StaticPolicy:
-        return StaticPolicy(self.batch_size, self.timeout_ms)
-
-
-class DynamicPolicyConfig(Strict):
-    kind: Literal["dynamic"]
-    max_batch: PositiveInt
-    max_wait_ms: NonNegativeFloat | None = 0.0
-    min_batch: PositiveInt = 1
-    preferred_sizes: list[PositiveInt] | None = None
-    allowed_sizes: list[PositiveInt] | None = None
-
-    @model_validator(mode="after")
-    def _consistent(self) -> DynamicPolicyConfig:
-        self.build()  # the policy's own checks, reported as this field's error
-        return self
-
-    def build(self, profile: Profile | None = None) -> DynamicPolicy:
-        return DynamicPolicy(
-            self.max_batch,
-            self.max_wait_ms,
-            self.min_batch,
-            self.preferred_sizes,
-            self.allowed_sizes,
-        )
-
-
-class AdaptivePolicyConfig(Strict):
-    kind: Literal["adaptive"]
-    target_ms: PositiveFloat
-    max_batch: PositiveInt
-    min_batch: PositiveInt = 1
-    step: PositiveFloat = 1.0
-    backoff: float = Field(0.9, gt=0, lt=1)
-    max_wait_ms: NonNegativeFloat | None = 0.0
-    initial_batch: PositiveInt | None = None
-
-    @model_validator(mode="after")
-    def _consistent(self) -> AdaptivePolicyConfig:
-        self.build()
-        return self
-
-    def build(self, profile: Profile | None = None) -> AdaptivePolicy:
-        return AdaptivePolicy(
-            self.target_ms,
-            self.max_batch,
-            self.min_batch,
-            self.step,
-            self.backoff,
-            self.max_wait_ms,
-            self.initial_batch,
-        )
-
-
-class DeadlinePolicyConfig(Strict):
-    kind: Literal["deadline"]
-    max_batch: PositiveInt
-    quantile: float = Field(0.5, ge=0.5, le=0.99)
-    on_miss: Literal["drop", "serve"] = "drop"
-
-    def build(self, profile: Profile | None = None) -> DeadlinePolicy:
-        if profile is None:
-            raise ValueError("the deadline policy plans with the profile")
-        return DeadlinePolicy(profile, self.max_batch, self.quantile, self.on_miss)
-
-
-class LazyPolicyConfig(Strict):
-    kind: Literal["lazy"]
-    max_batch: PositiveInt
-    max_wait_ms: NonNegativeFloat
-
-    def build(self, profile: Profile | None = None) -> LazyPolicy:
-        return LazyPolicy(self.max_batch, self.max_wait_ms)
-
-
-PolicyConfig = Annotated[
-    StaticPolicyConfig
-    | DynamicPolicyConfig
-    | AdaptivePolicyConfig
-    | DeadlinePolicyConfig
-    | LazyPolicyConfig,
-    Field(discriminator="kind"),
-]
-
-
 class Admission(Strict):
     max_queue: PositiveInt | None = None
     timeout_ms: PositiveFloat | None = None
@@ -419,9 +323,10 @@ class ModelSection(Strict):
 
 
 class SweepSection(Strict):
-    """`sweep:` in a scenario: the grid (dotted key -> values) and replications of `batchsim sweep`."""
+    """`sweep:` in a scenario: the grid (dotted key -> values) and replications of `batchsim
+    sweep` (`run` validates it too, and ignores it)."""
 
-    grid: dict[str, list[Any]] = {}
+    grid: dict[str, Annotated[list[Any], Field(min_length=1)]] = {}
     replications: PositiveInt = 1
 
 
@@ -437,7 +342,7 @@ class Scenario(Strict):
     model: ModelSection | None = None
     workload: Workload
     cluster: Cluster = Cluster()
-    policy: PolicyConfig
+    policy: PolicySpec
     admission: Admission = Admission()
     slo: Slo = Slo()
     classes: list[RequestClass] | None = Field(None, min_length=1)
@@ -541,6 +446,8 @@ def _model_classes(annotation: Any) -> list[type[BaseModel]]:
 
 
 def _tag_of(cls: type[BaseModel]) -> str | None:
+    if cls is PluginPolicyConfig:
+        return "plugin"
     field = cls.model_fields.get("kind")
     if field is not None:
         return typing.get_args(field.annotation)[0]
@@ -565,6 +472,7 @@ def _format_error(exc: ValidationError) -> tuple[str, str]:
         ctx = err.get("ctx", {})
         kinds = _model_classes(Scenario.model_fields[loc[0]].annotation) if loc else []
         expected = ctx.get("expected_tags") or ", ".join(repr(_tag_of(c)) for c in kinds)
+        expected = expected.replace("'plugin'", f"or {PLUGIN} (a plug-in policy)")
         if etype == "union_tag_not_found":
             return f"{field}.kind", f"required field is missing; one of {expected}"
         return f"{field}.kind", f"unknown kind {ctx.get('tag')!r}; one of {expected}"
@@ -664,15 +572,20 @@ class LoadedScenario:
         self._check_policy_against_profile()
         self.policy = self.build_policy()
 
-    def build_policy(self) -> Policy:
-        """A fresh policy object (per-replica queues get one each: policies may learn)."""
-        return self.scenario.policy.build(self.profile)
+    def build_policy(self, planned_with: Profile | None = None) -> Policy:
+        """A fresh policy object (per-replica queues get one each: policies may learn),
+        planning with `planned_with` (default: the scenario's profile)."""
+        return self._policy_call("build", planned_with or self.profile)
 
     def launch_sizes(self) -> set[int]:
-        config = self.scenario.policy
-        if isinstance(config, DeadlinePolicyConfig):  # sizes its batches from 1 to max_batch
-            return set(range(1, config.max_batch + 1))
-        return config.build().launch_sizes()
+        """Every padded size the scenario's policy can launch (from the policy registry)."""
+        return self._policy_call("launch_sizes", self.profile)
+
+    def _policy_call(self, method: str, profile: Profile) -> Any:
+        try:
+            return getattr(self.scenario.policy, method)(profile, self.base)
+        except InputError as exc:
+            raise InputError(exc.message, source=self.source, field=exc.field) from None
 
     def _memory_cap(self) -> int | None:
         """The largest batch size whose peak memory fits cluster.memory_mb (None: no limit)."""
@@ -768,9 +681,7 @@ class LoadedScenario:
     def _check_policy_against_profile(self) -> None:
         sizes = self.launch_sizes()
         prof = self.profile
-        field = "policy.batch_size" if self.scenario.policy.kind == "static" else "policy.max_batch"
-        if self.scenario.policy.kind == "dynamic" and self.scenario.policy.allowed_sizes:
-            field = "policy.allowed_sizes"
+        field = self.scenario.policy.size_field
         too_big = [s for s in sorted(sizes) if s > prof.max_size]
         too_small = [s for s in sorted(sizes) if s < prof.min_size]
         if too_big or too_small:
@@ -849,32 +760,101 @@ class LoadedScenario:
             raise
 
 
-def load_scenario(path: str | Path, overrides: list[str] | None = None) -> LoadedScenario:
-    """Read, override, validate and resolve a scenario file."""
-    path = Path(path)
-    data = read_yaml(path)
-    if overrides:
+Overrides = Sequence[str] | Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class ParsedScenario:
+    """A scenario validated section by section, before its files are resolved."""
+
+    scenario: Scenario
+    data: dict[str, Any]  # the mapping as written, overrides applied
+    base: Path  # where relative paths are looked up first
+    source: str  # the file (or mapping) in error lines
+
+
+def parse(
+    source: str | Path | Mapping[str, Any],
+    overrides: Overrides = (),
+    *,
+    base: Path | None = None,
+    origin: str | None = None,
+    flag: str = "--set",
+) -> ParsedScenario:
+    """Read a file (or take a mapping), apply overrides and validate every section.
+
+    `overrides`: `--set`-style "KEY=VALUE" strings (YAML values), or {dotted key: value}.
+    `base`: where relative paths are looked up first (default: the file's folder, or the
+    working directory for a mapping); `origin`: the file a mapping came from, for error
+    lines; `flag`: how the overrides were given (--set, --grid, --space). An error that an
+    override caused names it.
+    """
+    if isinstance(source, Mapping):
+        data, label = _deep_copy(dict(source)), origin or "<dict>"
+        base_dir = Path(base) if base is not None else Path.cwd()
+    else:
+        path = Path(source)
+        data, label = read_yaml(path), origin or str(path)
+        base_dir = Path(base) if base is not None else path.resolve().parent
         if not isinstance(data, dict):
-            raise InputError(
-                "a scenario must be a YAML mapping of keys to values", source=str(path)
-            )
-        data = apply_overrides(data, overrides)
+            raise InputError("a scenario must be a YAML mapping of keys to values", source=label)
+    items = _override_items(overrides)
+    data = apply_overrides(data, [text for _, text in items], source=flag)
+    with _blaming(items, label, flag):
+        return ParsedScenario(parse_scenario(data, label), data, base_dir, label)
+
+
+def load(
+    source: str | Path | Mapping[str, Any],
+    overrides: Overrides = (),
+    *,
+    base: Path | None = None,
+    origin: str | None = None,
+    flag: str = "--set",
+) -> LoadedScenario:
+    """The one way a scenario is loaded (run, sweep, recommend, validate, notebooks): parse
+    it, then resolve it (profile loaded and checked against the policy, policy built)."""
+    parsed = parse(source, overrides, base=base, origin=origin, flag=flag)
+    with _blaming(_override_items(overrides), parsed.source, flag):
+        return LoadedScenario(parsed.scenario, parsed.base, parsed.source, parsed.data)
+
+
+@contextmanager
+def _blaming(items: list[tuple[str, str]], label: str, flag: str):
+    """An error in the scenario's own fields that an override caused names the override."""
     try:
-        scenario = parse_scenario(data, str(path))
+        yield
     except InputError as exc:
-        flag = _override_for(exc.field, overrides)
-        if flag is None:
+        culprit = _override_for(exc.field, items)
+        if culprit is None or exc.source not in (label, None):
             raise
-        raise InputError(str(exc).split(": ", 1)[1], source=f"{path} --set {flag}") from None
-    return LoadedScenario(scenario, path.resolve().parent, str(path), data)
+        raise InputError(exc.message, source=f"{label} {flag} {culprit}", field=exc.field) from None
 
 
-def _override_for(field: str | None, overrides: list[str]) -> str | None:
-    """The --set flag that an error's field came from, if any."""
+def load_scenario(path: str | Path, overrides: Sequence[str] | None = None) -> LoadedScenario:
+    """A scenario file with `--set` overrides (the same as load)."""
+    return load(path, overrides or ())
+
+
+def scenario_from_dict(
+    data: Mapping[str, Any], base: Path | None = None, source: str = "<dict>"
+) -> LoadedScenario:
+    """A scenario built in Python (notebooks, tests); the same as load."""
+    return load(data, base=base, origin=source)
+
+
+def _override_items(overrides: Overrides) -> list[tuple[str, str]]:
+    """(dotted key, KEY=VALUE text) of each override."""
+    if isinstance(overrides, Mapping):
+        return [(str(k), f"{k}={json.dumps(v)}") for k, v in overrides.items()]
+    return [(item.partition("=")[0].strip(), item) for item in overrides]
+
+
+def _override_for(field: str | None, items: list[tuple[str, str]]) -> str | None:
+    """The override that an error's field came from, if any."""
     if not field:
         return None
-    for flag in overrides:
-        key = flag.partition("=")[0].strip()
+    for key, text in items:
         section = key.rpartition(".")[0]
         same_section = bool(section) and field.rpartition(".")[0] == section
         if (
@@ -883,12 +863,5 @@ def _override_for(field: str | None, overrides: list[str]) -> str | None:
             or key.startswith(field + ".")
             or same_section
         ):
-            return flag
+            return text
     return None
-
-
-def scenario_from_dict(
-    data: dict[str, Any], base: Path | None = None, source: str = "<dict>"
-) -> LoadedScenario:
-    """The same as load_scenario, for a mapping built in Python (notebooks, tests)."""
-    return LoadedScenario(parse_scenario(data, source), base or Path.cwd(), source, data)

@@ -66,6 +66,7 @@ def server_spec(loaded: LoadedScenario, rngs: dict[str, np.random.Generator]) ->
         shapes=None if loaded.shaped is None else tuple(sorted(loaded.shaped)),
         shape_name=getattr(s.profile, "shape", None) or "shape",
         source=loaded.source,
+        policy_kind=s.policy.kind,
     )
 
 

@@ -30,7 +30,7 @@ import yaml
 from scipy import stats
 
 from sim.errors import InputError
-from sim.scenario import LoadedScenario, apply_overrides, parse_scenario, read_yaml
+from sim.scenario import SweepSection, load, parse
 
 # the metrics a sweep keeps per point (flattened from summary.json)
 METRICS = (
@@ -83,9 +83,13 @@ def run_point(
     """Run one configuration with one seed; what a Dask worker executes."""
     from sim.simulate import run_summary, simulate
 
-    data = apply_overrides(base, [f"{k}={json.dumps(v)}" for k, v in overrides.items()])
-    data["seed"] = seed
-    loaded = LoadedScenario(parse_scenario(data), Path(base_dir), "<sweep point>", data)
+    loaded = load(
+        base,
+        {**overrides, "seed": seed},
+        base=Path(base_dir),
+        origin="<sweep point>",
+        flag="--grid",
+    )
     started = time.perf_counter()
     summary = run_summary(loaded, simulate(loaded))
     return {**flatten_summary(summary), "wall_s": time.perf_counter() - started}
@@ -134,28 +138,22 @@ class Sweep:
         self,
         scenario_path: str | Path,
         grid: dict[str, list[Any]],
-        replications: int,
+        replications: int | None,
         out: str | Path,
         overrides: Sequence[str] = (),
     ):
         self.scenario_path = Path(scenario_path)
-        raw = read_yaml(self.scenario_path)
-        if overrides:
-            raw = apply_overrides(raw, list(overrides))
-        sweep_section = raw.pop("sweep", None) or {}
-        if not isinstance(sweep_section, dict):
-            raise InputError(
-                "sweep: must be a mapping with grid and replications", source=str(scenario_path)
-            )
-        file_grid = sweep_section.get("grid") or {}
-        self.grid = {**{k: list(v) for k, v in file_grid.items()}, **grid}
-        self.replications = int(replications or sweep_section.get("replications") or 1)
-        if self.replications < 1:
-            raise InputError("--replications must be >= 1", source="--replications")
-        self.base = raw
-        self.base_dir = str(self.scenario_path.resolve().parent)
+        # the base scenario, --set applied, validated whole (its sweep: section too)
+        parsed = parse(self.scenario_path, list(overrides))
+        section = parsed.scenario.sweep or SweepSection()
+        self.grid = {**section.grid, **grid}
+        if replications is not None and replications < 1:
+            raise InputError("must be >= 1", source="--replications")
+        self.replications = replications or section.replications
+        self.base = {k: v for k, v in parsed.data.items() if k != "sweep"}
+        self.base_dir = str(parsed.base)
         self.out = Path(out)
-        self.base_seed = int(raw.get("seed", 0) or 0)
+        self.base_seed = parsed.scenario.seed
         self.configs = self._expand()
         self._validate()
         self.hash = hashlib.sha256(
@@ -174,35 +172,8 @@ class Sweep:
     def _validate(self) -> None:
         """Every configuration must load (schema, profile, policy vs profile) before any work."""
         for config in self.configs:
-            items = [f"{k}={json.dumps(v)}" for k, v in config.items()]
-            data = apply_overrides(self.base, items)
-            try:
-                LoadedScenario(
-                    parse_scenario(data, str(self.scenario_path)),
-                    Path(self.base_dir),
-                    str(self.scenario_path),
-                    data,
-                )
-            except InputError as exc:
-                key = next(
-                    (
-                        k
-                        for k in config
-                        if exc.field
-                        and (
-                            exc.field == k
-                            or exc.field.startswith(k + ".")
-                            or k.startswith(exc.field)
-                        )
-                    ),
-                    None,
-                )
-                if key is None:
-                    raise
-                message = str(exc).split(": ", 2)[-1]
-                raise InputError(
-                    f"{message} (value {config[key]!r})", source=f"--grid {key}", field=exc.field
-                ) from None
+            load(self.base, config, base=Path(self.base_dir), origin=str(self.scenario_path),
+                 flag="--grid")  # fmt: skip
 
     def points(self) -> list[Point]:
         return [

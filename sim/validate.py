@@ -23,6 +23,7 @@ from __future__ import annotations
 import gc
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +31,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from sim.engine.records import RunRecords
 from sim.errors import InputError
 from sim.metrics import robots_summary, summarize
 from sim.profile import Profile
-from sim.scenario import LoadedScenario, apply_overrides, parse_scenario, read_yaml
+from sim.scenario import LoadedScenario, ParsedScenario, load, parse
 
 COMPARED = (
     ("throughput_rps", ("throughput_rps",)),
@@ -180,6 +182,62 @@ def target_verdicts(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return verdicts
 
 
+@dataclass
+class Setup:
+    """Step 0, what is validated: the scenario (its `model:` section), where the outputs
+    go, and how many live runs and simulations."""
+
+    parsed: ParsedScenario
+    out: Path
+    repeats: int
+    sim_draws: int
+
+    @property
+    def scenario(self) -> Any:
+        return self.parsed.scenario
+
+    def with_profile(
+        self,
+        profile: Any,
+        planned_with: Profile | None = None,
+        wake_latency_ms: float | None = None,
+    ) -> LoadedScenario:
+        """The scenario with `profile:` set (the same traffic, seed and policy settings).
+
+        `planned_with`: the profile the policy plans with (deadline policies predict batch
+        times from one), when it is not the one service times are drawn from.
+        `wake_latency_ms`: how late the server wakes from its waits (measured live).
+        """
+        raw = self.parsed.data
+        data = {**raw, "profile": profile}
+        if wake_latency_ms is not None:
+            data["cluster"] = {**(raw.get("cluster") or {}), "wake_latency_ms": wake_latency_ms}
+        loaded = load(data, base=self.parsed.base, origin=self.parsed.source)
+        if planned_with is not None:
+            loaded.policy = loaded.build_policy(planned_with)
+        return loaded
+
+
+@dataclass
+class Measured:
+    """Step 1, the real model: profiling passes bracketing the live runs, and the runs."""
+
+    profile_file: Path  # the pooled profile (or --profile)
+    planning: Profile  # what the live policy planned with: the first pass
+    passes: list[pd.DataFrame]
+    speeds: dict[int, float]  # each pass's speed relative to all of them
+    lives: list[Any]  # LiveResult per live run
+    model: dict[str, Any]
+
+
+@dataclass
+class Predicted:
+    """Step 2, the simulator: the live traffic simulated `sim_draws` times, three ways."""
+
+    sims: dict[str, list[RunRecords]]  # sim, sim_raw_profile, sim_live_service
+    overhead: dict[str, Any]
+
+
 def validate(
     scenario_path: str | Path,
     out: str | Path,
@@ -189,32 +247,49 @@ def validate(
     repeats: int = 3,
     sim_draws: int = SIM_DRAWS,
 ) -> dict[str, Any]:
-    from sim import models
-    from sim.live import run_live
-    from sim.plots import latency_cdfs, save
-    from sim.profiler import ProfileOptions, Profiler, provenance, sample_rows, write_profile
-    from sim.simulate import run_summary, simulate, write_outputs
+    """Check the simulator against live runs of the real model: set up, measure (profile
+    and live runs), predict (simulate the same traffic), compare (and write the report)."""
+    setup = set_up(scenario_path, out, overrides, repeats, sim_draws)
+    measured = measure(setup, profile_path, stage)
+    predicted = predict(setup, measured, stage)
+    return compare(setup, measured, predicted)
 
+
+def set_up(
+    scenario_path: str | Path,
+    out: str | Path,
+    overrides: list[str] | None,
+    repeats: int,
+    sim_draws: int,
+) -> Setup:
     if repeats < 1:
         raise InputError("must be >= 1 (live runs of the same traffic)", source="--repeats")
     if sim_draws < 1:
         raise InputError("must be >= 1 (simulations of the same traffic)", source="--sim-draws")
-    scenario_path, out = Path(scenario_path), Path(out)
-    raw = read_yaml(scenario_path)
-    raw.pop("sweep", None)
-    if overrides:
-        raw = apply_overrides(raw, overrides)
-    scenario = parse_scenario(raw, str(scenario_path))
-    if scenario.model is None:
+    parsed = parse(scenario_path, overrides or ())
+    if parsed.scenario.model is None:
         raise InputError(
             "validate needs a model: section (the real model to run)",
-            source=str(scenario_path),
+            source=parsed.source,
             field="model",
         )
-    spec = scenario.model
-    base_dir = scenario_path.resolve().parent
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    return Setup(parsed, out, repeats, sim_draws)
 
+
+def measure(
+    setup: Setup, profile_path: str | Path | None, stage: Callable[[str], None]
+) -> Measured:
+    """Profile the model in interleaved passes before, between and after the live runs
+    (or take `profile_path`), and replay the traffic live `repeats` times."""
+    from sim import models
+    from sim.live import run_live
+    from sim.profiler import ProfileOptions, Profiler, provenance, sample_rows, write_profile
+    from sim.simulate import run_summary, write_outputs
+
+    scenario, out, repeats = setup.scenario, setup.out, setup.repeats
+    spec = scenario.model
     stage(f"building {spec.name} ({spec.size}) on {spec.device}")
     bundle = models.build(spec.name, spec.size)
     options = ProfileOptions(
@@ -230,28 +305,8 @@ def validate(
         idle_ms=IDLE_LEVELS_MS,  # and after the server's idle waits
     )
     profiler = Profiler(bundle, options)
-
-    def with_profile(
-        profile: Any, planned_with: Profile | None = None, wake_latency_ms: float | None = None
-    ) -> LoadedScenario:
-        """The scenario with `profile:` set (the same traffic, seed and policy settings).
-
-        `planned_with`: the profile the policy plans with (deadline policies predict batch
-        times from one), when it is not the one service times are drawn from.
-        `wake_latency_ms`: how late the server wakes from its waits (measured live).
-        """
-        data = {**raw, "profile": profile}
-        if wake_latency_ms is not None:
-            data["cluster"] = {**(raw.get("cluster") or {}), "wake_latency_ms": wake_latency_ms}
-        loaded = LoadedScenario(
-            parse_scenario(data, str(scenario_path)), base_dir, str(scenario_path), data
-        )
-        if planned_with is not None:
-            loaded.policy = loaded.scenario.policy.build(planned_with)
-        return loaded
-
     # the batch sizes the policy can launch, from a stand-in profile over a wide range
-    stand_in = with_profile({"batch_size": [1, 1024], "latency_ms": [1, 2]})
+    stand_in = setup.with_profile({"batch_size": [1, 1024], "latency_ms": [1, 2]})
     sizes = sorted(stand_in.launch_sizes() | {1})
     bracketing = profile_path is None
     passes: list[pd.DataFrame] = []
@@ -295,10 +350,9 @@ def validate(
                 f"its provenance does not match the model ({', '.join(differ)} differ)",
                 source=str(profile_file),
             )
-    loaded = with_profile({"path": str(profile_file.resolve()), "cameras": spec.cameras})
+    loaded = setup.with_profile({"path": str(profile_file.resolve()), "cameras": spec.cameras})
     # what the live policy plans with (deadline policies predict batch times from it)
     planning = loaded.profile
-
     dtype = profiler.dtype
 
     def make_inputs(padded: int) -> dict[str, Any]:
@@ -310,7 +364,7 @@ def validate(
     for k in range(repeats):
         run_label = f" {k + 1}/{repeats}" if repeats > 1 else ""
         stage(f"live run{run_label} ({scenario.duration_s or 'all'} s of traffic in real time)")
-        fresh = with_profile(loaded.raw["profile"], planned_with=planning)  # a fresh policy
+        fresh = setup.with_profile(loaded.raw["profile"], planned_with=planning)  # a fresh policy
         gc.collect()
         lives.append(run_live(fresh, profiler.call, make_inputs))
         if bracketing:
@@ -319,13 +373,32 @@ def validate(
     # once every timed phase is over
     for k, live in enumerate(lives):
         records = live.records  # the run's scenario: `loaded`, the profile its policy planned with
-        write_outputs(out / f"live-run-{k + 1}", run_summary(loaded, records), records, raw)
+        write_outputs(
+            out / f"live-run-{k + 1}", run_summary(loaded, records), records, setup.parsed.data
+        )
     speeds: dict[int, float] = {}
     if bracketing:
         pooled, speeds = normalise_drift(pd.concat(passes, ignore_index=True))
         meta = {**meta, "pass_speed": speeds}
         profile_file = write_profile(pooled, meta, out / "profile.csv")
-    live_summaries = [full_summary(r.records, scenario.slo.latency_ms) for r in lives]
+    model = {
+        "name": bundle.name,
+        "size": bundle.size,
+        "device": spec.device,
+        "dtype": spec.dtype,
+        "threads": spec.threads,
+    }
+    return Measured(profile_file, planning, passes, speeds, lives, model)
+
+
+def predict(setup: Setup, measured: Measured, stage: Callable[[str], None]) -> Predicted:
+    """Simulate the live traffic `sim_draws` times three ways: with the live per-batch
+    overhead and wake lateness fed back (the prediction), with the profile as measured,
+    and with the live runs' own batch times (the queueing model alone)."""
+    from sim.simulate import run_summary, simulate, write_outputs
+
+    out, sim_draws, lives = setup.out, setup.sim_draws, measured.lives
+    cameras = setup.scenario.model.cameras
     live_batches = pd.concat(
         [
             pd.DataFrame(
@@ -339,7 +412,6 @@ def validate(
         ],
         ignore_index=True,
     )
-
     stage(f"simulating the same traffic ({sim_draws} draws of service times, three ways)")
 
     def simulations(
@@ -348,15 +420,15 @@ def validate(
         """The scenario with this profile, loaded once, and `sim_draws` runs of the live
         traffic through it, each from a fresh policy object planning with the live
         policy's profile (the live run's has learned state)."""
-        loaded_sim = with_profile(profile, planning, wake_latency_ms)
+        loaded_sim = setup.with_profile(profile, measured.planning, wake_latency_ms)
         runs = []
         for k in range(sim_draws):
-            loaded_sim.policy = loaded_sim.scenario.policy.build(planning)
+            loaded_sim.policy = loaded_sim.build_policy(measured.planning)
             runs.append(simulate(loaded_sim, service_draw=k))
         return loaded_sim, runs
 
-    measured_spec = {"path": str(profile_file.resolve()), "cameras": spec.cameras}
-    measured, sims_raw = simulations(measured_spec)
+    measured_spec = {"path": str(measured.profile_file.resolve()), "cameras": cameras}
+    as_measured, sims_raw = simulations(measured_spec)
     per_size = live_batches.groupby("padded")["overhead_ms"].mean()
     # the live server's sleeps end late (timer slack, scheduling): the median, in every
     # simulation but the raw profile's
@@ -366,7 +438,7 @@ def validate(
     # the overhead added at every idle level (back to back only, without levels)
     levels = {
         level_s: with_overhead(variant, per_size, fallback)
-        for level_s, variant in (measured.after_idle or {0.0: measured.profile}).items()
+        for level_s, variant in (as_measured.after_idle or {0.0: as_measured.profile}).items()
     }
     adjusted_profile = levels[min(levels)]
     adjusted_path = out / "profile-with-overhead.csv"
@@ -385,16 +457,37 @@ def validate(
     live_profile_path = out / "profile-live-batches.csv"
     live_profile.to_csv(live_profile_path)
     _, sims_live = simulations(str(live_profile_path.resolve()), wake_late_ms)
+    forward = np.concatenate([r.forward_ms for r in lives])
+    overhead = {
+        "handling": "measured per batch in the live run (batch time minus the model's forward) and added "
+        "to the profile by padded size for the 'sim' prediction, with the live server's median "
+        "wake-up lateness as cluster.wake_latency_ms; 'sim_raw_profile' leaves both out",
+        "wake_late_ms": {
+            "median": wake_late_ms,
+            "p90": float(np.percentile(wakes, 90)) if wakes.size else None,
+            "sleeps": int(wakes.size),
+        },
+        "mean_ms": fallback,
+        "per_padded_size_ms": {int(k): float(v) for k, v in per_size.items()},
+        "forward_mean_ms": float(forward.mean()) if forward.size else None,
+    }
+    sims = {"sim": sims_adj, "sim_raw_profile": sims_raw, "sim_live_service": sims_live}
+    return Predicted(sims, overhead)
+
+
+def compare(setup: Setup, measured: Measured, predicted: Predicted) -> dict[str, Any]:
+    """The live runs against the predictions: comparison rows and target verdicts, the KS
+    statistic on latency, the CDF figure, validation.json and report.md."""
+    from sim.plots import latency_cdfs, save
+
+    out, repeats, sim_draws, lives = setup.out, setup.repeats, setup.sim_draws, measured.lives
+    slo_ms = setup.scenario.slo.latency_ms
+    live_summaries = [full_summary(r.records, slo_ms) for r in lives]
     sim_summaries = {
-        key: [full_summary(r, scenario.slo.latency_ms) for r in records]
-        for key, records in (
-            ("sim", sims_adj),
-            ("sim_raw_profile", sims_raw),
-            ("sim_live_service", sims_live),
-        )
+        key: [full_summary(r, slo_ms) for r in records] for key, records in predicted.sims.items()
     }
     rows = comparison_rows(live_summaries, sim_summaries)
-    forward = np.concatenate([r.forward_ms for r in lives])
+    sims_adj, sims_raw = predicted.sims["sim"], predicted.sims["sim_raw_profile"]
     lat_live = np.concatenate([latencies_ms(r.records) for r in lives])
     lat_sim = np.concatenate([latencies_ms(r) for r in sims_adj])
     ks = stats.ks_2samp(lat_live, lat_sim) if lat_live.size and lat_sim.size else None
@@ -416,30 +509,12 @@ def validate(
         ),
         out / "latency_cdf.png",
     )
-    targets = target_verdicts(rows)
+    passes = measured.passes
     result = {
-        "scenario": str(scenario_path),
-        "model": {
-            "name": bundle.name,
-            "size": bundle.size,
-            "device": spec.device,
-            "dtype": spec.dtype,
-            "threads": spec.threads,
-        },
-        "profile": str(profile_file),
-        "overhead": {
-            "handling": "measured per batch in the live run (batch time minus the model's forward) and added "
-            "to the profile by padded size for the 'sim' prediction, with the live server's median "
-            "wake-up lateness as cluster.wake_latency_ms; 'sim_raw_profile' leaves both out",
-            "wake_late_ms": {
-                "median": wake_late_ms,
-                "p90": float(np.percentile(wakes, 90)) if wakes.size else None,
-                "sleeps": int(wakes.size),
-            },
-            "mean_ms": fallback,
-            "per_padded_size_ms": {int(k): float(v) for k, v in per_size.items()},
-            "forward_mean_ms": float(forward.mean()) if forward.size else None,
-        },
+        "scenario": setup.parsed.source,
+        "model": measured.model,
+        "profile": str(measured.profile_file),
+        "overhead": predicted.overhead,
         "repeats": repeats,
         "sim_draws": sim_draws,
         "profile_passes": [
@@ -448,12 +523,12 @@ def validate(
                 "median_ms": {
                     int(b): float(v) for b, v in g.groupby("batch_size").latency_ms.median().items()
                 },
-                "speed": speeds.get(int(k)),
+                "speed": measured.speeds.get(int(k)),
             }
             for k, g in (pd.concat(passes).query("idle_ms == 0").groupby("run") if passes else [])
         ],
         "comparison": rows,  # None where a figure is undefined (no NaN in the JSON)
-        "targets": targets,
+        "targets": target_verdicts(rows),
         "ks": None
         if ks is None
         else {"statistic": float(ks.statistic), "pvalue": float(ks.pvalue)},

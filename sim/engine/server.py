@@ -80,6 +80,7 @@ class ServerSpec:
     shapes: tuple[int, ...] | None = None
     shape_name: str = "shape"
     source: str = "<scenario>"
+    policy_kind: str | None = None  # in error lines (None: the policy's repr)
 
     @classmethod
     def shared(cls, policy: Policy, profile: Profile, replicas: int = 1, **options) -> ServerSpec:
@@ -133,8 +134,15 @@ class ServerCore:
         if not per_replica and len({id(p) for p in self._policies}) != 1:
             raise ValueError("a shared queue is served by one policy object")
         self._learns = [hasattr(p, "on_batch_done") for p in self._policies]
-        # a policy of the user's own: its launches' types are checked too
+        # a policy of the user's own: its launches' types are checked too, and its failures
+        # become the scenario's error
         self._plugin = not type(self._policies[0]).__module__.startswith("sim.policies.")
+        guard = self._guarded if self._plugin else (lambda method: method)
+        self._decide_of = [guard(p.decide) for p in self._policies]
+        self._batch_done_of = [
+            guard(p.on_batch_done) if learns else None
+            for p, learns in zip(self._policies, self._learns, strict=True)
+        ]
         self.columns = c = _Columns(traffic, spec)
         self._times, self._deadlines = c.times, c.deadlines
         make_queue = queue_factory(
@@ -210,7 +218,7 @@ class ServerCore:
             self._sleeping.pop(replica, None)
         self._admit(now_s)
         queue = self._queue_of[replica]
-        decision = self._policies[replica].decide(now_s, queue)
+        decision = self._decide_of[replica](now_s, queue)
         kind = type(decision)
         if kind is Launch:
             action = self._start(replica, now_s, queue, decision)
@@ -224,7 +232,7 @@ class ServerCore:
 
     def _drop_then_decide(self, replica: int, now_s: float, queue, decision) -> Start | Sleep:
         """The policy gave up requests (Drop): remove them, and ask it again."""
-        policy = self._policies[replica]
+        decide = self._decide_of[replica]
         while True:
             kind = type(decision)
             if kind is Launch:
@@ -241,7 +249,7 @@ class ServerCore:
             if self.closed:
                 self._fail(gone, now_s)
                 self._admit(now_s)  # a robot told at once may already send again
-            decision = policy.decide(now_s, queue)
+            decision = decide(now_s, queue)
 
     def end(self, batch: int, end_s: float, ok: bool = True) -> None:
         """Batch `batch` ends (or, simulated, will end) at `end_s`; `ok` False: it failed and
@@ -265,7 +273,7 @@ class ServerCore:
             self.load.running[replica] = 0
         if self._learns[replica]:
             _, _, size, padded = self._batches[self._last_batch[replica]]
-            self._policies[replica].on_batch_done(now_s, size, padded, service_s)
+            self._batch_done_of[replica](now_s, size, padded, service_s)
 
     def take_rewakes(self) -> list[tuple[int, float]]:
         """(replica, new wake) for sleeping replicas whose moment moved earlier."""
@@ -476,5 +484,19 @@ class ServerCore:
         return count, padded
 
     def _refuse(self, what: str) -> None:
-        policy = self._policies[0]
-        raise InputError(f"{policy!r} {what}", source=self.spec.source, field="policy.kind")
+        kind = self.spec.policy_kind
+        label = f"policy {kind}" if kind else repr(self._policies[0])
+        raise InputError(f"{label} {what}", source=self.spec.source, field="policy.kind")
+
+    def _guarded(self, method):
+        """A plug-in's method whose failures are the scenario's error, in one line."""
+
+        def call(*args):
+            try:
+                return method(*args)
+            except InputError:
+                raise
+            except Exception as exc:
+                self._refuse(f"raised {type(exc).__name__} in {method.__name__}(): {exc}")
+
+        return call

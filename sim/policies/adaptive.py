@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sim.policies.base import Decision, Launch, QueueView, Wait
+from sim.policies.base import Decision, Launch, QueueView, Wait, every_size_up_to
 
 
 class AdaptivePolicy:
@@ -64,7 +64,7 @@ class AdaptivePolicy:
         return int(self.cap)
 
     def launch_sizes(self) -> set[int]:
-        return set(range(1, self._max_batch + 1))
+        return every_size_up_to(self._max_batch)
 
     def decide(self, now_s: float, queue: QueueView) -> Decision:
         n = len(queue)

@@ -94,6 +94,11 @@ class LearningPolicy(Policy, Protocol):
         ...
 
 
+def every_size_up_to(max_batch: int) -> set[int]:
+    """The launch sizes of a policy that runs any batch of 1..max_batch unpadded."""
+    return set(range(1, max_batch + 1))
+
+
 def pad_table(max_batch: int, allowed_sizes: list[int] | None) -> list[int]:
     """pad[k] = the size a batch of k requests runs as: the next allowed size >= k."""
     if not allowed_sizes:

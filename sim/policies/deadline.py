@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from sim.policies.base import Decision, Drop, Launch, QueueView, Wait
+from sim.policies.base import Decision, Drop, Launch, QueueView, Wait, every_size_up_to
 from sim.profile import Profile
 
 # comparisons against deadlines forgive a nanosecond of floating-point noise
@@ -60,7 +60,7 @@ class DeadlinePolicy:
         return self._max_batch
 
     def launch_sizes(self) -> set[int]:
-        return set(range(1, self._max_batch + 1))
+        return every_size_up_to(self._max_batch)
 
     def largest_within(self, slack_s: float, cap: int) -> int:
         """The largest batch size <= cap whose predicted latency fits in `slack_s` (0: none)."""

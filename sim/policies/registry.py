@@ -1,0 +1,291 @@
+"""The policy registry: each built-in policy's scenario config and class, in one place, and
+plug-in policies named `MODULE:CLASS`.
+
+A scenario's `policy:` section is validated by the config registered for its `kind`; the
+config builds the policy object and says which padded sizes it can launch (checked
+against the profile when the scenario loads). A plug-in (`kind: package.module:Class`)
+is imported from the scenario's folder or the working directory; its other keys are its
+class's keyword arguments (and `profile`, the scenario's Profile, when the class takes
+one). It must follow the protocol of sim/policies/base.py; anything it gets wrong is one
+clear InputError on `policy.kind`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import re
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    Tag,
+    field_validator,
+    model_validator,
+)
+
+from sim.errors import InputError
+from sim.policies.adaptive import AdaptivePolicy
+from sim.policies.base import Policy, every_size_up_to
+from sim.policies.deadline import DeadlinePolicy
+from sim.policies.dynamic import DynamicPolicy
+from sim.policies.pathological import LazyPolicy
+from sim.policies.static import StaticPolicy
+from sim.profile import Profile
+
+PLUGIN = "MODULE:CLASS"  # how a plug-in's kind is written, in error lines
+
+
+class Strict(BaseModel):
+    """Every configuration section: unknown keys are errors, values never change."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PolicyConfig(Strict):
+    """A built-in policy's `policy:` section. `build` makes the policy object (a fresh one
+    each call: policies may learn); `launch_sizes` are the padded sizes it can launch."""
+
+    kind: str
+
+    def build(self, profile: Profile | None = None, base: Path | None = None) -> Policy:
+        raise NotImplementedError
+
+    def launch_sizes(self, profile: Profile | None = None, base: Path | None = None) -> set[int]:
+        return self.build(profile, base).launch_sizes()
+
+    @property
+    def size_field(self) -> str:
+        """The field an error about launch sizes names."""
+        return "policy.max_batch"
+
+
+class StaticPolicyConfig(PolicyConfig):
+    kind: Literal["static"]
+    batch_size: PositiveInt
+    timeout_ms: NonNegativeFloat | None = None
+
+    def build(self, profile: Profile | None = None, base: Path | None = None) -> StaticPolicy:
+        return StaticPolicy(self.batch_size, self.timeout_ms)
+
+    @property
+    def size_field(self) -> str:
+        return "policy.batch_size"
+
+
+class DynamicPolicyConfig(PolicyConfig):
+    kind: Literal["dynamic"]
+    max_batch: PositiveInt
+    max_wait_ms: NonNegativeFloat | None = 0.0
+    min_batch: PositiveInt = 1
+    preferred_sizes: list[PositiveInt] | None = None
+    allowed_sizes: list[PositiveInt] | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DynamicPolicyConfig:
+        self.build()  # the policy's own checks, reported as this field's error
+        return self
+
+    def build(self, profile: Profile | None = None, base: Path | None = None) -> DynamicPolicy:
+        return DynamicPolicy(
+            self.max_batch,
+            self.max_wait_ms,
+            self.min_batch,
+            self.preferred_sizes,
+            self.allowed_sizes,
+        )
+
+    @property
+    def size_field(self) -> str:
+        return "policy.allowed_sizes" if self.allowed_sizes else "policy.max_batch"
+
+
+class AdaptivePolicyConfig(PolicyConfig):
+    kind: Literal["adaptive"]
+    target_ms: PositiveFloat
+    max_batch: PositiveInt
+    min_batch: PositiveInt = 1
+    step: PositiveFloat = 1.0
+    backoff: float = Field(0.9, gt=0, lt=1)
+    max_wait_ms: NonNegativeFloat | None = 0.0
+    initial_batch: PositiveInt | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AdaptivePolicyConfig:
+        self.build()
+        return self
+
+    def build(self, profile: Profile | None = None, base: Path | None = None) -> AdaptivePolicy:
+        return AdaptivePolicy(
+            self.target_ms,
+            self.max_batch,
+            self.min_batch,
+            self.step,
+            self.backoff,
+            self.max_wait_ms,
+            self.initial_batch,
+        )
+
+
+class DeadlinePolicyConfig(PolicyConfig):
+    kind: Literal["deadline"]
+    max_batch: PositiveInt
+    quantile: float = Field(0.5, ge=0.5, le=0.99)
+    on_miss: Literal["drop", "serve"] = "drop"
+
+    def build(self, profile: Profile | None = None, base: Path | None = None) -> DeadlinePolicy:
+        if profile is None:
+            raise ValueError("the deadline policy plans with the profile")
+        return DeadlinePolicy(profile, self.max_batch, self.quantile, self.on_miss)
+
+    def launch_sizes(self, profile: Profile | None = None, base: Path | None = None) -> set[int]:
+        return every_size_up_to(self.max_batch)  # known before the profile is checked
+
+
+class LazyPolicyConfig(PolicyConfig):
+    kind: Literal["lazy"]
+    max_batch: PositiveInt
+    max_wait_ms: NonNegativeFloat
+
+    def build(self, profile: Profile | None = None, base: Path | None = None) -> LazyPolicy:
+        return LazyPolicy(self.max_batch, self.max_wait_ms)
+
+
+# kind -> config: the one list of built-in policies
+BUILTIN: dict[str, type[PolicyConfig]] = {
+    config.model_fields["kind"].annotation.__args__[0]: config
+    for config in (
+        StaticPolicyConfig,
+        DynamicPolicyConfig,
+        AdaptivePolicyConfig,
+        DeadlinePolicyConfig,
+        LazyPolicyConfig,
+    )
+}
+
+
+class PluginPolicyConfig(BaseModel):
+    """`policy: {kind: package.module:Class, ...}`: the other keys are the class's keyword
+    arguments."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    kind: str
+
+    @field_validator("kind")
+    @classmethod
+    def _module_and_class(cls, kind: str) -> str:
+        if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", kind):
+            raise ValueError(
+                f"a plug-in policy is named {PLUGIN}, e.g. my_policies:OldestFirst (got {kind!r})"
+            )
+        return kind
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    @property
+    def size_field(self) -> str:
+        return "policy.kind"
+
+    def policy_class(self, base: Path | None = None) -> type:
+        """The plug-in's class, imported from `base` (the scenario's folder) or the working
+        directory."""
+        module_name, _, class_name = self.kind.partition(":")
+        for place in (base, Path.cwd()):
+            if place is not None and str(place) not in sys.path:
+                sys.path.insert(0, str(place))
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as exc:  # an import error, or the module's own failure
+            raise _error(self.kind, f"cannot import '{module_name}' ({_one_line(exc)})") from None
+        cls = getattr(module, class_name, None)
+        if not inspect.isclass(cls):
+            raise _error(self.kind, f"'{module_name}' has no class '{class_name}'")
+        return cls
+
+    def build(self, profile: Profile | None = None, base: Path | None = None) -> Policy:
+        cls = self.policy_class(base)
+        kwargs = self.params
+        try:
+            takes_profile = "profile" in inspect.signature(cls).parameters
+        except (TypeError, ValueError):  # a class with no signature to read takes none
+            takes_profile = False
+        if takes_profile:
+            kwargs["profile"] = profile
+        try:
+            policy = cls(**kwargs)
+        except Exception as exc:
+            raise _error(self.kind, f"{cls.__name__}(...) failed: {_one_line(exc)}") from None
+        check_protocol(policy, self.kind)
+        return policy
+
+    def launch_sizes(self, profile: Profile | None = None, base: Path | None = None) -> set[int]:
+        return self.build(profile, base).launch_sizes()
+
+
+def check_protocol(policy: Any, kind: str) -> None:
+    """A plug-in must be a policy of sim/policies/base.py: name, order, max_batch,
+    launch_sizes(), decide(now_s, queue), and optionally on_batch_done(...)."""
+    missing = [
+        attr
+        for attr in ("name", "order", "max_batch", "launch_sizes", "decide")
+        if not hasattr(policy, attr)
+    ]
+    if missing:
+        raise _error(kind, f"the policy has no {', '.join(missing)} (see sim/policies/base.py)")
+    for method in ("decide", "launch_sizes", "on_batch_done"):
+        if hasattr(policy, method) and not callable(getattr(policy, method)):
+            raise _error(kind, f"{method} must be a method")
+    if policy.order not in ("fifo", "edf"):
+        raise _error(kind, f"order is {policy.order!r}; it must be 'fifo' or 'edf'")
+    max_batch = policy.max_batch
+    if not isinstance(max_batch, int) or isinstance(max_batch, bool) or max_batch < 1:
+        raise _error(kind, f"max_batch is {max_batch!r}; it must be an integer >= 1")
+    try:
+        sizes = policy.launch_sizes()
+    except Exception as exc:
+        raise _error(kind, f"launch_sizes() failed: {_one_line(exc)}") from None
+    try:
+        valid = bool(sizes) and all(
+            isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in sizes
+        )
+    except TypeError:
+        valid = False
+    if not valid:
+        raise _error(kind, f"launch_sizes() returned {sizes!r}; it must be a set of integers >= 1")
+
+
+def _error(kind: str, message: str) -> InputError:
+    return InputError(f"plug-in policy {kind}: {message}", field="policy.kind")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def policy_tag(value: Any) -> str | None:
+    """Which config validates a `policy:` mapping: the built-in of its kind, or a plug-in."""
+    kind = value.get("kind") if isinstance(value, dict) else getattr(value, "kind", None)
+    if not isinstance(kind, str):
+        return None
+    return "plugin" if kind not in BUILTIN and ":" in kind else kind
+
+
+# the `policy:` field of a scenario: one config per registered kind, or a plug-in
+PolicySpec = Annotated[
+    Union[  # noqa: UP007 (a union built from the registry)
+        tuple(Annotated[config, Tag(kind)] for kind, config in BUILTIN.items())
+        + (Annotated[PluginPolicyConfig, Tag("plugin")],)
+    ],
+    Discriminator(policy_tag),
+]
