@@ -577,6 +577,19 @@ class LoadedScenario:
         planning with `planned_with` (default: the scenario's profile)."""
         return self._policy_call("build", planned_with or self.profile)
 
+    @property
+    def policy_description(self) -> str:
+        """The policy as summaries name it: its repr, or for a plug-in without one of its
+        own, its kind and keys."""
+        config = self.scenario.policy
+        if (
+            not isinstance(config, PluginPolicyConfig)
+            or type(self.policy).__repr__ is not object.__repr__
+        ):
+            return repr(self.policy)
+        keys = ", ".join(f"{k}={v!r}" for k, v in config.params.items())
+        return f"{config.kind}({keys})"
+
     def launch_sizes(self) -> set[int]:
         """Every padded size the scenario's policy can launch (from the policy registry)."""
         return self._policy_call("launch_sizes", self.profile)

@@ -102,7 +102,7 @@ def simulate(
     records.meta.update(
         scenario=s.name,
         seed=s.seed,
-        policy=repr(loaded.policy),
+        policy=loaded.policy_description,
         profile=loaded.profile.source,
         profile_provenance=dict(loaded.profile.provenance),
     )
@@ -122,7 +122,7 @@ def run_summary(loaded: LoadedScenario, records: RunRecords) -> dict[str, Any]:
     return {
         "scenario": loaded.scenario.name,
         "seed": loaded.scenario.seed,
-        "policy": repr(loaded.policy),
+        "policy": loaded.policy_description,
         "profile": {"source": loaded.profile.source, "provenance": dict(loaded.profile.provenance)},
         **summary,
     }
