@@ -46,39 +46,47 @@ def _fmt(value: Any, digits: int = 2) -> str:
 
 
 def summary_table(summary: dict[str, Any]) -> Table:
-    """The figures of one run as a rich table."""
+    """The figures of one run as a rich table (every figure read through the metrics
+    registry, sim.metrics)."""
+    from sim.metrics import metric_value
+
+    def v(name: str) -> Any:
+        return metric_value(summary, name)
+
+    def dist(prefix: str) -> str:
+        return "  ".join(
+            f"{stat} {_fmt(v(f'{prefix}_{stat}_ms'))}"
+            for stat in ("mean", "p50", "p90", "p99", "max")
+        )
+
     table = Table(
         title=f"batchsim run: {summary['scenario']}", show_header=True, header_style="bold"
     )
     table.add_column("metric")
     table.add_column("value")
-    req = summary["requests"]
     table.add_row(
         "requests",
-        f"{req['arrived']:,} arrived, {req['completed']:,} completed, {req['dropped']:,} dropped, "
-        f"{req['rejected']:,} rejected, {req['unfinished']:,} unfinished",
+        f"{v('requests_arrived'):,} arrived, {v('requests_completed'):,} completed, "
+        f"{v('dropped'):,} dropped, {v('rejected'):,} rejected, "
+        f"{v('requests_unfinished'):,} unfinished",
     )
-    table.add_row("throughput (req/s)", _fmt(summary["throughput_rps"]))
-    table.add_row("goodput (req/s)", _fmt(summary["goodput_rps"]))
-    for key, label in (("latency_ms", "latency (ms)"), ("queue_delay_ms", "queue delay (ms)")):
-        d = summary[key]
-        table.add_row(
-            label,
-            f"mean {_fmt(d['mean'])}  p50 {_fmt(d['p50'])}  p90 {_fmt(d['p90'])}  "
-            f"p99 {_fmt(d['p99'])}  max {_fmt(d['max'])}",
-        )
-    b = summary["batch_size"]
+    table.add_row("throughput (req/s)", _fmt(v("throughput_rps")))
+    table.add_row("goodput (req/s)", _fmt(v("goodput_rps")))
+    table.add_row("latency (ms)", dist("latency"))
+    table.add_row("queue delay (ms)", dist("queue_delay"))
     table.add_row(
         "batch size",
-        f"mean {_fmt(b['mean'])}  padded {_fmt(b['padded_mean'])}  over {b['batches']:,} batches",
+        f"mean {_fmt(v('batch_size_mean'))}  padded {_fmt(v('batch_size_padded_mean'))}  "
+        f"over {v('batches'):,} batches",
     )
-    util = summary["utilization"]
     table.add_row(
-        "utilization", f"{util['mean']:.1%} mean over {len(util['per_replica'])} replica(s)"
+        "utilization",
+        f"{v('utilization_mean'):.1%} mean over {len(summary['utilization']['per_replica'])} "
+        "replica(s)",
     )
     slo = summary["slo"]
     if slo["latency_ms"] is not None:
-        att = slo["attainment"]
+        att = v("slo_attainment")
         table.add_row(
             f"SLO attainment (<= {slo['latency_ms']:g} ms)", "-" if att is None else f"{att:.2%}"
         )
@@ -95,21 +103,22 @@ def summary_table(summary: dict[str, Any]) -> Table:
             "fairness (Jain, attainment)", _fmt(summary["fairness"]["jain_attainment"], 3)
         )
     if "robots" in summary:
-        rb = summary["robots"]
-        miss = rb["deadline_miss_rate"]
+        miss = v("robots_deadline_miss_rate")
         table.add_row(
-            f"robots ({rb['count']})",
-            f"stall {rb['stall_fraction']:.1%} (worst {rb['stall_fraction_max']:.1%}), "
+            f"robots ({summary['robots']['count']})",
+            f"stall {v('robots_stall_fraction'):.1%} (worst {v('robots_stall_fraction_max'):.1%}), "
             f"deadline misses {'-' if miss is None else f'{miss:.1%}'}, "
-            f"control rate {rb['control_rate_ratio']:.1%} of target "
-            f"({rb['effective_control_hz']:.1f} Hz), chunks {rb['chunk_rate_hz']:.2f}/s, "
-            f"stale actions {rb['stale_actions']:,}, Jain {_fmt(rb['jain_control_rate'], 3)}",
+            f"control rate {v('robots_control_rate_ratio'):.1%} of target "
+            f"({v('robots_effective_control_hz'):.1f} Hz), chunks {v('robots_chunk_rate_hz'):.2f}/s, "
+            f"stale actions {v('robots_stale_actions'):,}, "
+            f"Jain {_fmt(v('robots_jain_control_rate'), 3)}",
         )
-        trip = rb["round_trip_ms"]
         table.add_row(
             "robot round trip (ms)",
-            f"p50 {_fmt(trip['p50'])}  p90 {_fmt(trip['p90'])}  p99 {_fmt(trip['p99'])}  "
-            f"max {_fmt(trip['max'])}",
+            "  ".join(
+                f"{stat} {_fmt(v(f'robots_round_trip_{stat}_ms'))}"
+                for stat in ("p50", "p90", "p99", "max")
+            ),
         )
     if "memory" in summary:
         mem = summary["memory"]
@@ -240,11 +249,15 @@ def sweep(
 
 
 def sweep_table(summary: Any, keys: list[str]) -> Table:
+    from sim.metrics import METRICS
+
     table = Table(title="sweep: mean ± 95% CI over replications", header_style="bold")
     for key in keys:
         table.add_column(key, overflow="fold")
-    for label in ("throughput req/s", "p99 ms", "attainment", "batch"):
-        table.add_column(label, justify="right")
+    columns = ("throughput_rps", "latency_p99_ms", "slo_attainment", "batch_size_mean")
+    for name in columns:
+        metric = METRICS[name]
+        table.add_column(f"{metric.label} ({metric.unit})", justify="right")
 
     def cell(row, metric, digits=1):
         mean = row.get(metric)
@@ -258,10 +271,10 @@ def sweep_table(summary: Any, keys: list[str]) -> Table:
     for row in summary.to_dict("records"):
         table.add_row(
             *[str(row[f"grid.{k}"]) for k in keys],
-            cell(row, "throughput_rps"),
-            cell(row, "latency_p99_ms"),
-            cell(row, "slo_attainment", 3),
-            cell(row, "batch_size_mean", 2),
+            *(
+                cell(row, name, {"slo_attainment": 3, "batch_size_mean": 2}.get(name, 1))
+                for name in columns
+            ),
         )
     return table
 

@@ -20,21 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from sim.errors import InputError
+from sim.metrics import SLO_NAMES
 from sim.scenario import load, parse
 from sim.sweep import confidence_interval, parse_grid, run_point
 
-# what a user writes in --slo -> the sweep metric it constrains
-SLO_METRICS = {
-    "mean_ms": "latency_mean_ms",
-    "p50_ms": "latency_p50_ms",
-    "p90_ms": "latency_p90_ms",
-    "p99_ms": "latency_p99_ms",
-    "queue_p99_ms": "queue_delay_p99_ms",
-    "attainment": "slo_attainment",
-    "stall": "robots_stall_fraction",
-    "miss_rate": "robots_deadline_miss_rate",
-    "control_rate": "robots_control_rate_ratio",
-}
 OBJECTIVES = {
     "max-throughput": ("workload.rate_rps", "max"),
     "max-robots": ("workload.count", "max"),
@@ -59,11 +48,11 @@ class SloTerm:
                 source="--slo",
             )
         name, op, bound = match.groups()
-        if name not in SLO_METRICS:
+        if name not in SLO_NAMES:
             raise InputError(
-                f"unknown metric '{name}'; one of {', '.join(SLO_METRICS)}", source="--slo"
+                f"unknown metric '{name}'; one of {', '.join(SLO_NAMES)}", source="--slo"
             )
-        return cls(name, SLO_METRICS[name], op, float(bound))
+        return cls(name, SLO_NAMES[name], op, float(bound))
 
     def met(self, values: Sequence[float | None]) -> bool:
         """True when the 95% interval of the values lies within the bound (the value itself

@@ -30,51 +30,8 @@ import yaml
 from scipy import stats
 
 from sim.errors import InputError
+from sim.metrics import METRICS, flatten
 from sim.scenario import SweepSection, load, parse
-
-# the metrics a sweep keeps per point (flattened from summary.json)
-METRICS = (
-    "throughput_rps",
-    "goodput_rps",
-    "latency_mean_ms",
-    "latency_p50_ms",
-    "latency_p90_ms",
-    "latency_p99_ms",
-    "queue_delay_mean_ms",
-    "queue_delay_p99_ms",
-    "batch_size_mean",
-    "utilization_mean",
-    "slo_attainment",
-    "dropped",
-    "rejected",
-    "robots_stall_fraction",
-    "robots_deadline_miss_rate",
-    "robots_control_rate_ratio",
-)
-
-
-def flatten_summary(summary: dict[str, Any]) -> dict[str, float | None]:
-    """The sweep's per-point figures from one run's summary."""
-    lat, qd = summary["latency_ms"], summary["queue_delay_ms"]
-    robots = summary.get("robots") or {}
-    return {
-        "throughput_rps": summary["throughput_rps"],
-        "goodput_rps": summary["goodput_rps"],
-        "latency_mean_ms": lat["mean"],
-        "latency_p50_ms": lat["p50"],
-        "latency_p90_ms": lat["p90"],
-        "latency_p99_ms": lat["p99"],
-        "queue_delay_mean_ms": qd["mean"],
-        "queue_delay_p99_ms": qd["p99"],
-        "batch_size_mean": summary["batch_size"]["mean"],
-        "utilization_mean": summary["utilization"]["mean"],
-        "slo_attainment": summary["slo"]["attainment"],
-        "dropped": summary["requests"]["dropped"],
-        "rejected": summary["requests"]["rejected"],
-        "robots_stall_fraction": robots.get("stall_fraction"),
-        "robots_deadline_miss_rate": robots.get("deadline_miss_rate"),
-        "robots_control_rate_ratio": robots.get("control_rate_ratio"),
-    }
 
 
 def run_point(
@@ -92,7 +49,7 @@ def run_point(
     )
     started = time.perf_counter()
     summary = run_summary(loaded, simulate(loaded))
-    return {**flatten_summary(summary), "wall_s": time.perf_counter() - started}
+    return {**flatten(summary), "wall_s": time.perf_counter() - started}
 
 
 def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
@@ -270,7 +227,7 @@ def summarize_sweep(
         row.update({c: group[c].iloc[0] for c in grid_cols})
         drow: dict[str, Any] = dict(row)
         paired = group.set_index("replication").join(base, rsuffix="_base", how="inner")
-        for metric in METRICS:
+        for metric in METRICS:  # every figure of the metrics registry the points have
             if metric not in group or group[metric].isna().all():
                 continue
             mean, half = confidence_interval(group[metric].tolist())

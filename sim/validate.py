@@ -33,25 +33,26 @@ from scipy import stats
 
 from sim.engine.records import RunRecords
 from sim.errors import InputError
-from sim.metrics import robots_summary, summarize
+from sim.metrics import metric_value, robots_summary, summarize
 from sim.profile import Profile
 from sim.scenario import LoadedScenario, ParsedScenario, load, parse
 
+# the figures compared, live against simulated (names of the metrics registry)
 COMPARED = (
-    ("throughput_rps", ("throughput_rps",)),
-    ("latency_mean_ms", ("latency_ms", "mean")),
-    ("latency_p50_ms", ("latency_ms", "p50")),
-    ("latency_p90_ms", ("latency_ms", "p90")),
-    ("latency_p95_ms", ("latency_ms", "p95")),
-    ("latency_p99_ms", ("latency_ms", "p99")),
-    ("queue_delay_mean_ms", ("queue_delay_ms", "mean")),
-    ("queue_delay_p99_ms", ("queue_delay_ms", "p99")),
-    ("batch_size_mean", ("batch_size", "mean")),
-    ("utilization", ("utilization", "mean")),
-    ("slo_attainment", ("slo", "attainment")),
-    ("robots_stall_fraction", ("robots", "stall_fraction")),
-    ("robots_deadline_miss_rate", ("robots", "deadline_miss_rate")),
-    ("robots_control_rate_ratio", ("robots", "control_rate_ratio")),
+    "throughput_rps",
+    "latency_mean_ms",
+    "latency_p50_ms",
+    "latency_p90_ms",
+    "latency_p95_ms",
+    "latency_p99_ms",
+    "queue_delay_mean_ms",
+    "queue_delay_p99_ms",
+    "batch_size_mean",
+    "utilization_mean",
+    "slo_attainment",
+    "robots_stall_fraction",
+    "robots_deadline_miss_rate",
+    "robots_control_rate_ratio",
 )
 
 
@@ -80,13 +81,6 @@ SIM_DRAWS = 15
 
 # the issue's fidelity targets: the prediction's relative error against the live run
 TARGETS = {"throughput_rps": 0.02, "latency_p50_ms": 0.05, "latency_p99_ms": 0.05}
-
-
-def _pick(summary: dict[str, Any], path: tuple[str, ...]) -> float | None:
-    node: Any = summary
-    for key in path:
-        node = node.get(key) if isinstance(node, dict) else None
-    return node
 
 
 def latencies_ms(records) -> np.ndarray:
@@ -139,8 +133,8 @@ def comparison_rows(
     simulation kind (sim, sim_raw_profile, sim_live_service) the median draw and its error.
     Robot figures only for robot runs; None where a figure is undefined (no NaN in JSON)."""
     rows = []
-    for name, path in COMPARED:
-        runs = [_pick(summary, path) for summary in live_summaries]
+    for name in COMPARED:
+        runs = [metric_value(summary, name) for summary in live_summaries]
         if any(v is None for v in runs):
             if name.startswith("robots"):
                 continue
@@ -152,7 +146,7 @@ def comparison_rows(
             (max(runs) - min(runs)) / abs(live_v) if runs and live_v and len(runs) > 1 else None
         )
         for key, summaries in sim_summaries.items():
-            draws = [_pick(summary, path) for summary in summaries]
+            draws = [metric_value(summary, name) for summary in summaries]
             v = None if any(d is None for d in draws) else float(np.median(draws))
             row[key] = v
             if key == "sim":

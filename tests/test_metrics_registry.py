@@ -1,0 +1,76 @@
+"""The metrics registry: one name, path and unit per figure of summary.json, which the CLI
+table, sweeps, recommend's SLO terms and validate's rows all read through."""
+
+from __future__ import annotations
+
+import pytest
+
+from sim.metrics import METRICS, REGISTRY, SLO_NAMES, flatten, metric_value
+from sim.recommend import SloTerm
+from sim.scenario import load
+from sim.simulate import run_summary, simulate
+from sim.validate import COMPARED
+from tests.conftest import ROOT
+
+
+def summary_of(name: str, **overrides) -> dict:
+    loaded = load(ROOT / "scenarios" / f"{name}.yaml", {"duration_s": 30, **overrides})
+    return run_summary(loaded, simulate(loaded))
+
+
+def test_every_metric_is_where_the_registry_says():
+    open_loop, fleet = summary_of("quickstart"), summary_of("lerobot-async-fleet")
+    for metric in REGISTRY:
+        summary = fleet if metric.name.startswith("robots_") else open_loop
+        assert metric_value(summary, metric.name) is not None, metric.name
+    assert metric_value(open_loop, "robots_stall_fraction") is None  # not a fleet
+    assert flatten(open_loop)["latency_p99_ms"] == open_loop["latency_ms"]["p99"]
+    assert flatten(fleet)["robots_round_trip_p50_ms"] == fleet["robots"]["round_trip_ms"]["p50"]
+
+
+def test_names_are_unique_and_carry_their_unit():
+    assert len(METRICS) == len(REGISTRY)
+    for metric in REGISTRY:
+        if metric.unit == "ms":
+            assert metric.name.endswith("_ms"), metric.name
+        if metric.unit == "requests/s":
+            assert metric.name.endswith("_rps"), metric.name
+        if metric.unit == "Hz":
+            assert metric.name.endswith("_hz"), metric.name
+
+
+@pytest.mark.parametrize(
+    "slo, metric",
+    [
+        ("mean_ms", "latency_mean_ms"),
+        ("p50_ms", "latency_p50_ms"),
+        ("p90_ms", "latency_p90_ms"),
+        ("p99_ms", "latency_p99_ms"),
+        ("queue_p99_ms", "queue_delay_p99_ms"),
+        ("attainment", "slo_attainment"),
+        ("stall", "robots_stall_fraction"),
+        ("miss_rate", "robots_deadline_miss_rate"),
+        ("control_rate", "robots_control_rate_ratio"),
+    ],
+)
+def test_every_slo_name_recommend_knew_still_works(slo, metric):
+    assert SLO_NAMES[slo] == metric
+    assert SloTerm.parse(f"{slo}<=1").metric == metric
+
+
+def test_validate_and_the_sweep_columns_come_from_the_registry():
+    assert set(COMPARED) <= set(METRICS)
+    from sim.sweep import run_point
+
+    row = run_point(
+        {
+            "duration_s": 5,
+            "profile": {"batch_size": [1, 8], "latency_ms": [5, 9]},
+            "workload": {"kind": "poisson", "rate_rps": 50},
+            "policy": {"kind": "dynamic", "max_batch": 8},
+        },
+        str(ROOT),
+        {},
+        seed=1,
+    )
+    assert set(METRICS) <= set(row)
