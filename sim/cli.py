@@ -28,6 +28,24 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+# options several commands share
+ScenarioArg = Annotated[Path, typer.Argument(help="scenario YAML file")]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="override a scenario field: KEY=VALUE (dotted key, YAML value)"),
+]
+
+
+def repeated(flag: str, help: str) -> Any:
+    """An option that may be given several times (a list of strings)."""
+    return Annotated[list[str] | None, typer.Option(flag, help=help)]
+
+
+GridOption = repeated("--grid", "KEY=V1,V2,... (dotted key, YAML values); repeat for more keys")
+SloOption = repeated("--slo", "METRIC<=VALUE, e.g. p99_ms<=100; repeat to AND")
+SpaceOption = repeated(
+    "--space", "KEY=V1,V2,... or KEY=LO:HI[:STEP]: the configurations to compare"
+)
 out_console = Console()
 err_console = Console(stderr=True)
 
@@ -131,14 +149,11 @@ def summary_table(summary: dict[str, Any]) -> Table:
 
 @app.command()
 def run(
-    scenario: Annotated[Path, typer.Argument(help="scenario YAML file")],
+    scenario: ScenarioArg,
     out: Annotated[
         Path | None, typer.Option("--out", help="directory for summary.json and parquet files")
     ] = None,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option("--set", help="override a scenario field: KEY=VALUE (dotted key, YAML value)"),
-    ] = None,
+    set_: SetOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="print no table")] = False,
 ) -> None:
     """Simulate one scenario and print its summary."""
@@ -177,14 +192,9 @@ def run(
 
 @app.command()
 def sweep(
-    scenario: Annotated[Path, typer.Argument(help="scenario YAML file")],
+    scenario: ScenarioArg,
     out: Annotated[Path, typer.Option("--out", help="sweep folder (created, or resumed)")],
-    grid: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--grid", help="KEY=V1,V2,... (dotted key, YAML values); repeat for more keys"
-        ),
-    ] = None,
+    grid: GridOption = None,
     replications: Annotated[
         int | None,
         typer.Option("--replications", help="seeds per configuration (common random numbers)"),
@@ -196,9 +206,7 @@ def sweep(
     scheduler: Annotated[
         str | None, typer.Option("--scheduler", help="address of an existing Dask scheduler")
     ] = None,
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", help="override a base scenario field: KEY=VALUE")
-    ] = None,
+    set_: SetOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar or table")] = False,
 ) -> None:
     """Run a grid of scenario variants x replications on Dask; resumable."""
@@ -281,28 +289,18 @@ def sweep_table(summary: Any, keys: list[str]) -> Table:
 
 @app.command()
 def recommend(
-    scenario: Annotated[Path, typer.Argument(help="scenario YAML file")],
-    slo: Annotated[
-        list[str] | None,
-        typer.Option("--slo", help="METRIC<=VALUE, e.g. p99_ms<=100; repeat to AND"),
-    ] = None,
+    scenario: ScenarioArg,
+    slo: SloOption = None,
     objective: Annotated[
         str, typer.Option("--objective", help="max-throughput | min-replicas | max-robots")
     ] = "max-throughput",
-    space: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--space", help="KEY=V1,V2,... or KEY=LO:HI[:STEP]: the configurations to compare"
-        ),
-    ] = None,
+    space: SpaceOption = None,
     search: Annotated[
         str | None, typer.Option("--search", help="the load key to search (default by objective)")
     ] = None,
     replications: Annotated[int, typer.Option("--replications", help="seeds per probe")] = 2,
     workers: Annotated[int, typer.Option("--workers", help="Dask worker processes")] = 1,
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", help="override a field: KEY=VALUE")
-    ] = None,
+    set_: SetOption = None,
     out: Annotated[Path | None, typer.Option("--out", help="folder for recommend.json")] = None,
 ) -> None:
     """Find the best configuration that meets an SLO, by capacity search."""
@@ -370,9 +368,7 @@ def validate(
         Path | None,
         typer.Option("--profile", help="use this profile (its provenance must match the model)"),
     ] = None,
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", help="override a field: KEY=VALUE")
-    ] = None,
+    set_: SetOption = None,
     repeats: Annotated[
         int, typer.Option("--repeats", help="live runs of the same traffic (median compared)")
     ] = 3,

@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # pandas is imported where a CSV or a frame is handled, not t
     import pandas as pd
 
 from sim.errors import InputError
+from sim.files import read_csv
 
 REQUIRED_COLUMNS = ("batch_size", "latency_ms")
 MEMORY_COLUMN = "peak_mem_mb"
@@ -379,15 +380,7 @@ def _idle_levels(frame: pd.DataFrame, source: str) -> pd.Series:
 
 def _read_csv(path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     """A profile CSV's rows and its provenance sidecar ({"provenance": "unknown"} without one)."""
-    import pandas as pd
-
-    if not path.is_file():
-        raise InputError("profile file not found", source=str(path))
-    try:
-        frame = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"not a readable CSV ({reason})", source=str(path)) from None
+    frame = read_csv(path, "profile")
     provenance: dict[str, Any] = {"provenance": "unknown"}
     meta = meta_path_for(path)
     if meta.is_file():

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypedDict, Unpack
 
 import numpy as np
 import yaml
@@ -817,18 +817,22 @@ def parse(
         return ParsedScenario(parse_scenario(data, label), data, base_dir, label)
 
 
+class Where(TypedDict, total=False):
+    """Where a scenario comes from, for parse and load: see parse."""
+
+    base: Path | None
+    origin: str | None
+    flag: str
+
+
 def load(
-    source: str | Path | Mapping[str, Any],
-    overrides: Overrides = (),
-    *,
-    base: Path | None = None,
-    origin: str | None = None,
-    flag: str = "--set",
+    source: str | Path | Mapping[str, Any], overrides: Overrides = (), **where: Unpack[Where]
 ) -> LoadedScenario:
     """The one way a scenario is loaded (run, sweep, recommend, validate, notebooks): parse
-    it, then resolve it (profile loaded and checked against the policy, policy built)."""
-    parsed = parse(source, overrides, base=base, origin=origin, flag=flag)
-    with _blaming(_override_items(overrides), parsed.source, flag):
+    it (see parse), then resolve it (profile loaded and checked against the policy, policy
+    built)."""
+    parsed = parse(source, overrides, **where)
+    with _blaming(_override_items(overrides), parsed.source, where.get("flag", "--set")):
         return LoadedScenario(parsed.scenario, parsed.base, parsed.source, parsed.data)
 
 

@@ -52,6 +52,31 @@ class ModelBundle:
         ).hexdigest()[:12]
 
 
+def reference_bundle(
+    name: str,
+    size: str,
+    module: Any,
+    cfg: dict[str, Any],
+    inputs: Callable[..., dict[str, Any]],
+    output_shape: Callable[[int], tuple[int, ...]],
+) -> ModelBundle:
+    """A reference model's bundle; `inputs(cfg, batch_size, cameras, instruction_tokens,
+    device, dtype)` builds one batch's keyword arguments."""
+
+    def make_inputs(
+        batch_size: int,
+        cameras: int = 1,
+        instruction_tokens: int | None = None,
+        device: str = "cpu",
+        dtype: Any = None,
+    ) -> dict[str, Any]:
+        import torch
+
+        return inputs(cfg, batch_size, cameras, instruction_tokens, device, dtype or torch.float32)
+
+    return ModelBundle(name, size, module.eval(), make_inputs, output_shape, cfg)
+
+
 def build(name: str, size: str = "tiny", **options: Any) -> ModelBundle:
     """A reference model by name, or a plug-in `package.module:factory`."""
     if ":" in name:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sim.models import ModelBundle
+from sim.models import ModelBundle, reference_bundle
 
 CONFIGS = {
     "full": dict(d_model=512, heads=8, encoder_layers=4, decoder_layers=7, feedforward=3200, channels=[64, 128, 256, 512], image_size=480, state_dim=14, action_dim=14, chunk=100),
@@ -49,23 +49,15 @@ class ACTStyle(nn.Module):
         return self.head(self.transformer(memory_in, queries))
 
 
+def make_inputs(cfg: dict, batch_size: int, cameras: int, tokens: int | None, device, dtype):
+    px = cfg["image_size"]
+    return {
+        "images": torch.randn(batch_size, cameras, 3, px, px, device=device, dtype=dtype),
+        "state": torch.randn(batch_size, cfg["state_dim"], device=device, dtype=dtype),
+    }
+
+
 def build(size: str = "tiny", **_: object) -> ModelBundle:
     cfg = CONFIGS[size]
-    model = ACTStyle(cfg).eval()
-
-    def make_inputs(
-        batch_size: int,
-        cameras: int = 1,
-        instruction_tokens: int | None = None,
-        device="cpu",
-        dtype=torch.float32,
-    ):
-        px = cfg["image_size"]
-        return {
-            "images": torch.randn(batch_size, cameras, 3, px, px, device=device, dtype=dtype),
-            "state": torch.randn(batch_size, cfg["state_dim"], device=device, dtype=dtype),
-        }
-
-    return ModelBundle(
-        "act", size, model, make_inputs, lambda b: (b, cfg["chunk"], cfg["action_dim"]), cfg
-    )
+    output = (cfg["chunk"], cfg["action_dim"])
+    return reference_bundle("act", size, ACTStyle(cfg), cfg, make_inputs, lambda b: (b, *output))

@@ -14,7 +14,7 @@ from transformers import (
     SiglipVisionModel,
 )
 
-from sim.models import ModelBundle
+from sim.models import ModelBundle, reference_bundle
 
 CONFIGS = {
     # full: SigLIP So400m/14 + DINOv2-L/14 at 224 px, Llama-2 7B
@@ -74,27 +74,21 @@ class OpenVLAStyle(nn.Module):
         return torch.stack(tokens, dim=1)
 
 
+def make_inputs(cfg: dict, batch_size: int, cameras: int, tokens: int | None, device, dtype):
+    # OpenVLA sees one third-person camera; more cameras are not part of the architecture
+    size_px = cfg["siglip"]["image_size"]
+    tokens = tokens or cfg["instruction_tokens"]
+    return {
+        "images": torch.randn(batch_size, 3, size_px, size_px, device=device, dtype=dtype),
+        "instruction": torch.randint(
+            0, cfg["llm"]["vocab_size"], (batch_size, tokens), device=device
+        ),
+    }
+
+
 def build(size: str = "tiny", **_: object) -> ModelBundle:
     cfg = CONFIGS[size]
-    model = OpenVLAStyle(cfg).eval()
-
-    def make_inputs(
-        batch_size: int,
-        cameras: int = 1,
-        instruction_tokens: int | None = None,
-        device="cpu",
-        dtype=torch.float32,
-    ):
-        # OpenVLA sees one third-person camera; more cameras are not part of the architecture
-        size_px = cfg["siglip"]["image_size"]
-        tokens = instruction_tokens or cfg["instruction_tokens"]
-        return {
-            "images": torch.randn(batch_size, 3, size_px, size_px, device=device, dtype=dtype),
-            "instruction": torch.randint(
-                0, cfg["llm"]["vocab_size"], (batch_size, tokens), device=device
-            ),
-        }
-
-    return ModelBundle(
-        "openvla", size, model, make_inputs, lambda b: (b, cfg["action_tokens"]), cfg
+    output = (cfg["action_tokens"],)
+    return reference_bundle(
+        "openvla", size, OpenVLAStyle(cfg), cfg, make_inputs, lambda b: (b, *output)
     )

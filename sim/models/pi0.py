@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from transformers import GemmaConfig, GemmaModel, SiglipVisionConfig, SiglipVisionModel
 
-from sim.models import ModelBundle
+from sim.models import ModelBundle, reference_bundle
 
 CONFIGS = {
     # full: SigLIP So400m/14 at 224 px, Gemma 2B prefix, Gemma-300M-sized expert (PaliGemma)
@@ -92,30 +92,19 @@ class Pi0Style(nn.Module):
         return x
 
 
+def make_inputs(cfg: dict, batch_size: int, cameras: int, tokens: int | None, device, dtype):
+    tokens = tokens or cfg["instruction_tokens"]
+    size_px = cfg["vision"]["image_size"]
+    return {
+        "images": torch.randn(batch_size, cameras, 3, size_px, size_px, device=device, dtype=dtype),
+        "instruction": torch.randint(
+            0, cfg["prefix"]["vocab_size"], (batch_size, tokens), device=device
+        ),
+        "state": torch.randn(batch_size, cfg["action_dim"], device=device, dtype=dtype),
+    }
+
+
 def build(size: str = "tiny", **_: object) -> ModelBundle:
     cfg = CONFIGS[size]
-    model = Pi0Style(cfg).eval()
-    vision = cfg["vision"]
-
-    def make_inputs(
-        batch_size: int,
-        cameras: int = 1,
-        instruction_tokens: int | None = None,
-        device="cpu",
-        dtype=torch.float32,
-    ):
-        tokens = instruction_tokens or cfg["instruction_tokens"]
-        size_px = vision["image_size"]
-        return {
-            "images": torch.randn(
-                batch_size, cameras, 3, size_px, size_px, device=device, dtype=dtype
-            ),
-            "instruction": torch.randint(
-                0, cfg["prefix"]["vocab_size"], (batch_size, tokens), device=device
-            ),
-            "state": torch.randn(batch_size, cfg["action_dim"], device=device, dtype=dtype),
-        }
-
-    return ModelBundle(
-        "pi0", size, model, make_inputs, lambda b: (b, cfg["chunk"], cfg["action_dim"]), cfg
-    )
+    output = (cfg["chunk"], cfg["action_dim"])
+    return reference_bundle("pi0", size, Pi0Style(cfg), cfg, make_inputs, lambda b: (b, *output))

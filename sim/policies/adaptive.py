@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from sim.policies.base import Decision, Launch, QueueView, Wait, every_size_up_to
+from sim.policies.base import Capped, Decision, Launch, QueueView, Wait
 
 
-class AdaptivePolicy:
+class AdaptivePolicy(Capped):
     """A dynamic batcher whose maximum batch size follows AIMD.
 
     It observes the *service time of each finished batch* (the model's time for the
@@ -31,40 +31,26 @@ class AdaptivePolicy:
         max_wait_ms: float | None = 0.0,
         initial_batch: int | None = None,
     ):
+        super().__init__(max_batch, max_wait_ms, min_batch)
         if target_ms <= 0:
             raise ValueError("target_ms must be > 0")
-        if not 1 <= min_batch <= max_batch:
-            raise ValueError("min_batch must be between 1 and max_batch")
         if step <= 0:
             raise ValueError("step must be > 0")
         if not 0 < backoff < 1:
             raise ValueError("backoff must lie strictly between 0 and 1")
-        if max_wait_ms is not None and max_wait_ms < 0:
-            raise ValueError("max_wait_ms must be >= 0")
         start = min_batch if initial_batch is None else initial_batch
         if not min_batch <= start <= max_batch:
             raise ValueError("initial_batch must be between min_batch and max_batch")
         self.target_ms = target_ms
         self._target_s = target_ms / 1000.0
-        self._max_batch = max_batch
-        self.min_batch = min_batch
         self.step = step
         self.backoff = backoff
-        self.max_wait_ms = max_wait_ms
-        self._max_wait_s = None if max_wait_ms is None else max_wait_ms / 1000.0
         self.cap = float(start)
         self.history: list[float] = []  # the cap after each finished batch
 
     @property
-    def max_batch(self) -> int:
-        return self._max_batch
-
-    @property
     def current_batch(self) -> int:
         return int(self.cap)
-
-    def launch_sizes(self) -> set[int]:
-        return every_size_up_to(self._max_batch)
 
     def decide(self, now_s: float, queue: QueueView) -> Decision:
         n = len(queue)

@@ -99,6 +99,37 @@ def every_size_up_to(max_batch: int) -> set[int]:
     return set(range(1, max_batch + 1))
 
 
+def seconds(value_ms: float | None, name: str) -> float | None:
+    """A millisecond setting (None: none) in seconds, refused when negative."""
+    if value_ms is None:
+        return None
+    if value_ms < 0:
+        raise ValueError(f"{name} must be >= 0")
+    return value_ms / 1000.0
+
+
+class Capped:
+    """What most built-in policies share: batches of at most `max_batch` (checked), run
+    unpadded, and an optional timer `max_wait_ms` (None: none) kept in seconds too."""
+
+    def __init__(self, max_batch: int, max_wait_ms: float | None = None, min_batch: int = 1):
+        if max_batch < 1:
+            raise ValueError("max_batch must be >= 1")
+        if not 1 <= min_batch <= max_batch:
+            raise ValueError("min_batch must be between 1 and max_batch")
+        self._max_wait_s = seconds(max_wait_ms, "max_wait_ms")
+        self._max_batch = max_batch
+        self.min_batch = min_batch
+        self.max_wait_ms = max_wait_ms
+
+    @property
+    def max_batch(self) -> int:
+        return self._max_batch
+
+    def launch_sizes(self) -> set[int]:
+        return every_size_up_to(self._max_batch)
+
+
 def pad_table(max_batch: int, allowed_sizes: list[int] | None) -> list[int]:
     """pad[k] = the size a batch of k requests runs as: the next allowed size >= k."""
     if not allowed_sizes:

@@ -5,14 +5,14 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from sim.policies.base import Decision, Drop, Launch, QueueView, Wait, every_size_up_to
+from sim.policies.base import Capped, Decision, Drop, Launch, QueueView, Wait
 from sim.profile import Profile
 
 # comparisons against deadlines forgive a nanosecond of floating-point noise
 TOLERANCE_S = 1e-9
 
 
-class DeadlinePolicy:
+class DeadlinePolicy(Capped):
     """Plan batches against request deadlines, as Clockwork and Nexus do.
 
     The queue is in earliest-deadline-first order. Predicted batch latency is the
@@ -42,25 +42,16 @@ class DeadlinePolicy:
         quantile: float = 0.5,
         on_miss: Literal["drop", "serve"] = "drop",
     ):
-        if max_batch < 1:
-            raise ValueError("max_batch must be >= 1")
+        super().__init__(max_batch)
         if not 0.5 <= quantile <= 0.99:
             raise ValueError("quantile must lie between 0.5 and 0.99")
         if on_miss not in ("drop", "serve"):
             raise ValueError("on_miss must be 'drop' or 'serve'")
-        self._max_batch = max_batch
         self.quantile = quantile
         self.on_miss = on_miss
         self.predicted_s = [0.0] + [
             profile.latency_ms(b, quantile) / 1000.0 for b in range(1, max_batch + 1)
         ]
-
-    @property
-    def max_batch(self) -> int:
-        return self._max_batch
-
-    def launch_sizes(self) -> set[int]:
-        return every_size_up_to(self._max_batch)
 
     def largest_within(self, slack_s: float, cap: int) -> int:
         """The largest batch size <= cap whose predicted latency fits in `slack_s` (0: none)."""

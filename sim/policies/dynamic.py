@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sim.policies.base import Decision, Launch, QueueView, Wait, pad_table
+from sim.policies.base import Capped, Decision, Launch, QueueView, Wait, pad_table
 
 
-class DynamicPolicy:
+class DynamicPolicy(Capped):
     """Size-or-timeout batching, as Triton's dynamic batcher and TF Serving do it.
 
     A free replica launches at once when a `max_batch` batch can be formed, or
@@ -30,12 +30,7 @@ class DynamicPolicy:
         preferred_sizes: Sequence[int] | None = None,
         allowed_sizes: Sequence[int] | None = None,
     ):
-        if max_batch < 1:
-            raise ValueError("max_batch must be >= 1")
-        if not 1 <= min_batch <= max_batch:
-            raise ValueError("min_batch must be between 1 and max_batch")
-        if max_wait_ms is not None and max_wait_ms < 0:
-            raise ValueError("max_wait_ms must be >= 0")
+        super().__init__(max_batch, max_wait_ms, min_batch)
         preferred = sorted(set(preferred_sizes or []))
         if any(not 1 <= p <= max_batch for p in preferred):
             raise ValueError("preferred_sizes must lie between 1 and max_batch")
@@ -44,12 +39,8 @@ class DynamicPolicy:
             raise ValueError("the largest allowed size must be >= max_batch")
         if any(a < 1 for a in allowed):
             raise ValueError("allowed_sizes must be >= 1")
-        self._max_batch = max_batch
-        self.max_wait_ms = max_wait_ms
-        self.min_batch = min_batch
         self.preferred_sizes = preferred
         self.allowed_sizes = allowed
-        self._max_wait_s = None if max_wait_ms is None else max_wait_ms / 1000.0
         self._pad = pad_table(max_batch, allowed or None)
         # largest preferred size <= n, and smallest preferred size > n, for every n < max_batch
         self._pref_at_most = [
@@ -58,10 +49,6 @@ class DynamicPolicy:
         self._pref_above = [
             min((p for p in preferred if p > n), default=max_batch) for n in range(max_batch)
         ]
-
-    @property
-    def max_batch(self) -> int:
-        return self._max_batch
 
     def launch_sizes(self) -> set[int]:
         return {self._pad[k] for k in range(1, self._max_batch + 1)}

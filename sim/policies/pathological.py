@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from sim.policies.base import Decision, Launch, QueueView, Wait, every_size_up_to
+from sim.policies.base import Capped, Decision, Launch, QueueView, Wait
 
 
-class LazyPolicy:
+class LazyPolicy(Capped):
     """Always waits the full timer: launches only when the oldest has waited `max_wait_ms`,
     even when a full batch was ready long before."""
 
@@ -13,20 +13,9 @@ class LazyPolicy:
     order = "fifo"
 
     def __init__(self, max_batch: int, max_wait_ms: float):
-        if max_batch < 1:
-            raise ValueError("max_batch must be >= 1")
-        if max_wait_ms < 0:
+        if max_wait_ms is None:
             raise ValueError("max_wait_ms must be >= 0")
-        self._max_batch = max_batch
-        self.max_wait_ms = max_wait_ms
-        self._max_wait_s = max_wait_ms / 1000.0
-
-    @property
-    def max_batch(self) -> int:
-        return self._max_batch
-
-    def launch_sizes(self) -> set[int]:
-        return every_size_up_to(self._max_batch)
+        super().__init__(max_batch, max_wait_ms)
 
     def decide(self, now_s: float, queue: QueueView) -> Decision:
         n = len(queue)

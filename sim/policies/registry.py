@@ -17,7 +17,7 @@ import inspect
 import re
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import (
     BaseModel,
@@ -51,34 +51,40 @@ class Strict(BaseModel):
 
 
 class PolicyConfig(Strict):
-    """A built-in policy's `policy:` section. `build` makes the policy object (a fresh one
-    each call: policies may learn); `launch_sizes` are the padded sizes it can launch."""
+    """A built-in policy's `policy:` section: its keys are its class's keyword arguments.
+
+    `build` makes the policy object (a fresh one each call: policies may learn);
+    `launch_sizes` are the padded sizes it can launch; `size_field` is the field an error
+    about those sizes names."""
 
     kind: str
+    policy_class: ClassVar[type]
+    size_field: ClassVar[str] = "policy.max_batch"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PolicyConfig:
+        if "profile" not in inspect.signature(self.policy_class).parameters:
+            self.build()  # the policy's own checks, reported as this field's error
+        return self
 
     def build(self, profile: Profile | None = None, base: Path | None = None) -> Policy:
-        raise NotImplementedError
+        params = self.model_dump(exclude={"kind"})
+        if "profile" in inspect.signature(self.policy_class).parameters:
+            if profile is None:
+                raise ValueError(f"the {self.kind} policy plans with the profile")
+            params["profile"] = profile
+        return self.policy_class(**params)
 
     def launch_sizes(self, profile: Profile | None = None, base: Path | None = None) -> set[int]:
         return self.build(profile, base).launch_sizes()
-
-    @property
-    def size_field(self) -> str:
-        """The field an error about launch sizes names."""
-        return "policy.max_batch"
 
 
 class StaticPolicyConfig(PolicyConfig):
     kind: Literal["static"]
     batch_size: PositiveInt
     timeout_ms: NonNegativeFloat | None = None
-
-    def build(self, profile: Profile | None = None, base: Path | None = None) -> StaticPolicy:
-        return StaticPolicy(self.batch_size, self.timeout_ms)
-
-    @property
-    def size_field(self) -> str:
-        return "policy.batch_size"
+    policy_class: ClassVar[type] = StaticPolicy
+    size_field: ClassVar[str] = "policy.batch_size"
 
 
 class DynamicPolicyConfig(PolicyConfig):
@@ -88,23 +94,10 @@ class DynamicPolicyConfig(PolicyConfig):
     min_batch: PositiveInt = 1
     preferred_sizes: list[PositiveInt] | None = None
     allowed_sizes: list[PositiveInt] | None = None
-
-    @model_validator(mode="after")
-    def _consistent(self) -> DynamicPolicyConfig:
-        self.build()  # the policy's own checks, reported as this field's error
-        return self
-
-    def build(self, profile: Profile | None = None, base: Path | None = None) -> DynamicPolicy:
-        return DynamicPolicy(
-            self.max_batch,
-            self.max_wait_ms,
-            self.min_batch,
-            self.preferred_sizes,
-            self.allowed_sizes,
-        )
+    policy_class: ClassVar[type] = DynamicPolicy
 
     @property
-    def size_field(self) -> str:
+    def size_field(self) -> str:  # type: ignore[override]
         return "policy.allowed_sizes" if self.allowed_sizes else "policy.max_batch"
 
 
@@ -117,22 +110,7 @@ class AdaptivePolicyConfig(PolicyConfig):
     backoff: float = Field(0.9, gt=0, lt=1)
     max_wait_ms: NonNegativeFloat | None = 0.0
     initial_batch: PositiveInt | None = None
-
-    @model_validator(mode="after")
-    def _consistent(self) -> AdaptivePolicyConfig:
-        self.build()
-        return self
-
-    def build(self, profile: Profile | None = None, base: Path | None = None) -> AdaptivePolicy:
-        return AdaptivePolicy(
-            self.target_ms,
-            self.max_batch,
-            self.min_batch,
-            self.step,
-            self.backoff,
-            self.max_wait_ms,
-            self.initial_batch,
-        )
+    policy_class: ClassVar[type] = AdaptivePolicy
 
 
 class DeadlinePolicyConfig(PolicyConfig):
@@ -140,11 +118,7 @@ class DeadlinePolicyConfig(PolicyConfig):
     max_batch: PositiveInt
     quantile: float = Field(0.5, ge=0.5, le=0.99)
     on_miss: Literal["drop", "serve"] = "drop"
-
-    def build(self, profile: Profile | None = None, base: Path | None = None) -> DeadlinePolicy:
-        if profile is None:
-            raise ValueError("the deadline policy plans with the profile")
-        return DeadlinePolicy(profile, self.max_batch, self.quantile, self.on_miss)
+    policy_class: ClassVar[type] = DeadlinePolicy
 
     def launch_sizes(self, profile: Profile | None = None, base: Path | None = None) -> set[int]:
         return every_size_up_to(self.max_batch)  # known before the profile is checked
@@ -154,9 +128,7 @@ class LazyPolicyConfig(PolicyConfig):
     kind: Literal["lazy"]
     max_batch: PositiveInt
     max_wait_ms: NonNegativeFloat
-
-    def build(self, profile: Profile | None = None, base: Path | None = None) -> LazyPolicy:
-        return LazyPolicy(self.max_batch, self.max_wait_ms)
+    policy_class: ClassVar[type] = LazyPolicy
 
 
 # kind -> config: the one list of built-in policies

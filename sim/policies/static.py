@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from sim.policies.base import Decision, Launch, QueueView, Wait
+from sim.policies.base import Capped, Decision, Launch, QueueView, Wait, seconds
 
 
-class StaticPolicy:
+class StaticPolicy(Capped):
     """Wait until `batch_size` requests are queued, or the oldest has waited `timeout_ms`.
 
     Every batch runs padded to `batch_size`: it costs the profile's time for B
@@ -19,18 +19,13 @@ class StaticPolicy:
     def __init__(self, batch_size: int, timeout_ms: float | None = None):
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
-        if timeout_ms is not None and timeout_ms < 0:
-            raise ValueError("timeout_ms must be >= 0")
+        super().__init__(batch_size)
+        self._timeout_s = seconds(timeout_ms, "timeout_ms")
         self.batch_size = batch_size
         self.timeout_ms = timeout_ms
-        self._timeout_s = None if timeout_ms is None else timeout_ms / 1000.0
-
-    @property
-    def max_batch(self) -> int:
-        return self.batch_size
 
     def launch_sizes(self) -> set[int]:
-        return {self.batch_size}
+        return {self.batch_size}  # always padded to B
 
     def decide(self, now_s: float, queue: QueueView) -> Decision:
         n = len(queue)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from sim.errors import InputError
+from sim.files import read_csv
 from sim.workload.phases import phase_offsets_s
 
 
@@ -172,13 +173,7 @@ def trace_arrivals(
 
     _check_stop(duration_s, count)
     path = Path(path)
-    if not path.is_file():
-        raise InputError("trace file not found", source=str(path))
-    try:
-        frame = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"not a readable CSV ({reason})", source=str(path)) from None
+    frame = read_csv(path, "trace")
     for column in (time_column, source_column):
         if column is not None and column not in frame.columns:
             raise InputError(
