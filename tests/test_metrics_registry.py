@@ -74,3 +74,18 @@ def test_validate_and_the_sweep_columns_come_from_the_registry():
         seed=1,
     )
     assert set(METRICS) <= set(row)
+
+
+def test_every_invariant_names_tests_that_exist():
+    """docs/semantics.md names each invariant's test; those tests must exist."""
+    import re
+
+    text = (ROOT / "docs" / "semantics.md").read_text()
+    table = text[text.index("## Invariants") :]
+    sources = "".join(p.read_text() for p in (ROOT / "tests").glob("*.py"))
+    names = set(re.findall(r"`((?:test_|check_|follows_|admission_)[a-z_*]+)`", table))
+    assert len(names) >= 8
+    for name in names:
+        pattern = name.replace("*", "[a-z_]*")
+        assert re.search(rf"def {pattern}\(", sources), name
+    assert [f"INV-{k}" for k in range(1, 14)] == re.findall(r"INV-\d+", table)[:13]

@@ -232,3 +232,15 @@ def test_example_scenarios_take_dispatcher_and_policy_overrides(name):
     summary = run_file(name, "duration_s=30", "cluster.replicas=2")
     assert summary["requests"]["completed"] > 0
     assert len(summary["utilization"]["per_replica"]) == 2
+
+
+def test_load_scenario_without_overrides_reports_field_errors_as_input_errors(tmp_path):
+    """Engine II: load_scenario(path) with its default overrides raised TypeError on any
+    field error; the one loader reports it as the InputError it is, file and field as data."""
+    path = tmp_path / "s.yaml"
+    path.write_text("duration_s: 5\nprofile: {batch_size: [1], latency_ms: [5]}\n"
+                    "workload: {kind: poisson, rate_rps: -1}\npolicy: {kind: dynamic, max_batch: 1}\n")  # fmt: skip
+    with pytest.raises(InputError) as caught:
+        load_scenario(path)
+    assert caught.value.source == str(path) and caught.value.field == "workload.rate_rps"
+    assert "greater than 0" in caught.value.message

@@ -9,6 +9,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sim.engine.queue import expires_at_s
 from sim.engine.records import COMPLETED, DROPPED
 from sim.scenario import scenario_from_dict
 from sim.simulate import simulate
@@ -77,15 +78,18 @@ def fleet(**extra):
 
 def test_a_robot_is_told_of_an_expiry_at_the_instant_its_wait_exceeds_the_timeout():
     """Fixed in Engine II: the expiry timer fired at nextafter(arrival + timeout), where the
-    old check `arrival < now - timeout` could still be false by rounding (it is for an
-    arrival at 0.0800003 s with a 25 ms timeout), so the robot was told only at the next
-    decision, here never. The expiry instant is nextafter(arrival + timeout), and the
-    robot hears of it a downlink later and sends again one control period after that."""
+    check `arrival < now - timeout` could still be false by rounding (it is for an arrival
+    at 0.0800003 s with a 25 ms timeout), so the robot was told only at the next decision,
+    here never. The expiry instant is the first at which that check holds, and the robot
+    hears of it a downlink later and sends again one control period after that."""
     records = fleet()
     a = records.arrival_s
     assert a[0] == 0.0800003
     assert records.outcome[0] == DROPPED
-    told_s = math.nextafter(a[0] + 0.025, math.inf) + 0.005
+    expiry_s = expires_at_s(a[0], 0.025)
+    assert expiry_s - 0.025 > a[0] and not math.nextafter(expiry_s, 0) - 0.025 > a[0]
+    assert expiry_s > math.nextafter(a[0] + 0.025, math.inf)  # where the old timer fired
+    told_s = expiry_s + 0.005
     assert a[1] == (told_s + 0.02) + 0.0800003
     assert np.all(records.outcome == DROPPED) and len(a) == 15
     stats = records.robots[0].stats

@@ -278,3 +278,28 @@ def test_sweep_section_in_the_scenario(tmp_path):
     assert len(pd.read_parquet(out / "results.parquet")) == 4
     assert run_cli("run", str(path), "-q").returncode == 0  # run ignores the section
     shutil.rmtree(out)
+
+
+@pytest.mark.parametrize(
+    "section, expected",
+    [
+        ({"grid": {"policy.max_batch": [4, 8]}, "replications": 0}, "sweep.replications"),
+        ({"grids": {"policy.max_batch": [4, 8]}}, "sweep.grids: unknown field; allowed here: grid"),
+        ({"grid": {"policy.max_batch": []}}, "sweep.grid.policy.max_batch"),
+    ],
+)
+def test_the_sweep_section_is_validated_like_every_other(section, expected, tmp_path):
+    """Engine II: `replications: 0` no longer silently becomes 1, a typo `grids:` no longer
+    becomes an empty grid; run refuses them as sweep does."""
+    path = scenario(tmp_path, sweep=section)
+    for command in (["sweep", str(path), "--workers", "1", "--out", str(tmp_path / "o")],
+                    ["run", str(path), "-q"]):  # fmt: skip
+        result = run_cli(*command)
+        assert result.returncode == 2, result.stderr
+        assert expected in result.stderr and "Traceback" not in result.stderr
+
+
+def test_replications_flag_must_be_positive(tmp_path):
+    path = scenario(tmp_path)
+    result = run_cli("sweep", str(path), *GRID, "--replications", "0", "--out", str(tmp_path / "o"))
+    assert result.returncode == 2 and "--replications" in result.stderr

@@ -49,15 +49,16 @@ class Engine:
         env, core, service = self.env, self.core, self.service
         late_s = self.wake_latency_s
         closed = core.closed
+        watch = closed and core.replicas > 1  # only then can a replica's moment move
         while True:
             now = env.now
             action = core.decide(replica, now)
-            if core.rewakes:
+            if watch and core.rewakes:
                 self._rewake()
             if type(action) is Start:
                 service_s = service(replica, now, action.padded, action.variant)
                 core.end(action.batch, now + service_s)
-                if core.rewakes:
+                if watch and core.rewakes:
                     self._rewake()
                 yield env.timeout(service_s)
                 core.free(replica, env.now, service_s)

@@ -26,9 +26,15 @@ from sim.engine.records import DROPPED, REJECTED
 
 
 def expires_at_s(arrival_s: float, timeout_s: float) -> float:
-    """The first instant a request that arrived at `arrival_s` has waited strictly longer
-    than `timeout_s`: it is dropped then (at exactly the timeout it can still start)."""
-    return math.nextafter(arrival_s + timeout_s, math.inf)
+    """The first instant at which a request that arrived at `arrival_s` has waited strictly
+    longer than `timeout_s` (now - timeout > arrival, in floating point): it is dropped
+    then, and at exactly the timeout it can still start."""
+    t = arrival_s + timeout_s
+    while t - timeout_s > arrival_s:  # rounding put it late: step back
+        t = math.nextafter(t, -math.inf)
+    while not t - timeout_s > arrival_s:
+        t = math.nextafter(t, math.inf)
+    return t
 
 
 class RangeQueue:
@@ -64,7 +70,8 @@ class RangeQueue:
         """Remove and return every request that has waited longer than `timeout_s` (FIFO: all
         at the front)."""
         start, times = self.head, self._times
-        while self.head < self.tail and times[self.head] + timeout_s < now_s:
+        cutoff_s = now_s - timeout_s
+        while self.head < self.tail and times[self.head] < cutoff_s:
             self.head += 1
         return range(start, self.head)
 
@@ -114,7 +121,8 @@ class FifoQueue:
     def expire(self, now_s: float, timeout_s: float) -> list[int]:
         buffer, times = self._buffer, self._times
         stop = self._head
-        while stop < len(buffer) and times[buffer[stop]] + timeout_s < now_s:
+        cutoff_s = now_s - timeout_s
+        while stop < len(buffer) and times[buffer[stop]] < cutoff_s:
             stop += 1
         return self.take(stop - self._head)
 
@@ -156,10 +164,10 @@ class OrderedQueue:
         return ids
 
     def expire(self, now_s: float, timeout_s: float) -> list[int]:
-        times = self._times
-        gone = [e[-1] for e in self._entries if times[e[-1]] + timeout_s < now_s]
+        times, cutoff_s = self._times, now_s - timeout_s
+        gone = [e[-1] for e in self._entries if times[e[-1]] < cutoff_s]
         if gone:
-            self._entries = [e for e in self._entries if times[e[-1]] + timeout_s >= now_s]
+            self._entries = [e for e in self._entries if times[e[-1]] >= cutoff_s]
         return gone
 
     def oldest_arrival_s(self) -> float | None:
@@ -185,11 +193,14 @@ def queue_factory(
     """The queue a policy serves from.
 
     EDF policies get deadline order unless deadlines are `known` in advance and come in
-    arrival order; FIFO policies get class priority, then arrival, when classes differ in
+    arrival order (a column that is not a list holds one value); FIFO policies get class priority, then arrival, when classes differ in
     priority; otherwise arrival order. `in_order`: every arrival joins this one queue in
     order (the shared queue without admission limits), so the queue is a range of ids.
     """
-    if order == "edf" and not (known and not np.any(np.diff(deadlines) < 0)):
+    in_arrival_order = known and (
+        not isinstance(deadlines, list) or not np.any(np.diff(deadlines) < 0)
+    )
+    if order == "edf" and not in_arrival_order:
         return lambda: OrderedQueue(times, deadlines, lambda i: (deadlines[i],))
     if order == "fifo" and priority is not None and len(set(priority)) > 1:
         prio = list(priority)
@@ -199,21 +210,8 @@ def queue_factory(
     return lambda: FifoQueue(times, deadlines)
 
 
-# how far ahead of the next arrival a decision's search looks first (arrivals per decision
-# are few; bisecting the whole column touches memory far from them, 10x slower at 1M)
+# how far ahead of the next arrival a decision's search looks first
 _WINDOW = 64
-
-
-def _first_after(times: list[float], now_s: float, start: int, inclusive: bool) -> int:
-    """The first index >= start whose time is after now_s (at or after, not `inclusive`)."""
-    find = bisect_right if inclusive else bisect_left
-    lo, hi = start, start + _WINDOW
-    n = len(times)
-    if hi >= n:
-        hi = n
-    elif times[hi] <= now_s if inclusive else times[hi] < now_s:
-        lo, hi = hi, n  # beyond the window: search the rest
-    return find(times, now_s, lo, hi)
 
 
 Dispatcher = Callable[[int, float], int]  # (request id, now_s) -> queue index
@@ -259,7 +257,15 @@ class Admission:
         """Admit or reject every arrival at or before `now_s` (`inclusive` False: before it),
         then expire what waited too long."""
         start = self.next_arrival
-        stop = _first_after(self._times, now_s, start, inclusive)
+        times = self._times
+        # the first arrival after now: few arrive between two decisions, so look just
+        # ahead first (bisecting the whole column touches memory far from them)
+        lo, hi = start, start + _WINDOW
+        if hi >= len(times):
+            hi = len(times)
+        elif times[hi] <= now_s if inclusive else times[hi] < now_s:
+            lo, hi = hi, len(times)
+        stop = (bisect_right if inclusive else bisect_left)(times, now_s, lo, hi)
         if stop > start:
             if self._bulk:  # one queue, and no rejection depends on an expiry
                 admitted_stop = stop

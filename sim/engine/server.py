@@ -25,11 +25,12 @@ import math
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 
 import numpy as np
 
 from sim.engine.dispatch import ReplicaLoad, make_dispatcher
-from sim.engine.queue import Admission, queue_factory
+from sim.engine.queue import Admission, expires_at_s, queue_factory
 from sim.engine.records import DROPPED, FAILED, RunRecords, finalize_outcomes
 from sim.errors import InputError
 from sim.policies.base import Drop, Launch, Policy, Wait
@@ -88,6 +89,19 @@ class ServerSpec:
         return cls((policy,) * replicas, profile, replicas, **options)
 
 
+class _Always:
+    """A column holding one value n times, without n objects."""
+
+    def __init__(self, value: float, n: int):
+        self._value, self._n = value, n
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, index: int) -> float:
+        return self._value
+
+
 class _Columns:
     """Per-request columns: Python lists where policies read scalars, arrays for the rest."""
 
@@ -107,7 +121,9 @@ class _Columns:
         self.deadline_s = (
             traffic.deadline_s if traffic.deadline_s is not None else np.full(n, np.inf)
         )
-        self.deadlines = self.deadline_s.tolist()
+        # read by EDF policies; without a deadline anywhere, one inf stands for all
+        finite = bool(np.isfinite(self.deadline_s).any())
+        self.deadlines = self.deadline_s.tolist() if finite else _Always(math.inf, n)
         self.sources = arrivals.source
         self.source_names = arrivals.source_names
         self.shapes = None
@@ -197,7 +213,8 @@ class ServerCore:
                 v: next(m for m in measured if m >= v) for v in range(1, measured[-1] + 1)
             }
         # batch columns: one append per batch; `members` lists each batch's requests in turn
-        self._batches: list[tuple[int, float, int, int]] = []  # (replica, start, size, padded)
+        # each batch's replica, start, size and padded size, four floats a batch
+        self._batch_log = array("d")
         self._b_end: list[float] = []  # each batch's end, once known
         self._b_shape: list[int] = []
         self._members = array("q")
@@ -259,7 +276,7 @@ class ServerCore:
             self.columns.outcome[self._batch_requests(batch)] = FAILED
         if self.closed:
             clients = self._clients
-            ids = self._running[self._batches[batch][0]]  # a replica runs one batch at a time
+            ids = self._running[int(self._batch_log[4 * batch])]  # one batch at a time
             self.fleet.answer([clients[request] for request in ids], end_s, ok)
             if self._track_sleepers:
                 self._check_sleepers(None)
@@ -272,7 +289,8 @@ class ServerCore:
             self._admit(now_s, inclusive=False)
             self.load.running[replica] = 0
         if self._learns[replica]:
-            _, _, size, padded = self._batches[self._last_batch[replica]]
+            row = 4 * self._last_batch[replica]
+            size, padded = int(self._batch_log[row + 2]), int(self._batch_log[row + 3])
             self._batch_done_of[replica](now_s, size, padded, service_s)
 
     def take_rewakes(self) -> list[tuple[int, float]]:
@@ -294,7 +312,10 @@ class ServerCore:
         if timeout_s is not None:
             waiting = [self._times[i] for q in self.queues for i in q.ids()]
             if waiting:
-                end_s = max(end_s, math.nextafter(max(waiting) + timeout_s, math.inf))
+                newest_s = max(waiting)
+                # after the newest has waited past the timeout, and it has expired by then
+                after_s = math.nextafter(newest_s + timeout_s, math.inf)
+                end_s = max(end_s, after_s, expires_at_s(newest_s, timeout_s))
         return end_s
 
     def records(self, end_s: float, warmup_s: float = 0.0) -> RunRecords:
@@ -306,7 +327,7 @@ class ServerCore:
         n = len(self._times)
         outcome = c.outcome[:n]
         request_batch = np.full(n, -1, dtype=np.int64)
-        batches = np.array(self._batches, dtype=float).reshape(-1, 4)
+        batches = np.array(self._batch_log, dtype=float).reshape(-1, 4)
         sizes = batches[:, 2].astype(np.int32)
         members = np.array(self._members, dtype=np.int64)
         request_batch[members] = np.repeat(np.arange(sizes.size, dtype=np.int64), sizes)
@@ -316,7 +337,8 @@ class ServerCore:
             self.fleet.finish(end_s)
             c.arrival_s = np.asarray(self._times, dtype=float)
             c.deadline_s = np.asarray(self._deadlines, dtype=float)
-            c.sources = np.array([client.id for client in self._clients], dtype=np.int32)
+            ids = map(attrgetter("id"), self._clients)
+            c.sources = np.fromiter(ids, dtype=np.int32, count=len(self._clients))
         return RunRecords(
             arrival_s=c.arrival_s,
             source=c.sources,
@@ -390,16 +412,12 @@ class ServerCore:
     # ---- decisions ------------------------------------------------------------------------
     def _start(self, replica: int, now_s: float, queue, decision: Launch) -> Start:
         count, padded = decision.count, decision.padded_size
-        if (self._plugin and not (type(count) is int and type(padded) is int)) or not (
-            0 < count <= len(queue)
-            and count <= padded
-            and self._min_size <= padded <= self._max_launch
-        ):
+        if self._plugin:  # built-ins launch their launch_sizes only (checked at load, INV-4)
             count, padded = self._checked_launch(decision, len(queue))
         ids = queue.take(count)
         self._members.extend(ids)
         batch = len(self._b_end)
-        self._batches.append((replica, now_s, count, padded))
+        self._batch_log.extend((replica, now_s, count, padded))
         self._b_end.append(_NAN)
         variant = None
         if self._shaped:
@@ -456,8 +474,9 @@ class ServerCore:
                 self.rewakes.append((replica, new))
 
     def _batch_requests(self, batch: int) -> list[int]:
-        offset = sum(size for _, _, size, _ in self._batches[:batch])
-        return list(self._members[offset : offset + self._batches[batch][2]])
+        sizes = np.array(self._batch_log, dtype=float).reshape(-1, 4)[:, 2].astype(np.int64)
+        offset = int(sizes[:batch].sum())
+        return list(self._members[offset : offset + int(sizes[batch])])
 
     def _checked_launch(self, decision: Launch, queued: int) -> tuple[int, int]:
         """A launch the fast check refused: integers of another type are taken as they are;
