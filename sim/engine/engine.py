@@ -57,11 +57,12 @@ class Engine:
                 self._rewake()
             if type(action) is Start:
                 service_s = service(replica, now, action.padded, action.variant)
-                core.end(action.batch, now + service_s)
+                end_s = now + service_s  # what the clock will read then (SimPy adds the same)
+                core.end(action.batch, end_s)
                 if watch and core.rewakes:
                     self._rewake()
                 yield env.timeout(service_s)
-                core.free(replica, env.now, service_s)
+                core.free(replica, end_s, service_s)
                 continue
             wake = action.until_s
             if wake is None and not closed:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -46,17 +47,18 @@ class RunRecords:
     shape_name: str = "shape"
     meta: dict[str, Any] = field(default_factory=dict)
 
-    @property
+    # derived columns, computed once (records do not change once the run has ended)
+    @cached_property
     def request_start_s(self) -> np.ndarray:
         return _via_batch(self.request_batch, self.batch_start_s)
 
-    @property
+    @cached_property
     def request_completion_s(self) -> np.ndarray:
         done = _via_batch(self.request_batch, self.batch_end_s)
         done[self.outcome != COMPLETED] = np.nan
         return done
 
-    @property
+    @cached_property
     def request_replica(self) -> np.ndarray:
         replica = np.full(self.request_batch.size, -1, dtype=np.int32)
         served = self.request_batch >= 0
