@@ -107,8 +107,9 @@ class _Columns:
 
     def __init__(self, traffic: OpenTraffic | Fleet, spec: ServerSpec):
         if isinstance(traffic, Fleet):
-            self.times: list[float] = []
-            self.deadlines: list[float] = []
+            # arrivals as they come: float buffers (numpy reads them without a copy)
+            self.times = array("d")
+            self.deadlines = array("d")
             self.sources = None  # each request's robot: its client's id
             self.shapes: list[int] | None = [] if spec.shapes else None
             self.priority = self.class_id = self.class_names = self.source_names = None
@@ -335,8 +336,8 @@ class ServerCore:
         finalize_outcomes(outcome, request_batch, batch_end, end_s)
         if self.fleet is not None:
             self.fleet.finish(end_s)
-            c.arrival_s = np.asarray(self._times, dtype=float)
-            c.deadline_s = np.asarray(self._deadlines, dtype=float)
+            c.arrival_s = np.frombuffer(self._times, dtype=float).copy()
+            c.deadline_s = np.frombuffer(self._deadlines, dtype=float).copy()
             ids = map(attrgetter("id"), self._clients)
             c.sources = np.fromiter(ids, dtype=np.int32, count=len(self._clients))
         return RunRecords(

@@ -30,6 +30,8 @@ Model (docs/semantics.md says the same):
 from __future__ import annotations
 
 import math
+from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -92,7 +94,7 @@ class RobotStats:
     window_sent: int = 0
     window_misses: int = 0
     window_failures: int = 0
-    round_trips_s: list[float] = field(default_factory=list)
+    round_trips_s: Sequence[float] = field(default_factory=list)
 
 
 class RobotClient:
@@ -142,7 +144,7 @@ class RobotClient:
         self.window_executed = self.window_responses = self.window_sent = 0
         self.window_misses = self.window_failures = 0
         self.window_stall_s = 0.0
-        self.round_trips_s: list[float] = []
+        self.round_trips_s = array("d")  # seconds, as a buffer numpy reads without a copy
         self.next_send_s: float | None = self._jittered(params.start_s)
         # the network delays of the next (or in-flight) request, drawn by draw_network()
         self.uplink_s = params.uplink_s
