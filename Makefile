@@ -33,7 +33,7 @@ format: $(STAMP)
 	$(BIN)/ruff format sim tests benchmarks scripts examples notebooks
 	$(BIN)/ruff check --fix sim tests benchmarks scripts examples notebooks
 
-## bench: the engine benchmark (1,000,000 requests) and the sweep benchmark
+## bench: the engine benchmark (open loop, robot fleet, 10M-request memory) and the sweep benchmark
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_engine.py
 	$(BIN)/python benchmarks/bench_sweep.py
