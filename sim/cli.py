@@ -36,6 +36,9 @@ SetOption = Annotated[
 ]
 
 
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="no table, no progress bar")]
+
+
 def repeated(flag: str, help: str) -> Any:
     """An option that may be given several times (a list of strings)."""
     return Annotated[list[str] | None, typer.Option(flag, help=help)]
@@ -154,7 +157,7 @@ def run(
         Path | None, typer.Option("--out", help="directory for summary.json and parquet files")
     ] = None,
     set_: SetOption = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="print no table")] = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Simulate one scenario and print its summary."""
     from sim.scenario import load_scenario
@@ -207,7 +210,7 @@ def sweep(
         str | None, typer.Option("--scheduler", help="address of an existing Dask scheduler")
     ] = None,
     set_: SetOption = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar or table")] = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Run a grid of scenario variants x replications on Dask; resumable."""
     from sim.sweep import Sweep, parse_grid, run_sweep, summarize_sweep

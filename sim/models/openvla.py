@@ -10,11 +10,10 @@ from transformers import (
     Dinov2Model,
     LlamaConfig,
     LlamaForCausalLM,
-    SiglipVisionConfig,
-    SiglipVisionModel,
 )
 
 from sim.models import ModelBundle, reference_bundle
+from sim.models.parts import siglip
 
 CONFIGS = {
     # full: SigLIP So400m/14 + DINOv2-L/14 at 224 px, Llama-2 7B
@@ -43,7 +42,7 @@ class OpenVLAStyle(nn.Module):
     def __init__(self, cfg: dict):
         super().__init__()
         self.cfg = cfg
-        self.siglip = SiglipVisionModel(SiglipVisionConfig(**cfg["siglip"]))
+        self.siglip = siglip(cfg["siglip"])
         self.dino = Dinov2Model(Dinov2Config(**cfg["dino"]))
         self.llm = LlamaForCausalLM(LlamaConfig(**cfg["llm"]))
         fused = cfg["siglip"]["hidden_size"] + cfg["dino"]["hidden_size"]

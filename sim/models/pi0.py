@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers import GemmaConfig, GemmaModel, SiglipVisionConfig, SiglipVisionModel
+from transformers import GemmaConfig, GemmaModel
 
 from sim.models import ModelBundle, reference_bundle
+from sim.models.parts import siglip
 
 CONFIGS = {
     # full: SigLIP So400m/14 at 224 px, Gemma 2B prefix, Gemma-300M-sized expert (PaliGemma)
@@ -37,7 +38,7 @@ class Pi0Style(nn.Module):
     def __init__(self, cfg: dict):
         super().__init__()
         self.cfg = cfg
-        self.vision = SiglipVisionModel(SiglipVisionConfig(**cfg["vision"]))
+        self.vision = siglip(cfg["vision"])
         prefix = GemmaConfig(**cfg["prefix"])
         self.prefix = GemmaModel(prefix)
         # the expert shares depth, heads and head size with the prefix, so it can attend to its cache
