@@ -119,3 +119,32 @@ def test_a_fleet_with_requests_n_sends_exactly_n():
     assert sum(c.stats.sent for c in records.robots) == 1000
     # the run ends with the last answer delivered, none still on its way
     assert records.end_s >= records.batch_end_s.max()
+
+
+def test_a_sleeping_replica_wakes_late_at_its_own_moment_not_at_every_arrival():
+    """Fixed in Engine II: in closed loop the replica woke at every arrival, each time
+    wake_latency_ms late, so an arrival that could not change its answer still moved its
+    launch (here to 8 + 5 = 13 ms). A replica is asked L after its own moment: the timer
+    of the oldest request (10 ms), so at 15 ms, as in open loop and the live runner."""
+    records = simulate(
+        scenario_from_dict(
+            {
+                "seed": 1,
+                "duration_s": 0.2,
+                "profile": {"batch_size": [1, 8], "latency_ms": [20.0, 20.0]},
+                "workload": {
+                    "kind": "robots",
+                    "groups": [
+                        {"count": 1, "control_hz": 10, "chunk": 10, "start": "synchronized"},
+                        {"count": 1, "control_hz": 10, "chunk": 10, "start": "synchronized",
+                         "network_ms": {"uplink": 8.0}},
+                    ],
+                },
+                "cluster": {"wake_latency_ms": 5.0},
+                "policy": {"kind": "dynamic", "max_batch": 8, "max_wait_ms": 10},
+            }
+        )
+    )  # fmt: skip
+    assert records.arrival_s[:2].tolist() == [0.0, 0.008]
+    assert records.batch_size[0] == 2
+    assert abs(records.batch_start_s[0] - 0.015) < 1e-12
