@@ -148,3 +148,25 @@ def test_a_sleeping_replica_wakes_late_at_its_own_moment_not_at_every_arrival():
     assert records.arrival_s[:2].tolist() == [0.0, 0.008]
     assert records.batch_size[0] == 2
     assert abs(records.batch_start_s[0] - 0.015) < 1e-12
+
+
+def test_a_request_sent_at_the_instant_of_an_answer_is_queued_before_the_freed_replica_decides():
+    """Fixed in Engine II: arrivals at t are queued before any decision at t, also a robot's
+    request sent the instant its answer arrives (no network delay). The replica freed at t
+    used to decide first, find the queue empty and leave the request to another."""
+    records = simulate(
+        scenario_from_dict(
+            {
+                "seed": 1,
+                "duration_s": 2.0,
+                "profile": {"batch_size": [1], "latency_ms": [30.0]},
+                "workload": {"kind": "robots", "count": 1, "control_hz": 30, "chunk": 50,
+                             "mode": "async", "threshold": 1.0, "start": "synchronized"},
+                "cluster": {"replicas": 2},
+                "policy": {"kind": "dynamic", "max_batch": 1, "max_wait_ms": 0},
+            }
+        )
+    )  # fmt: skip
+    assert records.batch_size.size > 50
+    assert set(records.batch_replica.tolist()) == {0}  # the freed replica takes it, at once
+    np.testing.assert_allclose(records.batch_start_s[1:], records.batch_end_s[:-1], atol=1e-12)
