@@ -206,8 +206,6 @@ class ServerCore:
         )
         self._min_size, self._max_size = profile.min_size, profile.max_size
         self._shaped = bool(spec.shapes)
-        # the largest padded size a launch may name: measured, and within the memory cap
-        self._max_launch = min(profile.max_size, spec.memory_cap or profile.max_size)
         if spec.shapes:
             measured = sorted(spec.shapes)
             self._shape_for = {
@@ -304,8 +302,8 @@ class ServerCore:
         again): what is left still arrives (and is queued or rejected) and, with an
         admission timeout, expires."""
         end_s = now_s
-        if self._times:
-            end_s = max(end_s, self._times[-1])
+        if self.admission.last_arrival_s is not None:
+            end_s = max(end_s, self.admission.last_arrival_s)
         if self.fleet is not None:
             end_s = max(end_s, self.fleet.last_answer_s)
         self._admit(end_s)
@@ -480,8 +478,9 @@ class ServerCore:
         return list(self._members[offset : offset + int(sizes[batch])])
 
     def _checked_launch(self, decision: Launch, queued: int) -> tuple[int, int]:
-        """A launch the fast check refused: integers of another type are taken as they are;
-        anything else is the policy's error, reported in one line."""
+        """A plug-in's launch, checked: integers of another type are taken as they are; a
+        count beyond the queue, a padding below it, a size the profile did not measure or
+        the memory cap refuses is the policy's error, reported in one line."""
         count, padded = decision.count, decision.padded_size
         integral = all(
             isinstance(v, int | np.integer) and not isinstance(v, bool) for v in (count, padded)

@@ -16,6 +16,7 @@ import importlib
 import inspect
 import re
 import sys
+from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Union
 
@@ -50,6 +51,15 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+@cache
+def takes_profile(cls: type) -> bool:
+    """Whether a policy class is built with the scenario's profile (a `profile` argument)."""
+    try:
+        return "profile" in inspect.signature(cls).parameters
+    except (TypeError, ValueError):  # a class with no signature to read takes none
+        return False
+
+
 class PolicyConfig(Strict):
     """A built-in policy's `policy:` section: its keys are its class's keyword arguments.
 
@@ -63,13 +73,13 @@ class PolicyConfig(Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> PolicyConfig:
-        if "profile" not in inspect.signature(self.policy_class).parameters:
+        if not takes_profile(self.policy_class):
             self.build()  # the policy's own checks, reported as this field's error
         return self
 
     def build(self, profile: Profile | None = None, base: Path | None = None) -> Policy:
         params = self.model_dump(exclude={"kind"})
-        if "profile" in inspect.signature(self.policy_class).parameters:
+        if takes_profile(self.policy_class):
             if profile is None:
                 raise ValueError(f"the {self.kind} policy plans with the profile")
             params["profile"] = profile
@@ -187,11 +197,7 @@ class PluginPolicyConfig(BaseModel):
     def build(self, profile: Profile | None = None, base: Path | None = None) -> Policy:
         cls = self.policy_class(base)
         kwargs = self.params
-        try:
-            takes_profile = "profile" in inspect.signature(cls).parameters
-        except (TypeError, ValueError):  # a class with no signature to read takes none
-            takes_profile = False
-        if takes_profile:
+        if takes_profile(cls):
             kwargs["profile"] = profile
         try:
             policy = cls(**kwargs)

@@ -176,13 +176,12 @@ class RobotClient:
         )
 
     # ---- what the driver asks -----------------------------------------------------------
-    def draw_network(self) -> tuple[float, float]:
-        """Draw (uplink_s, downlink_s) for the next request; kept until it is answered."""
-        p = self.p
-        if p.network_jitter_s > 0:
-            self.uplink_s = self._network(p.uplink_s)
-            self.downlink_s = self._network(p.downlink_s)
-        return self.uplink_s, self.downlink_s
+    def draw_network(self) -> None:
+        """Draw the next request's uplink and downlink delays (kept until it is answered);
+        without network jitter they stay the nominal ones."""
+        if self.network_jitter_s > 0:
+            self.uplink_s = self._network(self.p.uplink_s)
+            self.downlink_s = self._network(self.p.downlink_s)
 
     def send(self, now_s: float) -> float:
         """The robot sends its observation at `now_s`; returns the request's deadline at the
@@ -318,6 +317,4 @@ class RobotClient:
         return t_s
 
     def _network(self, nominal_s: float) -> float:
-        if self.p.network_jitter_s > 0:
-            return max(0.0, nominal_s + float(self._rng.normal(0.0, self.p.network_jitter_s)))
-        return nominal_s
+        return max(0.0, nominal_s + float(self._rng.normal(0.0, self.network_jitter_s)))

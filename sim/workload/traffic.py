@@ -34,11 +34,6 @@ class OpenTraffic:
     class_names: tuple[str, ...] | None = None
     shape: np.ndarray | None = None
 
-    closed = False
-
-    def __len__(self) -> int:
-        return len(self.arrivals)
-
 
 class Fleet:
     """Closed-loop traffic: robot clients and the heap of their next arrivals at the server.
@@ -56,8 +51,6 @@ class Fleet:
     max_requests it waits until the request reaches the server (`sent` False), since only
     then is it known whether it is among the first N.
     """
-
-    closed = True
 
     def __init__(
         self,
@@ -127,7 +120,7 @@ class Fleet:
         add_time, add_deadline, add_client = times.append, deadlines.append, clients.append
         while heap and heap[0][0] <= until_s:
             arrival_s, scheduled_s, _, _, client, sent = heappop(heap)
-            if not sent and not self._send_late(arrival_s, scheduled_s, client):
+            if not sent and not self._send_late(_sent_s(arrival_s, scheduled_s, client), client):
                 break
             add_time(arrival_s)
             # the server sees the robot's deadline less the nominal downlink
@@ -135,13 +128,13 @@ class Fleet:
             add_client(client)
         self.next_arrival_s = heap[0][0] if heap else math.inf
 
-    def _send_late(self, arrival_s: float, scheduled_s: float, client: RobotClient) -> bool:
+    def _send_late(self, sent_s: float, client: RobotClient) -> bool:
         """max_requests: the request is sent as it reaches the server, if it is among the
         first N; else the fleet stops."""
         if self.arrived >= self._limit:
             self._heap.clear()
             return False
-        client.send(scheduled_s if client.uplink_s > 0 else arrival_s)
+        client.send(sent_s)
         self.arrived += 1
         return True
 
@@ -165,10 +158,16 @@ class Fleet:
         """The run ends at `end_s`: requests sent but still on their way count as sent, and
         every robot accounts for its time up to the end."""
         for arrival_s, scheduled_s, _, _, client, sent in sorted(self._heap):
-            sent_s = scheduled_s if client.uplink_s > 0 else arrival_s
+            sent_s = _sent_s(arrival_s, scheduled_s, client)
             if not sent and sent_s < end_s:
                 client.send(sent_s)
         self._heap.clear()
         self.next_arrival_s = math.inf
         for client in self.clients:
             client.finish(end_s)
+
+
+def _sent_s(arrival_s: float, scheduled_s: float, client: RobotClient) -> float:
+    """When a heap entry's request leaves its robot: its uplink is scheduled at the send,
+    and without one it arrives as it is sent."""
+    return scheduled_s if client.uplink_s > 0 else arrival_s
