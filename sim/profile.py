@@ -287,6 +287,11 @@ class Profile:
 
     # ---- queries ------------------------------------------------------------------------
     @property
+    def min_latency_s(self) -> float:
+        """The fastest measured call, in seconds (a bound on how soon any batch ends)."""
+        return min(float(samples[0]) for samples in self.samples_ms) / 1000.0
+
+    @property
     def min_size(self) -> int:
         return self.sizes[0]
 

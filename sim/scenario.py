@@ -32,6 +32,7 @@ from pydantic import (
 )
 
 from sim.errors import InputError
+from sim.limits import BatchSize, ClientCount, Limits, ReplicaCount, check
 from sim.policies import Policy
 from sim.policies.registry import PLUGIN, PluginPolicyConfig, PolicySpec, Strict
 from sim.profile import Profile
@@ -47,7 +48,7 @@ class ProfileFile(BaseModel):
     `shape: COLUMN`, every value of that column kept: each batch then costs the variant of the
     largest request shape in it."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, strict=True, allow_inf_nan=False)
     path: str
     shape: str | None = None
 
@@ -59,7 +60,7 @@ class ProfileFile(BaseModel):
 class InlineProfile(Strict):
     """`profile: {batch_size: [...], latency_ms: [...]}`: a value or a list of samples per size."""
 
-    batch_size: list[PositiveInt] = Field(min_length=1)
+    batch_size: list[BatchSize] = Field(min_length=1)
     latency_ms: list[PositiveFloat | list[PositiveFloat]] = Field(min_length=1)
     peak_mem_mb: list[NonNegativeFloat] | None = None
 
@@ -88,21 +89,29 @@ class PoissonWorkload(Strict):
     ) -> Arrivals:
         return open_loop.poisson_arrivals(rng, self.rate_rps, duration_s, count)
 
+    def events(self, duration_s: float, min_service_s: float) -> tuple[float, str]:
+        return self.rate_rps * duration_s, "workload.rate_rps"
+
 
 class GammaWorkload(Strict):
     kind: Literal["gamma"]
     rate_rps: PositiveFloat
-    cv: PositiveFloat = Field(description="coefficient of variation of the gaps (1 = Poisson)")
+    # the coefficient of variation of the gaps (1 = Poisson); beyond these bounds the gamma
+    # draws underflow to 0 or overflow
+    cv: float = Field(ge=0.001, le=1000.0)
 
     def arrivals(
         self, rng: np.random.Generator, duration_s: float | None, count: int | None, base: Path
     ) -> Arrivals:
         return open_loop.gamma_arrivals(rng, self.rate_rps, self.cv, duration_s, count)
 
+    def events(self, duration_s: float, min_service_s: float) -> tuple[float, str]:
+        return self.rate_rps * duration_s, "workload.rate_rps"
+
 
 class PeriodicWorkload(Strict):
     kind: Literal["periodic"]
-    sources: PositiveInt = 1
+    sources: ClientCount = 1
     rate_hz: PositiveFloat
     phases_ms: list[NonNegativeFloat] | None = None
     phase: Literal["staggered", "synchronized", "random"] = "staggered"
@@ -129,6 +138,9 @@ class PeriodicWorkload(Strict):
         return open_loop.periodic_arrivals(
             rng, self.sources, self.rate_hz, phases_s, self.jitter_ms / 1000.0, duration_s, count
         )
+
+    def events(self, duration_s: float, min_service_s: float) -> tuple[float, str]:
+        return self.sources * self.rate_hz * duration_s, "workload.rate_hz"
 
 
 class MmppState(Strict):
@@ -157,6 +169,12 @@ class MmppWorkload(Strict):
             count,
         )
 
+    def events(self, duration_s: float, min_service_s: float) -> tuple[float, str]:
+        # arrivals at the highest rate, plus the chain's switches (n states / total mean sojourn)
+        sojourn_s = sum(s.mean_s for s in self.states)
+        switches = duration_s * len(self.states) / sojourn_s
+        return max(s.rate_rps for s in self.states) * duration_s + switches, "workload.states"
+
 
 class TraceWorkload(Strict):
     kind: Literal["trace"]
@@ -172,6 +190,9 @@ class TraceWorkload(Strict):
             path, self.time_column, self.source_column, duration_s, count
         )
 
+    def events(self, duration_s: float, min_service_s: float) -> tuple[float, str]:
+        return 0.0, "workload.path"  # a trace holds what it holds: its file is read in full
+
 
 class NetworkMs(Strict):
     """One-way network delays added to every request (ms); jitter is a Gaussian std, clipped at 0."""
@@ -185,7 +206,7 @@ class RobotGroup(Strict):
     """Robots that share one control loop configuration."""
 
     name: str | None = None
-    count: PositiveInt
+    count: ClientCount
     shape: PositiveInt | None = None  # request shape (e.g. cameras) with a shape-aware profile
     control_hz: PositiveFloat
     chunk: PositiveInt
@@ -205,6 +226,14 @@ class RobotGroup(Strict):
     @property
     def actions_per_chunk(self) -> int:
         return self.execute if self.execute is not None else self.chunk
+
+    def requests_per_s(self, min_service_s: float) -> float:
+        """The most requests a second this group can send: each robot has one request in
+        flight at a time, answered no sooner than the fastest batch, and a sync robot
+        also moves through its executed actions before it asks again."""
+        motion_s = self.actions_per_chunk / self.control_hz
+        gap_s = min_service_s + (motion_s if self.mode == "sync" else 0.0)
+        return self.count / gap_s
 
 
 class RobotsWorkload(Strict):
@@ -257,6 +286,10 @@ class RobotsWorkload(Strict):
                 clients.append(RobotClient(len(clients), params, child, warmup_s))
         return clients
 
+    def events(self, duration_s: float, min_service_s: float) -> tuple[float, str]:
+        rate = sum(g.requests_per_s(min_service_s) for g in self.groups)
+        return rate * duration_s, "workload.count"
+
 
 Workload = Annotated[
     PoissonWorkload
@@ -271,7 +304,7 @@ Workload = Annotated[
 
 # ---- cluster, policy, admission, slo -----------------------------------------------------
 class Cluster(Strict):
-    replicas: PositiveInt = 1
+    replicas: ReplicaCount = 1
     queue: Literal["shared", "per-replica"] = "shared"
     dispatch: Literal["round-robin", "shortest-queue", "least-work", "power-of-two"] | None = None
     memory_mb: PositiveFloat | None = None
@@ -349,6 +382,7 @@ class Scenario(Strict):
     # open loop with a shape-aware profile: {VALUE: share}, e.g. {1: 0.7, 3: 0.3} cameras
     request_shapes: dict[PositiveInt, PositiveFloat] | None = Field(None, min_length=1)
     sweep: SweepSection | None = None  # used by `batchsim sweep`, ignored by `run`
+    limits: Limits = Limits()  # the most work the scenario may ask for (sim/limits.py)
 
     @model_validator(mode="after")
     def _classes(self) -> Scenario:
@@ -487,7 +521,7 @@ def parse_scenario(data: Any, source: str = "<scenario>") -> Scenario:
     if not isinstance(data, dict):
         raise InputError("a scenario must be a YAML mapping of keys to values", source=source)
     try:
-        return Scenario.model_validate(data)
+        return Scenario.model_validate(data, context={"limits": _limits_of(data)})
     except ValidationError as exc:
         field, message = _format_error(exc)
         workload = data.get("workload")
@@ -497,6 +531,15 @@ def parse_scenario(data: Any, source: str = "<scenario>") -> Scenario:
                 "workload.groups.0", "workload"
             )
         raise InputError(message, source=source, field=field or None) from None
+
+
+def _limits_of(data: dict[str, Any]) -> Limits:
+    """The scenario's `limits:`, which every other field is checked against (a malformed
+    section is reported as the scenario's own error, under the default limits meanwhile)."""
+    try:
+        return Limits.model_validate(data.get("limits") or {})
+    except ValidationError:
+        return Limits()
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -567,6 +610,7 @@ class LoadedScenario:
         # seconds idle before a batch -> the samples measured after that much idle
         self.after_idle: dict[float, Profile] | None = None
         self.profile = self._load_profile()
+        self._check_work()
         self._check_shapes()
         self.max_size_in_memory = self._memory_cap()
         self._check_policy_against_profile()
@@ -663,6 +707,40 @@ class LoadedScenario:
                     field="idle_ms",
                 )
         return profile
+
+    def _check_work(self) -> None:
+        """Refuse a scenario that asks for more than its limits, before anything is drawn:
+        the profile's largest batch, the robots, and the requests its traffic would make."""
+        s, limits, prof = self.scenario, self.scenario.limits, self.profile
+        inline = isinstance(s.profile, InlineProfile)
+        source, field = (
+            (self.source, "profile.batch_size") if inline else (prof.source, "batch_size")
+        )
+        check(
+            "max_batch",
+            prof.max_size,
+            limits,
+            "a batch of {n} (its largest profiled size)",
+            source=source,
+            field=field,
+        )
+        if s.workload.kind == "robots":
+            robots = sum(g.count for g in s.workload.groups)
+            check(
+                "max_clients",
+                robots,
+                limits,
+                "{n} robots",
+                source=self.source,
+                field="workload.count",
+            )
+        if s.requests is not None:
+            estimate, field = s.requests, "requests"
+        else:
+            estimate, field = s.workload.events(s.duration_s, prof.min_latency_s)
+        check(
+            "max_requests", estimate, limits, "about {n} requests", source=self.source, field=field
+        )
 
     def _check_shapes(self) -> None:
         """Request shapes need a shape-aware profile that measured a shape at least as large."""

@@ -34,6 +34,7 @@ from pydantic import (
 )
 
 from sim.errors import InputError
+from sim.limits import BatchSize
 from sim.policies.adaptive import AdaptivePolicy
 from sim.policies.base import Policy, every_size_up_to
 from sim.policies.deadline import DeadlinePolicy
@@ -46,9 +47,11 @@ PLUGIN = "MODULE:CLASS"  # how a plug-in's kind is written, in error lines
 
 
 class Strict(BaseModel):
-    """Every configuration section: unknown keys are errors, values never change."""
+    """Every configuration section: unknown keys are errors, values never change, types are
+    strict (`'8'` and `true` are not numbers, `8.0` is not an integer) and numbers are
+    finite (`.inf` and `.nan` are refused)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 @cache
@@ -91,7 +94,7 @@ class PolicyConfig(Strict):
 
 class StaticPolicyConfig(PolicyConfig):
     kind: Literal["static"]
-    batch_size: PositiveInt
+    batch_size: BatchSize
     timeout_ms: NonNegativeFloat | None = None
     policy_class: ClassVar[type] = StaticPolicy
     size_field: ClassVar[str] = "policy.batch_size"
@@ -99,11 +102,11 @@ class StaticPolicyConfig(PolicyConfig):
 
 class DynamicPolicyConfig(PolicyConfig):
     kind: Literal["dynamic"]
-    max_batch: PositiveInt
+    max_batch: BatchSize
     max_wait_ms: NonNegativeFloat | None = 0.0
     min_batch: PositiveInt = 1
-    preferred_sizes: list[PositiveInt] | None = None
-    allowed_sizes: list[PositiveInt] | None = None
+    preferred_sizes: list[BatchSize] | None = None
+    allowed_sizes: list[BatchSize] | None = None
     policy_class: ClassVar[type] = DynamicPolicy
 
     @property
@@ -114,18 +117,18 @@ class DynamicPolicyConfig(PolicyConfig):
 class AdaptivePolicyConfig(PolicyConfig):
     kind: Literal["adaptive"]
     target_ms: PositiveFloat
-    max_batch: PositiveInt
+    max_batch: BatchSize
     min_batch: PositiveInt = 1
     step: PositiveFloat = 1.0
     backoff: float = Field(0.9, gt=0, lt=1)
     max_wait_ms: NonNegativeFloat | None = 0.0
-    initial_batch: PositiveInt | None = None
+    initial_batch: BatchSize | None = None
     policy_class: ClassVar[type] = AdaptivePolicy
 
 
 class DeadlinePolicyConfig(PolicyConfig):
     kind: Literal["deadline"]
-    max_batch: PositiveInt
+    max_batch: BatchSize
     quantile: float = Field(0.5, ge=0.5, le=0.99)
     on_miss: Literal["drop", "serve"] = "drop"
     policy_class: ClassVar[type] = DeadlinePolicy
@@ -136,7 +139,7 @@ class DeadlinePolicyConfig(PolicyConfig):
 
 class LazyPolicyConfig(PolicyConfig):
     kind: Literal["lazy"]
-    max_batch: PositiveInt
+    max_batch: BatchSize
     max_wait_ms: NonNegativeFloat
     policy_class: ClassVar[type] = LazyPolicy
 
