@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # pandas is imported where a CSV or a frame is handled, not t
     import pandas as pd
 
 from sim.errors import InputError
-from sim.files import read_csv
+from sim.files import cell, read_csv, read_json
 
 REQUIRED_COLUMNS = ("batch_size", "latency_ms")
 MEMORY_COLUMN = "peak_mem_mb"
@@ -182,7 +182,7 @@ class Profile:
             if bad.any():
                 row = int(np.flatnonzero(bad.to_numpy())[0])
                 raise InputError(
-                    f"value {frame[name].iloc[row]!r} in data row {row + 1} is not a number",
+                    f"{cell(frame, name, row)} is not a number",
                     source=source,
                     field=name,
                 )
@@ -388,13 +388,8 @@ def _read_csv(path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     frame = read_csv(path, "profile")
     provenance: dict[str, Any] = {"provenance": "unknown"}
     meta = meta_path_for(path)
-    if meta.is_file():
-        try:
-            provenance = json.loads(meta.read_text())
-        except json.JSONDecodeError as exc:
-            raise InputError(
-                f"invalid JSON ({exc.msg}, line {exc.lineno})", source=str(meta)
-            ) from None
+    if meta.exists():
+        provenance = read_json(meta, "provenance sidecar")
         if not isinstance(provenance, dict):
             raise InputError("provenance must be a JSON object", source=str(meta))
     return frame, provenance

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypedDict, Unpack
 
 import numpy as np
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -31,6 +30,7 @@ from pydantic import (
     model_validator,
 )
 
+from sim import files
 from sim.errors import InputError
 from sim.limits import BatchSize, ClientCount, Limits, ReplicaCount, check
 from sim.policies import Policy
@@ -543,16 +543,9 @@ def _limits_of(data: dict[str, Any]) -> Limits:
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A scenario file's mapping (sim.files reads it: UTF-8, unique keys, bounded)."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError("scenario file not found", source=str(path))
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise InputError(f"invalid YAML ({where}{problem})", source=str(path)) from None
+    data = files.read_yaml(path, "scenario")
     if data is None:
         raise InputError("the scenario file is empty", source=str(path))
     return data
@@ -571,8 +564,8 @@ def apply_overrides(
                 f"'{item}' is not KEY=VALUE (e.g. --set policy.max_batch=8)", source=source
             )
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError:
+            value = files.parse_yaml(raw, source) if raw.strip() else None
+        except InputError:
             raise InputError(
                 f"the value '{raw}' is not valid YAML", source=source, field=key
             ) from None

@@ -29,6 +29,7 @@ import pandas as pd
 import yaml
 from scipy import stats
 
+from sim import files
 from sim.errors import InputError
 from sim.metrics import METRICS, flatten
 from sim.scenario import SweepSection, load, parse
@@ -66,8 +67,8 @@ def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
         if not raw.strip():
             raise InputError("needs at least one value", source=f"--grid {item}", field=key)
         try:
-            values = yaml.safe_load(f"[{raw}]")
-        except yaml.YAMLError:
+            values = files.parse_yaml(f"[{raw}]", "--grid")
+        except InputError:
             raise InputError(
                 f"'{raw}' is not a comma-separated list of YAML values", source=f"--grid {item}"
             ) from None

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from sim.errors import InputError
-from sim.files import read_csv
+from sim.files import cell, read_csv
 from sim.workload.phases import phase_offsets_s
 
 
@@ -185,8 +185,7 @@ def trace_arrivals(
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         raise InputError(
-            f"value {frame[time_column].iloc[row]!r} in data row {row + 1} is not a "
-            "finite time >= 0 in seconds",
+            f"{cell(frame, time_column, row)} is not a finite time >= 0 in seconds",
             source=str(path),
             field=time_column,
         )
