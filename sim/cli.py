@@ -20,6 +20,7 @@ from rich.progress import (
 from rich.table import Table
 
 from sim.errors import InputError
+from sim.outputs import RUN_FILES, check_out_dir, check_out_file, write_text
 
 app = typer.Typer(
     name="batchsim",
@@ -51,6 +52,15 @@ SpaceOption = repeated(
 )
 out_console = Console()
 err_console = Console(stderr=True)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("batchsim")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 @app.callback()
@@ -163,6 +173,8 @@ def run(
     from sim.scenario import load_scenario
     from sim.simulate import run_summary, simulate, write_outputs
 
+    if out is not None:
+        check_out_dir(out, owned=RUN_FILES)
     loaded = load_scenario(scenario, set_ or [])
     started = time.perf_counter()
     show_progress = err_console.is_terminal and not quiet
@@ -181,15 +193,18 @@ def run(
         records = simulate(loaded)
     wall_s = time.perf_counter() - started
     summary = run_summary(loaded, records)
-    summary["wall_s"] = wall_s
     if out is not None:
-        write_outputs(out, summary, records, loaded.raw)
+        # the wall time goes to run.json: summary.json is the same bytes on every rerun
+        run_log = {"wall_s": wall_s, "argv": sys.argv[1:], "batchsim": _version()}
+        write_outputs(out, summary, records, loaded.raw, run_log)
     if not quiet:
         out_console.print(summary_table(summary))
         note = f"{records.arrival_s.size:,} requests simulated in {wall_s:.2f} s"
         if out is not None:
             extra = ", robots.parquet" if records.robots is not None else ""
-            note += f"; wrote {out}/summary.json, requests.parquet, batches.parquet{extra}"
+            note += (
+                f"; wrote {out}/summary.json, requests.parquet, batches.parquet{extra}, run.json"
+            )
         out_console.print(note)
 
 
@@ -309,6 +324,10 @@ def recommend(
     """Find the best configuration that meets an SLO, by capacity search."""
     from sim.recommend import Recommender
 
+    if workers < 1:
+        raise InputError("must be >= 1", source="--workers")
+    if out is not None:
+        check_out_dir(out)
     rec = Recommender(scenario, slo or [], objective, space or [], replications, search, set_ or [])
     with Progress(
         TextColumn("[bold]recommend[/]"),
@@ -340,9 +359,8 @@ def recommend(
     if out is not None:
         import json
 
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "recommend.json").write_text(
-            json.dumps(rec.report(ranked), indent=2, default=str) + "\n"
+        write_text(
+            out / "recommend.json", json.dumps(rec.report(ranked), indent=2, default=str) + "\n"
         )
 
 
@@ -528,9 +546,17 @@ def profile(
     """Measure a model's latency and memory per batch size into a profile CSV."""
     sizes = _int_list(batch_sizes, "--batch-sizes")
     cams = _int_list(cameras, "--cameras")
+    if instruction_tokens is not None and instruction_tokens < 1:
+        raise InputError(f"must be >= 1 (got {instruction_tokens})", source="--instruction-tokens")
+    check_out_file(out)
     try:
         from sim import models
-        from sim.profiler import ProfileOptions, profile_model, write_profile
+        from sim.profiler import (
+            ProfileOptions,
+            check_append_target,
+            profile_model,
+            write_profile,
+        )
     except ImportError as exc:
         raise InputError(
             f"profiling needs torch and transformers ({exc}); run make demo or make test",
@@ -543,12 +569,14 @@ def profile(
         cuda_graphs,
         threads,
         warmup,
-        max_reps=max(max_reps, 1),
+        max_reps=max_reps,
         budget_s=budget_s,
         interleave=interleave or bool(idle_ms),
         idle_ms=_ms_list(idle_ms),
     )
     options.validate()
+    if append:
+        check_append_target(out)
     bundle = models.build(model, size)
     with Progress(
         TextColumn("[bold]profile[/] {task.description}"),
@@ -581,11 +609,10 @@ def profile(
 
 
 def _plot_profile(path: Path) -> None:
-    import pandas as pd
-
+    from sim.files import read_csv
     from sim.plots import profile_figure, save
 
-    frame = pd.read_csv(path)
+    frame = read_csv(path, "profile")
     png = save(profile_figure(frame, path.stem), path.with_suffix(".png"))
     out_console.print(f"wrote {png}")
 
@@ -593,13 +620,11 @@ def _plot_profile(path: Path) -> None:
 @app.command("plot-profile")
 def plot_profile(path: Annotated[Path, typer.Argument(help="a profile CSV")]) -> None:
     """Draw a profile: latency and per-request latency vs batch size, and memory."""
-    import pandas as pd
-
+    from sim.files import read_csv
     from sim.profile import Profile
 
-    if not path.is_file():
-        raise InputError("profile file not found", source=str(path))
-    if "cameras" in pd.read_csv(path, nrows=0).columns:
+    check_out_file(path.with_suffix(".png"), "plot-profile")
+    if "cameras" in read_csv(path, "profile").columns:
         Profile.variants_from_csv(path, "cameras")  # checks every camera count's data
     else:
         Profile.from_csv(path)

@@ -125,7 +125,7 @@ def read_parquet(path: Path, what: str) -> pd.DataFrame:
     except (pyarrow.ArrowException, OSError, ValueError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(
-            f"not a readable Parquet file ({reason[:120]})", source=str(path)
+            f"not a readable Parquet file ({reason.split('. ')[0]})", source=str(path)
         ) from None
 
 

@@ -14,6 +14,8 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from sim.errors import InputError  # noqa: E402
+from sim.files import read_parquet  # noqa: E402
+from sim.outputs import check_out_dir, replacing  # noqa: E402
 
 sns.set_theme(style="whitegrid", context="notebook")
 
@@ -165,9 +167,12 @@ def profile_figure(frame: pd.DataFrame, title: str = ""):
 
 
 def save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    """Write a figure whole (or leave the old one) and close it."""
+    try:
+        with replacing(path) as tmp:
+            fig.savefig(tmp, dpi=120)
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -176,8 +181,11 @@ def plot_dir(folder: str | Path, hue: str | None = None, load: str | None = None
     folder = Path(folder)
     out = folder / "plots"
     written: list[Path] = []
+    check_out_dir(out, "plot")
     if (folder / "sweep.json").exists():
-        summary = pd.read_parquet(folder / "summary.parquet")
+        summary = _table(
+            folder / "summary.parquet", "sweep summary", ("throughput_rps", "latency_p99_ms")
+        )
         keys = [c for c in summary.columns if c.startswith("grid.")]
         hue = _grid_col(hue, keys) if hue else _default_hue(summary, keys)
         written.append(save(frontier(summary, hue), out / "frontier.png"))
@@ -197,8 +205,8 @@ def plot_dir(folder: str | Path, hue: str | None = None, load: str | None = None
             )
         return written
     if (folder / "summary.json").exists():
-        requests = pd.read_parquet(folder / "requests.parquet")
-        batches = pd.read_parquet(folder / "batches.parquet")
+        requests = _table(folder / "requests.parquet", "run's requests", REQUEST_COLUMNS)
+        batches = _table(folder / "batches.parquet", "run's batches", BATCH_COLUMNS)
         written.append(save(latency_cdfs({folder.name: requests}), out / "latency_cdf.png"))
         written.append(save(batch_size_hist(batches), out / "batch_sizes.png"))
         written.append(save(gantt(batches), out / "gantt.png"))
@@ -206,6 +214,22 @@ def plot_dir(folder: str | Path, hue: str | None = None, load: str | None = None
     raise InputError(
         "is neither a run folder (summary.json) nor a sweep folder (sweep.json)", source=str(folder)
     )
+
+
+BATCH_COLUMNS = ("replica", "start", "end", "size", "padded_size")
+REQUEST_COLUMNS = ("arrival", "completion", "outcome")
+
+
+def _table(path: Path, what: str, columns: Sequence[str]) -> pd.DataFrame:
+    """A table a run or a sweep wrote, with the columns the figures read."""
+    frame = read_parquet(path, f"{what} Parquet")
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise InputError(
+            f"has no column {', '.join(missing)}: it is not a batchsim {what} table",
+            source=str(path),
+        )
+    return frame
 
 
 def _grid_col(key: str, keys: Sequence[str]) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import math
 import platform
 import resource
 import statistics
@@ -29,6 +30,8 @@ from typing import Any
 import pandas as pd
 
 from sim.errors import InputError
+from sim.files import read_csv, read_json
+from sim.outputs import replacing, write_text
 
 DTYPES = ("float32", "bfloat16", "float16")
 # the provenance fields that must agree for two profiles to be combined
@@ -102,6 +105,15 @@ class ProfileOptions:
             raise InputError("must be >= 1", source="busy_repeats")
         if self.busy_lead_ms < 0:
             raise InputError("must be >= 0 ms", source="busy_lead_ms")
+        if self.warmup < 0:
+            raise InputError(f"must be >= 0 (got {self.warmup})", source="--warmup")
+        if self.max_reps < 1:
+            raise InputError(f"must be >= 1 (got {self.max_reps})", source="--max-reps")
+        if not (math.isfinite(self.budget_s) and self.budget_s > 0):
+            raise InputError(
+                f"must be a finite number of seconds > 0 (got {self.budget_s:g})",
+                source="--budget-s",
+            )
         if self.wall_budget_s is not None and not (self.interleave and self.wall_budget_s > 0):
             raise InputError(
                 "a wall budget (> 0 s) is for interleaved rounds", source="wall_budget_s"
@@ -437,7 +449,7 @@ def write_profile(
     path = Path(path)
     meta_path = path.with_suffix("").with_suffix(".meta.json")
     if append and path.exists():
-        old_meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        old_meta = read_json(meta_path, "provenance sidecar") if meta_path.exists() else {}
         if stamp(old_meta) != stamp(meta):
             differ = [k for k in STAMP_FIELDS if old_meta.get(k) != meta.get(k)]
             raise InputError(
@@ -445,14 +457,37 @@ def write_profile(
                 "profiles of different stamps are never combined",
                 source=str(path),
             )
-        old = pd.read_csv(path)
+        old = read_csv(path, "profile")
         keys = set(zip(frame.batch_size, frame.cameras, strict=True))
         keep = old[[k not in keys for k in zip(old.batch_size, old.cameras, strict=True)]]
         frame = pd.concat([keep, frame], ignore_index=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frame.sort_values(["cameras", "batch_size", "rep"], kind="stable").to_csv(path, index=False)
-    meta_path.write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    with replacing(path) as tmp:  # the CSV whole, then its sidecar whole
+        frame.sort_values(["cameras", "batch_size", "rep"], kind="stable").to_csv(tmp, index=False)
+    write_text(meta_path, json.dumps(meta, indent=2, default=str) + "\n")
     return path
+
+
+def check_append_target(path: Path) -> None:
+    """`--append` onto PATH: it is absent, or a profile this command wrote (checked before
+    anything is measured)."""
+    if not path.exists():
+        return
+    frame = read_csv(path, "profile")
+    missing = [c for c in ("batch_size", "latency_ms", "cameras", "rep") if c not in frame.columns]
+    if missing:
+        raise InputError(
+            f"is not a profile written by batchsim profile (no {', '.join(missing)} column); "
+            "--append adds to one of those",
+            source=str(path),
+        )
+    meta_path = path.with_suffix("").with_suffix(".meta.json")
+    if not meta_path.exists():
+        raise InputError(
+            f"has no provenance sidecar {meta_path.name}; --append needs it to check the stamp",
+            source=str(path),
+        )
+    if not isinstance(read_json(meta_path, "provenance sidecar"), dict):
+        raise InputError("provenance must be a JSON object", source=str(meta_path))
 
 
 def check_same_stamp(metas: Sequence[dict[str, Any]], sources: Sequence[str]) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sim.errors import InputError
+from sim.limits import DEFAULT, Limits, check
 from sim.metrics import SLO_NAMES
 from sim.scenario import load, parse
 from sim.sweep import confidence_interval, parse_grid, run_point
@@ -29,7 +30,8 @@ OBJECTIVES = {
     "max-robots": ("workload.count", "max"),
     "min-replicas": ("cluster.replicas", "min"),
 }
-_SLO_RE = re.compile(r"^\s*([a-z0-9_]+)\s*(<=|>=|<|>)\s*([-+0-9.eE]+)\s*$")
+_NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+_SLO_RE = re.compile(rf"^\s*([a-z0-9_]+)\s*(<=|>=|<|>)\s*({_NUMBER})\s*$")
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,8 @@ class SloTerm:
             raise InputError(
                 f"unknown metric '{name}'; one of {', '.join(SLO_NAMES)}", source="--slo"
             )
+        if not math.isfinite(float(bound)):
+            raise InputError(f"'{text}': the bound must be a finite number", source="--slo")
         return cls(name, SLO_NAMES[name], op, float(bound))
 
     def met(self, values: Sequence[float | None]) -> bool:
@@ -85,8 +89,9 @@ class Candidate:
     evaluations: list[Evaluation] = field(default_factory=list)
 
 
-def parse_space(items: Sequence[str]) -> dict[str, list[Any]]:
-    """--space KEY=V1,V2,... or KEY=LO:HI[:STEP] (integers)."""
+def parse_space(items: Sequence[str], limits: Limits = DEFAULT) -> dict[str, list[Any]]:
+    """--space KEY=V1,V2,... or KEY=LO:HI[:STEP] (integers); at most limits.max_points
+    configurations in all, counted before any is listed."""
     plain, ranges = [], {}
     for item in items:
         key, _, raw = item.partition("=")
@@ -97,12 +102,22 @@ def parse_space(items: Sequence[str]) -> dict[str, list[Any]]:
                 raise InputError(
                     f"'{raw}' is not LO:HI[:STEP] with LO <= HI", source=f"--space {item}"
                 )
-            ranges[key.strip()] = list(range(lo, hi + 1, step))
+            what = "{n} configurations"
+            count = (hi - lo) // step + 1
+            check("max_points", count, limits, what, source=f"--space {item}", field=None)
+            ranges[key.strip()] = range(lo, hi + 1, step)
         else:
             plain.append(item)
-    space = parse_grid(plain)
+    try:
+        space = parse_grid(plain)
+    except InputError as exc:  # the same syntax as --grid, but the user typed --space
+        raise InputError(
+            exc.message, source=(exc.source or "").replace("--grid", "--space"), field=exc.field
+        ) from None
     space.update(ranges)
-    return space
+    total = math.prod(len(values) for values in space.values())
+    check("max_points", total, limits, "{n} configurations", source="--space", field=None)
+    return {key: list(values) for key, values in space.items()}
 
 
 class Recommender:
@@ -141,7 +156,7 @@ class Recommender:
         self.base = {k: v for k, v in parsed.data.items() if k != "sweep"}
         self.base_dir = str(parsed.base)
         self.base_seed = parsed.scenario.seed
-        self.space = parse_space(space)
+        self.space = parse_space(space, parsed.scenario.limits)
         self.integer = self.search_key in ("workload.count", "cluster.replicas")
         start = _get(self.base, self.search_key)
         if not isinstance(start, int | float) or isinstance(start, bool) or start <= 0:
@@ -151,11 +166,27 @@ class Recommender:
                 source=str(self.scenario_path),
             )
         self.start = start
-        self.max_value = max_value or (256 if self.integer else start * 4096)
         self.configs = [dict(zip(self.space, combo, strict=True)) for combo in _product(self.space)]
         for config in self.configs:  # every configuration must load before any work
             load(self.base, config, base=parsed.base, origin=str(self.scenario_path),
                  flag="--space")  # fmt: skip
+        self.max_value = max_value or self._ceiling(256 if self.integer else start * 4096)
+
+    def _ceiling(self, wanted: float) -> float:
+        """The highest load the search may probe: `wanted`, halved until every
+        configuration is within the scenario's work limits there (a search must not
+        stop half way on a limit)."""
+        value = wanted
+        while value > self.start:
+            load_value = int(value) if self.integer else value
+            try:
+                for config in self.configs:
+                    load(self.base, {**config, self.search_key: load_value},
+                         base=Path(self.base_dir), origin=str(self.scenario_path))  # fmt: skip
+                return value
+            except InputError:
+                value = max(value // 2, 1) if self.integer else value / 2
+        return self.start
 
     def evaluate(self, config: dict[str, Any], load: float) -> Evaluation:
         overrides = {**config, self.search_key: int(load) if self.integer else load}

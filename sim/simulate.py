@@ -129,26 +129,34 @@ def run_summary(loaded: LoadedScenario, records: RunRecords) -> dict[str, Any]:
 
 
 def write_outputs(
-    out: Path, summary: dict[str, Any], records: RunRecords, scenario: dict[str, Any]
+    out: Path,
+    summary: dict[str, Any],
+    records: RunRecords,
+    scenario: dict[str, Any],
+    run_log: dict[str, Any] | None = None,
 ) -> list[Path]:
-    """summary.json, requests.parquet, batches.parquet and the resolved scenario.yaml."""
+    """summary.json, requests.parquet, batches.parquet, the resolved scenario.yaml (and
+    robots.parquet for a fleet, run.json for `run_log`), written whole: the folder is
+    staged and swapped in (sim.outputs), so a killed run leaves the old one or the new."""
     import yaml
 
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [
-        out / "summary.json",
-        out / "requests.parquet",
-        out / "batches.parquet",
-        out / "scenario.yaml",
-    ]
-    paths[0].write_text(json.dumps(summary, indent=2) + "\n")
-    write_parquet(records.request_columns(), paths[1])
-    write_parquet(records.batch_columns(), paths[2])
-    paths[3].write_text(yaml.safe_dump(scenario, sort_keys=False))
+    from sim.outputs import staged_dir
+
+    names = ["summary.json", "requests.parquet", "batches.parquet", "scenario.yaml"]
     if records.robots is not None:
-        paths.append(out / "robots.parquet")
-        write_parquet(robots_columns(records), paths[-1])
-    return paths
+        names.append("robots.parquet")
+    if run_log is not None:
+        names.append("run.json")
+    with staged_dir(out) as stage:
+        (stage / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        write_parquet(records.request_columns(), stage / "requests.parquet")
+        write_parquet(records.batch_columns(), stage / "batches.parquet")
+        (stage / "scenario.yaml").write_text(yaml.safe_dump(scenario, sort_keys=False))
+        if records.robots is not None:
+            write_parquet(robots_columns(records), stage / "robots.parquet")
+        if run_log is not None:
+            (stage / "run.json").write_text(json.dumps(run_log, indent=2) + "\n")
+    return [out / name for name in names]
 
 
 def _split_samplers(

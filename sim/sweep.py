@@ -18,6 +18,7 @@ import itertools
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -31,8 +32,10 @@ from scipy import stats
 
 from sim import files
 from sim.errors import InputError
+from sim.limits import check
 from sim.metrics import METRICS, flatten
-from sim.scenario import SweepSection, load, parse
+from sim.outputs import check_out_dir, replacing, write_text
+from sim.scenario import ParsedScenario, SweepSection, load, parse
 
 
 def run_point(
@@ -111,18 +114,26 @@ class Sweep:
         self.base = {k: v for k, v in parsed.data.items() if k != "sweep"}
         self.base_dir = str(parsed.base)
         self.out = Path(out)
+        check_out_dir(self.out)
         self.base_seed = parsed.scenario.seed
+        self._check_size(parsed)
         self.configs = self._expand()
         self._validate()
         self.hash = hashlib.sha256(
             json.dumps({"base": self.base, "grid": self.grid}, sort_keys=True, default=str).encode()
         ).hexdigest()[:16]
 
-    def _expand(self) -> list[dict[str, Any]]:
-        keys = list(self.grid)
+    def _check_size(self, parsed: ParsedScenario) -> None:
+        """The grid x replications is within the scenario's limits, before it is listed."""
         for key, values in self.grid.items():
             if not isinstance(values, list) or not values:
                 raise InputError("needs at least one value", source=f"--grid {key}", field=key)
+        points = math.prod(len(v) for v in self.grid.values()) * self.replications
+        what = "{n} sweep points (configurations x replications)"
+        check("max_points", points, parsed.scenario.limits, what, source="--grid", field=None)
+
+    def _expand(self) -> list[dict[str, Any]]:
+        keys = list(self.grid)
         return [
             dict(zip(keys, combo, strict=True)) for combo in itertools.product(*self.grid.values())
         ]
@@ -149,8 +160,16 @@ class Sweep:
         """Create DIR, or check that DIR holds this same sweep."""
         meta_path = self.out / "sweep.json"
         if meta_path.exists():
-            meta = json.loads(meta_path.read_text())
-            if meta.get("hash") != self.hash:
+            try:
+                meta = files.read_json(meta_path, "sweep.json")
+            except InputError as exc:
+                raise InputError(
+                    f"{exc.message}: the sweep's record is damaged. If the scenario and grid "
+                    "are unchanged, delete sweep.json to resume with the points already done; "
+                    "otherwise use a new --out folder",
+                    source=str(meta_path),
+                ) from None
+            if not isinstance(meta, dict) or meta.get("hash") != self.hash:
                 raise InputError(
                     "holds a different sweep (scenario or grid changed); use a new --out folder",
                     source=str(self.out),
@@ -166,10 +185,23 @@ class Sweep:
             "base_seed": self.base_seed,
             "base": self.base,
         }
-        meta_path.write_text(json.dumps(meta, indent=2, default=str) + "\n")
+        write_text(meta_path, json.dumps(meta, indent=2, default=str) + "\n")
 
     def done(self) -> set[str]:
-        return {p.stem for p in self.points_dir.glob("*.parquet")}
+        """The points already written whole; a damaged point file is removed (with a
+        warning) so that its point is computed again."""
+        import pyarrow.parquet as pq
+
+        names = set()
+        for path in sorted(self.points_dir.glob("*.parquet")):
+            try:
+                pq.read_metadata(path)
+            except Exception as exc:  # any damage: pyarrow raises several kinds
+                warn(f"{path} is damaged ({type(exc).__name__}); computing that point again")
+                path.unlink()
+                continue
+            names.add(path.stem)
+        return names
 
     def write_point(self, point: Point, result: dict[str, Any]) -> None:
         row = {
@@ -246,6 +278,35 @@ def summarize_sweep(
     return pd.DataFrame(rows), pd.DataFrame(diffs)
 
 
+def connect(address: str, timeout_s: float = 5.0) -> Any:
+    """A Dask client of the scheduler at `address`, or one line saying why not."""
+    from dask.distributed import Client
+    from distributed.comm import parse_address
+
+    try:
+        parse_address(address if "://" in address else f"tcp://{address}")
+        host_port = address.split("://", 1)[-1]
+        if ":" not in host_port or not host_port.rsplit(":", 1)[1].isdigit():
+            raise ValueError("no port")
+    except ValueError:
+        raise InputError(
+            f"'{address}' is not a scheduler address (e.g. tcp://127.0.0.1:8786)",
+            source="--scheduler",
+        ) from None
+    try:
+        return Client(address, timeout=f"{timeout_s}s")
+    except (OSError, TimeoutError) as exc:
+        raise InputError(
+            f"cannot reach the Dask scheduler at {address} within {timeout_s:g} s "
+            f"({type(exc).__name__})",
+            source="--scheduler",
+        ) from None
+
+
+def warn(message: str) -> None:
+    print(f"batchsim: warning: {message}", file=sys.stderr)
+
+
 def run_sweep(
     sweep: Sweep,
     workers: int | None = None,
@@ -272,7 +333,7 @@ def run_sweep(
                 dashboard_address=None,
                 silence_logs=50,
             )
-        client = Client(cluster if cluster is not None else scheduler)
+        client = Client(cluster) if cluster is not None else connect(scheduler)
         try:
             futures = {
                 client.submit(
@@ -299,9 +360,13 @@ def run_sweep(
                 cluster.close()
     results = sweep.results()
     summary, diffs = summarize_sweep(results, list(sweep.grid))
-    results.to_parquet(sweep.out / "results.parquet", index=False)
-    summary.to_parquet(sweep.out / "summary.parquet", index=False)
-    summary.to_csv(sweep.out / "summary.csv", index=False)
+    with replacing(sweep.out / "results.parquet") as tmp:
+        results.to_parquet(tmp, index=False)
+    with replacing(sweep.out / "summary.parquet") as tmp:
+        summary.to_parquet(tmp, index=False)
+    with replacing(sweep.out / "summary.csv") as tmp:
+        summary.to_csv(tmp, index=False)
     if not diffs.empty:
-        diffs.to_csv(sweep.out / "paired_differences.csv", index=False)
+        with replacing(sweep.out / "paired_differences.csv") as tmp:
+            diffs.to_csv(tmp, index=False)
     return results

@@ -98,12 +98,19 @@ def _plugin(spec: str, size: str) -> ModelBundle:
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise InputError(f"cannot import '{module_name}' ({exc})", source="--model") from None
+    except Exception as exc:  # an import error, or the module's own failure
+        raise InputError(
+            f"cannot import '{module_name}' ({_one_line(exc)})", source="--model"
+        ) from None
     factory = getattr(module, attr, None)
     if factory is None or not callable(factory):
         raise InputError(f"'{module_name}' has no callable '{attr}'", source="--model")
-    made = factory(size)
+    try:
+        made = factory(size)
+    except Exception as exc:  # the plug-in's own failure: name it, not our traceback
+        raise InputError(
+            f"the factory {spec}({size!r}) failed: {_one_line(exc)}", source="--model"
+        ) from None
     if isinstance(made, ModelBundle):
         return made
     if isinstance(made, tuple) and len(made) == 2:
@@ -111,3 +118,8 @@ def _plugin(spec: str, size: str) -> ModelBundle:
     raise InputError(
         f"{spec}({size!r}) must return a ModelBundle or (module, make_inputs)", source="--model"
     )
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
