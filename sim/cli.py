@@ -228,7 +228,7 @@ def sweep(
     quiet: QuietOption = False,
 ) -> None:
     """Run a grid of scenario variants x replications on Dask; resumable."""
-    from sim.sweep import Sweep, parse_grid, run_sweep, summarize_sweep
+    from sim.sweep import Sweep, connect, parse_grid, run_sweep, summarize_sweep
 
     if workers is not None and scheduler is not None:
         raise InputError("give --workers or --scheduler, not both", source="--scheduler")
@@ -239,6 +239,8 @@ def sweep(
         raise InputError(
             "nothing to sweep: give --grid KEY=V1,V2,... or a sweep: section", source=str(scenario)
         )
+    plan.prepare_out()  # a damaged or different sweep in --out is refused before any output
+    client = connect(scheduler) if scheduler is not None else None  # reachable, or one line
     started = time.perf_counter()
     progress = Progress(
         TextColumn("[bold]sweep[/] {task.description}"),
@@ -264,7 +266,7 @@ def sweep(
 
     with progress:
         task = progress.add_task(plan.scenario_path.name, total=len(plan.points()), rate="")
-        results = run_sweep(plan, workers, scheduler, on_result)
+        results = run_sweep(plan, workers, client, on_result)
     summary, _ = summarize_sweep(results, list(plan.grid))
     if not quiet:
         out_console.print(sweep_table(summary, list(plan.grid)))

@@ -31,6 +31,14 @@ MAX_YAML_VALUES = 1_000_000  # values once aliases are expanded ("billion laughs
 
 def check_readable(path: Path, what: str) -> None:
     """The path is a file this process may read, or one clear line says why not."""
+    try:
+        path.stat()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:  # a name too long, a loop of links, a component not a folder
+        raise InputError(
+            f"the {what} file cannot be read ({exc.strerror})", source=str(path)[:200]
+        ) from None
     if not path.exists():
         raise InputError(f"{what} file not found", source=str(path))
     if path.is_dir():

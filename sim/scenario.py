@@ -8,6 +8,7 @@ one `InputError` line naming the file, the dotted field and what is allowed.
 from __future__ import annotations
 
 import json
+import re
 import typing
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
@@ -432,8 +433,13 @@ def resolve_path(path: str, base: Path, field: str) -> Path:
         return p
     places = list(dict.fromkeys([base, Path.cwd()]))
     for place in places:
-        if (place / p).exists():
-            return place / p
+        try:
+            if (place / p).exists():
+                return place / p
+        except OSError as exc:  # e.g. a name longer than the file system allows
+            raise InputError(
+                f"'{path[:80]}' is not a usable path ({exc.strerror})", field=field
+            ) from None
     looked = " and ".join(str(place) for place in places)
     raise InputError(f"file '{path}' not found (looked in {looked})", field=field)
 
@@ -442,12 +448,14 @@ _UNION_FIELDS = frozenset({"profile", "workload", "policy"})
 
 
 def _visible_loc(loc: tuple[Any, ...]) -> list[Any]:
-    """Drop the union tag pydantic inserts after profile/workload/policy (e.g. policy.dynamic)."""
+    """The field path as the user wrote it: without the union tag pydantic inserts after
+    profile/workload/policy (policy.dynamic), the labels of union members it tried
+    (latency_ms.0.constrained-float, list[constrained-float]) and its [key] marker."""
     if len(loc) > 1 and loc[0] in _UNION_FIELDS:
         tags = {_tag_of(c) for c in _model_classes(Scenario.model_fields[loc[0]].annotation)}
         if loc[1] in tags | {"file_path"}:
-            return [loc[0], *loc[2:]]
-    return list(loc)
+            loc = (loc[0], *loc[2:])
+    return [p for p in loc if not (isinstance(p, str) and re.search(r"[\[\]()-]", p))]
 
 
 def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
@@ -496,6 +504,9 @@ def _format_error(exc: ValidationError) -> tuple[str, str]:
     loc = tuple(err["loc"])
     field = ".".join(str(p) for p in _visible_loc(loc))
     etype = err["type"]
+    if len(loc) > 1 and loc[-1] == "[key]":  # a mapping key of the wrong type: name the key
+        field = ".".join(str(p) for p in _visible_loc(loc[:-2]))
+        return field, f"key {loc[-2]!r}: {err['msg']}"
     if etype == "extra_forbidden":
         model = _model_at(loc)
         allowed = ", ".join(model.model_fields) if model else "see DESIGN.md"

@@ -310,7 +310,7 @@ def warn(message: str) -> None:
 def run_sweep(
     sweep: Sweep,
     workers: int | None = None,
-    scheduler: str | None = None,
+    scheduler: str | Any | None = None,
     on_result: Callable[[Point, dict[str, Any] | None, int, int], None] | None = None,
 ) -> pd.DataFrame:
     """Run every missing point on Dask, writing each as it finishes; return all results."""
@@ -333,7 +333,10 @@ def run_sweep(
                 dashboard_address=None,
                 silence_logs=50,
             )
-        client = Client(cluster) if cluster is not None else connect(scheduler)
+        if cluster is not None:
+            client = Client(cluster)
+        else:  # an address, or a client already connected to it (batchsim sweep's)
+            client = connect(scheduler) if isinstance(scheduler, str) else scheduler
         try:
             futures = {
                 client.submit(

@@ -150,7 +150,6 @@ def run_case(name: str, tmp: Path) -> dict:
     # paths in the summary (the profile's source) name the checkout: stored relative to it
     text = (tmp / "summary.json").read_text().replace(str(ROOT), "<root>")
     summary = json.loads(text)
-    summary.pop("wall_s")
     requests = pd.read_parquet(tmp / "requests.parquet", columns=["outcome", "batch"])
     return {
         "summary": summary,

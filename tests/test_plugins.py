@@ -34,8 +34,7 @@ def copy_example(tmp_path: Path) -> Path:
 
 def figures(folder: Path) -> dict:
     summary = json.loads((folder / "summary.json").read_text())
-    for key in ("policy", "wall_s"):
-        summary.pop(key)
+    summary.pop("policy")
     return summary
 
 
