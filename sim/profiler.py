@@ -109,9 +109,9 @@ class ProfileOptions:
             raise InputError(f"must be >= 0 (got {self.warmup})", source="--warmup")
         if self.max_reps < 1:
             raise InputError(f"must be >= 1 (got {self.max_reps})", source="--max-reps")
-        if not (math.isfinite(self.budget_s) and self.budget_s > 0):
+        if not (math.isfinite(self.budget_s) and self.budget_s >= 0):  # 0: min_reps calls
             raise InputError(
-                f"must be a finite number of seconds > 0 (got {self.budget_s:g})",
+                f"must be a finite number of seconds >= 0 (got {self.budget_s:g})",
                 source="--budget-s",
             )
         if self.wall_budget_s is not None and not (self.interleave and self.wall_budget_s > 0):
