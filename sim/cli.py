@@ -20,6 +20,7 @@ from rich.progress import (
 from rich.table import Table
 
 from sim.errors import InputError
+from sim.limits import DEFAULT as DEFAULT_LIMITS
 from sim.outputs import RUN_FILES, check_out_dir, check_out_file, write_text
 
 app = typer.Typer(
@@ -469,15 +470,23 @@ def validate(
     out_console.print(f"wrote {out}/validation.json, report.md, latency_cdf.png")
 
 
-def _int_list(text: str, flag: str) -> list[int]:
+# what one profiling command may ask a model for (inputs are allocated from these)
+MAX_CAMERAS = 16
+MAX_INSTRUCTION_TOKENS = 8192
+MAX_IDLE_MS = 60_000.0
+
+
+def _int_list(text: str, flag: str, most: int) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise InputError(
             f"'{text}' is not a comma-separated list of integers", source=flag
         ) from None
-    if not values or any(v < 1 for v in values):
-        raise InputError(f"'{text}': every value must be an integer >= 1", source=flag)
+    if not values or any(not 1 <= v <= most for v in values):
+        raise InputError(
+            f"'{text}': every value must be an integer from 1 to {most:,}", source=flag
+        )
     return values
 
 
@@ -492,6 +501,10 @@ def _ms_list(text: str | None) -> tuple[float, ...]:
         ) from None
     if not values:
         raise InputError(f"'{text}' names no level", source="--idle-ms")
+    if any(not 0 <= v <= MAX_IDLE_MS for v in values):  # nan and inf fail this too
+        raise InputError(
+            f"'{text}': every level must be from 0 to {MAX_IDLE_MS:,.0f} ms", source="--idle-ms"
+        )
     return values  # ProfileOptions.validate checks each level
 
 
@@ -546,10 +559,13 @@ def profile(
     ] = None,
 ) -> None:
     """Measure a model's latency and memory per batch size into a profile CSV."""
-    sizes = _int_list(batch_sizes, "--batch-sizes")
-    cams = _int_list(cameras, "--cameras")
-    if instruction_tokens is not None and instruction_tokens < 1:
-        raise InputError(f"must be >= 1 (got {instruction_tokens})", source="--instruction-tokens")
+    sizes = _int_list(batch_sizes, "--batch-sizes", most=DEFAULT_LIMITS.max_batch)
+    cams = _int_list(cameras, "--cameras", most=MAX_CAMERAS)
+    if instruction_tokens is not None and not 1 <= instruction_tokens <= MAX_INSTRUCTION_TOKENS:
+        raise InputError(
+            f"must be between 1 and {MAX_INSTRUCTION_TOKENS:,} (got {instruction_tokens:,})",
+            source="--instruction-tokens",
+        )
     check_out_file(out)
     try:
         from sim import models
@@ -622,9 +638,10 @@ def _plot_profile(path: Path) -> None:
 @app.command("plot-profile")
 def plot_profile(path: Annotated[Path, typer.Argument(help="a profile CSV")]) -> None:
     """Draw a profile: latency and per-request latency vs batch size, and memory."""
-    from sim.files import read_csv
+    from sim.files import check_readable, read_csv
     from sim.profile import Profile
 
+    check_readable(path, "profile")
     check_out_file(path.with_suffix(".png"), "plot-profile")
     if "cameras" in read_csv(path, "profile").columns:
         Profile.variants_from_csv(path, "cameras")  # checks every camera count's data

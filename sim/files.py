@@ -80,7 +80,7 @@ def decode(data: bytes, what: str, source: str) -> str:
     if b"\x00" in data:
         raise InputError(f"the {what} file is binary, not UTF-8 text", source=source)
     try:
-        return data.decode("utf-8-sig")
+        return data.removeprefix(b"\xef\xbb\xbf").decode("utf-8")  # a BOM is no text
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1

@@ -35,8 +35,17 @@ class Outcome:
         return f"exit {self.exit_code}, timed_out={self.timed_out}, stderr={self.stderr[-800:]!r}"
 
 
-def _child(argv: list[str], cwd: str, mem_mb: int, err_path: str, out_path: str) -> None:
+NOBODY = 65534  # the unprivileged user a root test run drops to (root reads every file)
+
+
+def _child(
+    argv: list[str], cwd: str, mem_mb: int, err_path: str, out_path: str, unprivileged: bool
+) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (mem_mb << 20, mem_mb << 20))
+    if unprivileged and os.geteuid() == 0:
+        os.setgroups([])
+        os.setgid(NOBODY)
+        os.setuid(NOBODY)
     os.chdir(cwd)
     os.environ["COLUMNS"] = "200"
     err = os.open(err_path, os.O_WRONLY)
@@ -61,14 +70,24 @@ def _child(argv: list[str], cwd: str, mem_mb: int, err_path: str, out_path: str)
     os._exit(code)
 
 
-def run_isolated(*args: str, cwd: Path, mem_mb: int = 3072, timeout_s: float = 20.0) -> Outcome:
-    """`batchsim ARGS` in a forked child: its exit code, stderr and stdout."""
+def run_isolated(
+    *args: str,
+    cwd: Path,
+    mem_mb: int = 3072,
+    timeout_s: float = 20.0,
+    unprivileged: bool = False,
+) -> Outcome:
+    """`batchsim ARGS` in a forked child: its exit code, stderr and stdout. `unprivileged`:
+    as an ordinary user (a root test run drops to nobody), so file permissions hold."""
     with tempfile.TemporaryDirectory() as tmp:
         err_path, out_path = Path(tmp, "stderr"), Path(tmp, "stdout")
-        err_path.touch()
-        out_path.touch()
+        for path in (err_path, out_path):
+            path.touch()
+            path.chmod(0o666)  # an unprivileged child writes them
+        os.chmod(tmp, 0o777)
         child = _CONTEXT.Process(
-            target=_child, args=(list(args), str(cwd), mem_mb, str(err_path), str(out_path))
+            target=_child,
+            args=(list(args), str(cwd), mem_mb, str(err_path), str(out_path), unprivileged),
         )
         child.start()
         child.join(timeout_s)

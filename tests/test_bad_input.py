@@ -732,3 +732,48 @@ def test_a_rerun_leaves_no_stale_file_of_the_earlier_run(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == [
         "batches.parquet", "requests.parquet", "run.json", "scenario.yaml", "summary.json"
     ]  # fmt: skip
+
+
+# ---- permissions (as an ordinary user: root reads everything) ----------------------------
+@pytest.fixture
+def shared_dir():
+    """A folder an unprivileged child can use (pytest's tmp_path is root's alone)."""
+    import os
+
+    with tempfile.TemporaryDirectory(prefix="batchsim-perm-") as tmp:
+        os.chmod(tmp, 0o777)
+        yield Path(tmp)
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["unreadable scenario", "unreadable folder", "unreadable profile", "unwritable --out"],
+)
+def test_permission_problems_get_one_clear_line(case, shared_dir):
+    import os
+
+    ok = shared_dir / "ok.yaml"
+    ok.write_text(GOOD_YAML)
+    ok.chmod(0o644)
+    argv, fragments = ["run", str(ok), "-q"], ["permission denied"]
+    if case == "unreadable scenario":
+        ok.chmod(0o000)
+        fragments = ["ok.yaml", "not readable"]  # click checks the argument first
+    elif case == "unreadable folder":
+        (shared_dir / "locked").mkdir(mode=0o000)
+        argv = ["run", str(shared_dir / "locked" / "s.yaml")]
+    elif case == "unreadable profile":
+        profile = shared_dir / "p.csv"
+        profile.write_text("batch_size,latency_ms\n1,2\n8,3\n")
+        profile.chmod(0o000)
+        ok.write_text(yaml.safe_dump(with_value(OPEN, "profile", str(profile))))
+        fragments = ["p.csv", "permission denied"]
+    else:
+        (shared_dir / "ro").mkdir(mode=0o555)
+        argv = ["run", str(ok), "--out", str(shared_dir / "ro" / "run")]
+        fragments = ["--out", "not writable"]
+    if os.geteuid() != 0:
+        os.chmod(shared_dir, 0o755)
+    outcome = run_isolated(*argv, cwd=shared_dir, unprivileged=True, mem_mb=MEM_MB)
+    line = expect_one_clear_line(outcome)
+    assert all(f.lower() in line.lower() for f in fragments), (fragments, line)
