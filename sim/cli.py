@@ -404,6 +404,7 @@ def validate(
     ] = 15,
 ) -> None:
     """Check the simulator against a live run of the real model on the same traffic."""
+    check_out_dir(out)  # before the live runs, which take minutes
     try:
         from sim.validate import validate as run_validation
     except ImportError as exc:

@@ -72,6 +72,13 @@ class Profile:
                 source=self.source,
                 field="batch_size",
             )
+        for size, mem in zip(self.sizes, self.peak_mem_mb or (), strict=False):
+            if not (math.isfinite(mem) and mem >= 0):
+                raise InputError(
+                    f"peak memory for batch size {size} must be finite and >= 0 (got {mem:g})",
+                    source=self.source,
+                    field="peak_mem_mb",
+                )
         for size, samples in zip(self.sizes, self.samples_ms, strict=True):
             if samples.size == 0 or not np.all(np.isfinite(samples)) or np.any(samples <= 0):
                 raise InputError(
@@ -378,8 +385,8 @@ def _idle_levels(frame: pd.DataFrame, source: str) -> pd.Series:
     import pandas as pd
 
     idle = pd.to_numeric(frame[IDLE_COLUMN], errors="coerce")
-    if idle.isna().any() or (idle < 0).any():
-        raise InputError("idle_ms must hold numbers >= 0", source=source, field=IDLE_COLUMN)
+    if idle.isna().any() or (idle < 0).any() or not np.isfinite(idle).all():
+        raise InputError("idle_ms must hold finite numbers >= 0", source=source, field=IDLE_COLUMN)
     return idle
 
 

@@ -193,6 +193,22 @@ TABLE: dict[str, Case] = {
         scenario(with_value(FLEET, "workload.jitter_ms", INF)),
         ["workload.jitter_ms", "finite"],
     ),
+    "profile infinite memory": (
+        with_file(
+            "p.csv",
+            b"batch_size,latency_ms,peak_mem_mb\n1,2,inf\n8,3,100\n",
+            lambda p: with_value(OPEN, "profile", p),
+        ),  # fmt: skip
+        ["p.csv", "peak_mem_mb", "finite"],
+    ),
+    "profile infinite idle level": (
+        with_file(
+            "p.csv",
+            b"batch_size,latency_ms,idle_ms\n1,2,0\n8,3,0\n1,2,inf\n8,3,inf\n",
+            lambda p: with_value(OPEN, "profile", p),
+        ),  # fmt: skip
+        ["p.csv", "idle_ms", "finite"],
+    ),
     "boolean duration": (scenario(with_value(OPEN, "duration_s", True)), ["duration_s", "True"]),
     "string max_batch": (scenario(with_value(OPEN, "policy.max_batch", "8")), ["max_batch", "'8'"]),
     "float max_batch": (scenario(with_value(OPEN, "policy.max_batch", 8.0)), ["max_batch", "8.0"]),
@@ -308,6 +324,12 @@ TABLE: dict[str, Case] = {
         command("recommend", "{ok}", "--slo", "p99_ms<=100", "--out", "{tmp}/afile"),
         ["--out", "is a file"],
     ),
+    "validate --out is a file": (
+        command("validate", "{ok}", "--out", "{tmp}/afile"),
+        ["--out", "is a file"],
+    ),
+    "scenario is a list": (scenario(raw=b"- 1\n- 2\n"), ["YAML mapping"]),
+    "scenario is empty": (scenario(raw=b"# nothing\n"), ["empty"]),
     "profile --out is a folder": (
         command("profile", "--model", "act", "--out", "{tmp}", "--batch-sizes", "1"),
         ["--out", "is a folder"],
