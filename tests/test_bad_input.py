@@ -568,10 +568,32 @@ def _leaves(data: Any, prefix: tuple = ()) -> list[tuple]:
     return []
 
 
+BASES = [
+    OPEN,
+    FLEET,
+    with_value(OPEN, "workload", {"kind": "mmpp", "states": [
+        {"rate_rps": 50, "mean_s": 1}, {"rate_rps": 0, "mean_s": 1}]}),
+    {**OPEN, "policy": {"kind": "deadline", "max_batch": 8}, "classes": [
+        {"name": "a", "share": 0.5, "latency_ms": 50, "priority": 1}, {"name": "b", "share": 0.5}]},
+    {**OPEN, "policy": {"kind": "static", "batch_size": 4, "timeout_ms": 10},
+     "cluster": {"replicas": 2, "queue": "per-replica", "dispatch": "least-work"},
+     "admission": {"max_queue": 50, "timeout_ms": 200}},
+    {**OPEN, "workload": {"kind": "periodic", "sources": 4, "rate_hz": 10, "jitter_ms": 1},
+     "profile": {"path": PROFILE, "shape": "cameras"}, "request_shapes": {1: 0.5, 3: 0.5}},
+    {**FLEET, "workload": {"kind": "robots", "groups": [
+        {"count": 2, "control_hz": 50, "chunk": 50, "execute": 25, "mode": "async",
+         "network_ms": {"uplink": 2, "downlink": 2, "jitter": 0.5}},
+        {"count": 2, "control_hz": 30, "chunk": 10, "start": "random"}]},
+     "policy": {"kind": "adaptive", "target_ms": 50, "max_batch": 8}},
+    {**{k: v for k, v in OPEN.items() if k not in ("duration_s", "profile")}, "requests": 300,
+     "profile": {"batch_size": [1, 2, 4, 8], "latency_ms": [10, [11, 12], 14, 20],
+                 "peak_mem_mb": [100, 110, 130, 170]}, "cluster": {"memory_mb": 200}},
+]  # fmt: skip
+
+
 @st.composite
 def mutated_scenarios(draw) -> dict:
-    base = copy.deepcopy(draw(st.sampled_from([OPEN, FLEET, with_value(OPEN, "workload", {
-        "kind": "mmpp", "states": [{"rate_rps": 50, "mean_s": 1}, {"rate_rps": 0, "mean_s": 1}]})])))  # fmt: skip
+    base = copy.deepcopy(draw(st.sampled_from(BASES)))
     for _ in range(draw(st.integers(1, 3))):
         paths = _leaves(base)
         path = draw(st.sampled_from(paths))
@@ -580,11 +602,13 @@ def mutated_scenarios(draw) -> dict:
             node = node[part]
         action = draw(st.sampled_from(["replace", "delete", "add"]))
         if action == "replace":
-            node[path[-1]] = draw(WEIRD)
+            node[path[-1]] = copy.deepcopy(draw(WEIRD))
         elif action == "delete" and isinstance(node, dict):
             del node[path[-1]]
         elif isinstance(node, dict):
-            node[draw(st.sampled_from(["extra", "max_batch", "kind", "duration_s"]))] = draw(WEIRD)
+            node[draw(st.sampled_from(["extra", "max_batch", "kind", "duration_s"]))] = (
+                copy.deepcopy(draw(WEIRD))
+            )
     # the runs a mutation leaves valid stay small (and a mutation cannot raise the limits)
     base["limits"] = {"max_requests": 50_000, "max_clients": 1000, "max_replicas": 64}
     return base

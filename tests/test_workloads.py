@@ -92,3 +92,17 @@ def test_trace_is_sorted_with_named_sources(tmp_path):
     assert [a.source_names[s] for s in a.source] == ["a", "b", "b"]
     with pytest.raises(InputError, match="asks for requests: 10"):
         trace_arrivals(path, count=10)
+
+
+@pytest.mark.parametrize("mean_s", [1e9, 1e300])
+def test_mmpp_with_sojourns_far_past_the_horizon_draws_only_what_the_run_uses(mean_s):
+    """A state held for ages (mean_s 1e9 s) used to draw all of its arrivals at once (13.8
+    GiB for 5 s of traffic); only the horizon's part, or the first `count`, is drawn."""
+    from sim.workload.open import mmpp_arrivals
+
+    rng = np.random.default_rng(3)
+    by_time = mmpp_arrivals(rng, [50.0, 50.0], [mean_s, mean_s], duration_s=100.0)
+    assert abs(len(by_time) - 5000) < 5 * np.sqrt(5000)  # Poisson(rate x duration)
+    assert np.all(np.diff(by_time.time_s) >= 0) and by_time.time_s[-1] < 100.0
+    by_count = mmpp_arrivals(rng, [50.0, 50.0], [mean_s, mean_s], count=777)
+    assert len(by_count) == 777 and np.all(np.diff(by_count.time_s) >= 0)

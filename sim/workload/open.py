@@ -123,6 +123,22 @@ def periodic_arrivals(
     return Arrivals(times[:stop], source[:stop])
 
 
+# a sojourn expected to hold more arrivals than this (a mean_s of hours at a high rate) is
+# drawn only up to the horizon or the count; below it, every sojourn is drawn whole
+_MAX_SOJOURN_ARRIVALS = 10_000_000
+
+
+def _poisson_process(
+    rng: np.random.Generator, rate_rps: float, window_s: float, needed: int | None
+) -> np.ndarray:
+    """Arrival times of a Poisson process in [0, window_s): all of them, or the first
+    `needed` (exponential gaps), whichever ends first."""
+    if needed is None:
+        return np.sort(rng.uniform(0.0, window_s, rng.poisson(rate_rps * window_s)))
+    times = np.cumsum(rng.exponential(1.0 / rate_rps, needed))
+    return times[times < window_s]
+
+
 def mmpp_arrivals(
     rng: np.random.Generator,
     rates_rps: Sequence[float],
@@ -146,10 +162,17 @@ def mmpp_arrivals(
     t, chunks, total = 0.0, [], 0
     while True:
         stay = rng.exponential(means[state])
-        n = rng.poisson(rates[state] * stay)
-        if n:
-            chunks.append(t + np.sort(rng.uniform(0.0, stay, n)))
-            total += n
+        expected = rates[state] * stay
+        if expected <= _MAX_SOJOURN_ARRIVALS:
+            n = rng.poisson(expected)
+            if n:
+                chunks.append(t + np.sort(rng.uniform(0.0, stay, n)))
+        else:  # a sojourn with more arrivals than a run can hold: draw only those it uses
+            window = stay if duration_s is None else min(stay, duration_s - t)
+            needed = None if count is None else count - total
+            chunks.append(t + _poisson_process(rng, rates[state], window, needed))
+            n = chunks[-1].size
+        total += n
         t += stay
         if (duration_s is not None and t >= duration_s) or (count is not None and total >= count):
             break
