@@ -195,7 +195,7 @@ class Profile:
                 )
             frame[name] = numeric
         sizes = frame["batch_size"].to_numpy()
-        if np.any(sizes != np.round(sizes)) or np.any(sizes < 1):
+        if not np.all(np.isfinite(sizes)) or np.any(sizes != np.round(sizes)) or np.any(sizes < 1):
             raise InputError("batch sizes must be integers >= 1", source=source, field="batch_size")
         frame["batch_size"] = frame["batch_size"].astype(int)
         groups = frame.groupby("batch_size", sort=True)

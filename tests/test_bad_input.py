@@ -201,6 +201,14 @@ TABLE: dict[str, Case] = {
         ),  # fmt: skip
         ["p.csv", "peak_mem_mb", "finite"],
     ),
+    "profile infinite batch size": (
+        with_file(
+            "p.csv",
+            b"batch_size,latency_ms\n1,2\ninf,3\n",
+            lambda p: with_value(OPEN, "profile", p),
+        ),  # fmt: skip
+        ["p.csv", "batch_size", "integers"],
+    ),
     "profile infinite idle level": (
         with_file(
             "p.csv",
