@@ -207,8 +207,11 @@ def _check_expanded_size(data: Any, source: str) -> None:
         if not isinstance(value, dict | list):
             return 1
         known = sizes.get(id(value))
+        if known == -1:  # reached again while still inside it: `&a [*a]`
+            raise InputError("the YAML refers to itself (a recursive alias)", source=source)
         if known is not None:
             return known
+        sizes[id(value)] = -1
         items = value.values() if isinstance(value, dict) else value
         total = 1 + sum(size(item) for item in items)
         if total > MAX_YAML_VALUES:

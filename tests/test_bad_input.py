@@ -129,6 +129,14 @@ TABLE: dict[str, Case] = {
     "deeply nested yaml": (scenario(raw=b"a: " + b"[" * 5000 + b"]" * 5000), ["nested"]),
     "duplicate key": (scenario(raw=(GOOD_YAML + "seed: 2\n").encode()), ["duplicate key 'seed'"]),
     "alias bomb": (scenario(raw=ALIAS_BOMB), ["aliases"]),
+    "recursive alias": (
+        scenario(raw=GOOD_YAML.encode() + b"extra: &a [*a]\n"),
+        ["recursive alias"],
+    ),
+    "recursive alias in --set": (
+        command("run", "{ok}", "--set", "policy.max_batch=&a [*a]"),
+        ["--set"],
+    ),
     "latin-1 profile": (
         with_file(
             "p.csv",
@@ -831,3 +839,53 @@ def test_permission_problems_get_one_clear_line(case, shared_dir):
     outcome = run_isolated(*argv, cwd=shared_dir, unprivileged=True, mem_mb=MEM_MB)
     line = expect_one_clear_line(outcome)
     assert all(f.lower() in line.lower() for f in fragments), (fragments, line)
+
+
+YAML_VALUES = st.sampled_from(
+    [
+        ".inf",
+        "-.inf",
+        ".nan",
+        "[",
+        "{a: 1}",
+        "'8'",
+        "1e400",
+        "-0",
+        "~",
+        "",
+        "yes",
+        "0x10",
+        "1_000",
+        "2026-01-01",
+        "!!python/object/apply:os.system ['true']",
+        "&a [*a]",
+        "*b",
+        "[1, 2]",
+        "10000000000",
+        "0.0001",
+        "robots",
+        "MODULE:CLASS",
+        "os:system",
+        "a:b:c",
+    ]  # fmt: skip
+)
+
+
+@FUZZ
+@given(
+    base=st.sampled_from([OPEN, FLEET]),
+    picks=st.lists(st.tuples(st.integers(0, 100), YAML_VALUES), min_size=1, max_size=3),
+    extra=st.sampled_from(["", ".x", ".0", "..", ".kind"]),
+)
+def test_mutated_overrides_run_or_get_one_line(base, picks, extra):
+    keys = [".".join(map(str, p)) for p in _leaves(base)] + ["limits.max_requests", "sweep.grid"]
+    overrides = []
+    for index, value in picks:
+        overrides += ["--set", f"{keys[index % len(keys)]}{extra}={value}"]
+    with tempfile.TemporaryDirectory() as tmp:
+        data = {**base, "limits": {"max_requests": 50_000}}
+        Path(tmp, "s.yaml").write_text(yaml.safe_dump(data))
+        outcome = run_isolated(
+            "run", "s.yaml", "-q", *overrides, cwd=Path(tmp), mem_mb=MEM_MB, timeout_s=TIMEOUT_S
+        )
+        _assert_runs_or_one_line(outcome)
