@@ -613,8 +613,13 @@ class LoadedScenario:
         self.shaped: dict[int, Profile] | None = None
         # seconds idle before a batch -> the samples measured after that much idle
         self.after_idle: dict[float, Profile] | None = None
+        open_loop = scenario.workload.kind != "robots"
+        if open_loop:
+            self._check_requests(None)  # needs no profile: refused before it is read
         self.profile = self._load_profile()
         self._check_work()
+        if not open_loop:
+            self._check_requests(self.profile.min_latency_s)
         self._check_shapes()
         self.max_size_in_memory = self._memory_cap()
         self._check_policy_against_profile()
@@ -713,8 +718,8 @@ class LoadedScenario:
         return profile
 
     def _check_work(self) -> None:
-        """Refuse a scenario that asks for more than its limits, before anything is drawn:
-        the profile's largest batch, the robots, and the requests its traffic would make."""
+        """Refuse a profile or fleet larger than the scenario's limits, before anything is
+        drawn: the profile's largest batch and the robots."""
         s, limits, prof = self.scenario, self.scenario.limits, self.profile
         inline = isinstance(s.profile, InlineProfile)
         source, field = (
@@ -738,12 +743,22 @@ class LoadedScenario:
                 source=self.source,
                 field="workload.count",
             )
+
+    def _check_requests(self, min_service_s: float | None) -> None:
+        """The requests the traffic would make are within limits.max_requests (a fleet's
+        estimate needs the fastest batch of the profile, `min_service_s`)."""
+        s = self.scenario
         if s.requests is not None:
             estimate, field = s.requests, "requests"
         else:
-            estimate, field = s.workload.events(s.duration_s, prof.min_latency_s)
+            estimate, field = s.workload.events(s.duration_s, min_service_s or 0.0)
         check(
-            "max_requests", estimate, limits, "about {n} requests", source=self.source, field=field
+            "max_requests",
+            estimate,
+            s.limits,
+            "about {n} requests",
+            source=self.source,
+            field=field,
         )
 
     def _check_shapes(self) -> None:

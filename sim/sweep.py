@@ -23,12 +23,10 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import yaml
-from scipy import stats
 
 from sim import files
 from sim.errors import InputError
@@ -36,6 +34,9 @@ from sim.limits import check
 from sim.metrics import METRICS, flatten
 from sim.outputs import check_out_dir, replacing, write_text
 from sim.scenario import ParsedScenario, SweepSection, load, parse
+
+if TYPE_CHECKING:  # pandas and scipy load in a second: not before a refusal
+    import pandas as pd
 
 
 def run_point(
@@ -214,10 +215,14 @@ class Sweep:
         }
         final = self.points_dir / f"{point.name}.parquet"
         tmp = final.with_suffix(".tmp")
+        import pandas as pd
+
         pd.DataFrame([row]).to_parquet(tmp, index=False)
         os.replace(tmp, final)  # atomic: a point is either there whole or not at all
 
     def results(self) -> pd.DataFrame:
+        import pandas as pd
+
         files = sorted(self.points_dir.glob("*.parquet"))
         if not files:
             return pd.DataFrame()
@@ -239,6 +244,8 @@ def confidence_interval(values: Iterable[float], level: float = 0.95) -> tuple[f
         return math.nan, math.nan
     if x.size == 1:
         return float(x[0]), math.nan
+    from scipy import stats
+
     half = stats.t.ppf(0.5 + level / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size)
     return float(x.mean()), float(half)
 
@@ -250,6 +257,8 @@ def _isnan(v: Any) -> bool:
 def summarize_sweep(
     results: pd.DataFrame, grid_keys: Sequence[str]
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    import pandas as pd
+
     """Per configuration: mean and 95% CI of each metric. And paired differences of each
     configuration against configuration 0 (same replication = same random numbers)."""
     grid_cols = [f"grid.{k}" for k in grid_keys]

@@ -89,7 +89,7 @@ def test_idle_levels_round_trip_through_a_frame(idle_csv, tmp_path):
 def test_bad_idle_levels_are_refused(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("batch_size,latency_ms,idle_ms\n1,10,0\n1,12,-5\n")
-    with pytest.raises(InputError, match="idle_ms must hold numbers >= 0"):
+    with pytest.raises(InputError, match="idle_ms must hold finite numbers >= 0"):
         scenario(bad)
     uneven = tmp_path / "uneven.csv"
     uneven.write_text("batch_size,latency_ms,idle_ms\n1,10,0\n8,10,0\n1,12,50\n")
