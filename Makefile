@@ -33,10 +33,11 @@ format: $(STAMP)
 	$(BIN)/ruff format sim tests benchmarks scripts examples notebooks
 	$(BIN)/ruff check --fix sim tests benchmarks scripts examples notebooks
 
-## bench: the engine benchmark (open loop, robot fleet, 10M-request memory) and the sweep benchmark
+## bench: the engine benchmark (open loop, robot fleet, 10M-request memory), the sweep benchmark and how fast over-limit work is refused
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_engine.py
 	$(BIN)/python benchmarks/bench_sweep.py
+	$(BIN)/python benchmarks/bench_refusal.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache .hypothesis
