@@ -303,3 +303,30 @@ def test_replications_flag_must_be_positive(tmp_path):
     path = scenario(tmp_path)
     result = run_cli("sweep", str(path), *GRID, "--replications", "0", "--out", str(tmp_path / "o"))
     assert result.returncode == 2 and "--replications" in result.stderr
+
+
+def test_a_damaged_point_file_is_computed_again_with_a_warning(tmp_path):
+    path = scenario(tmp_path, duration_s=5)
+    out = tmp_path / "sw"
+    args = (
+        "sweep",
+        str(path),
+        "--out",
+        str(out),
+        "--grid",
+        "policy.max_batch=4,8",
+        "--workers",
+        "1",
+        "-q",
+    )
+    assert run_cli(*args).returncode == 0
+    before = pd.read_parquet(out / "results.parquet").drop(columns="wall_s")
+    damaged = sorted((out / "points").glob("*.parquet"))[1]
+    damaged.write_bytes(b"half a parquet file")
+    result = run_cli(*args)
+    assert result.returncode == 0, result.stderr
+    assert (
+        f"{damaged} is damaged" in result.stderr and "computing that point again" in result.stderr
+    )
+    after = pd.read_parquet(out / "results.parquet").drop(columns="wall_s")
+    pd.testing.assert_frame_equal(before, after)  # the same point, the same seed, the same figures
