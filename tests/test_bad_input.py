@@ -113,6 +113,10 @@ ALIAS_BOMB = b"a: &a [x, x, x, x, x, x, x, x, x, x]\n" + b"".join(
     for p, c in zip("abcdefg", "bcdefgh", strict=True)
 )
 
+# the argv most sweep and recommend cases start from (a valid sweep; a valid SLO)
+SWEEP = ("sweep", "{ok}", "--out", "{tmp}/sw", "--grid", "policy.max_batch=4,8")
+RECOMMEND = ("recommend", "{ok}", "--slo", "p99_ms<=100")
+
 TABLE: dict[str, Case] = {
     # 1. reading files
     "latin-1 scenario": (
@@ -303,10 +307,7 @@ TABLE: dict[str, Case] = {
     ),
     "huge recommend range": (
         command(
-            "recommend",
-            "{ok}",
-            "--slo",
-            "p99_ms<=100",
+            *RECOMMEND,
             "--space",
             "policy.max_wait_ms=0:1000000000",
         ),
@@ -337,7 +338,7 @@ TABLE: dict[str, Case] = {
         ["--out", "is a file"],
     ),
     "recommend --out is a file": (
-        command("recommend", "{ok}", "--slo", "p99_ms<=100", "--out", "{tmp}/afile"),
+        command(*RECOMMEND, "--out", "{tmp}/afile"),
         ["--out", "is a file"],
     ),
     "validate --out is a file": (
@@ -358,69 +359,37 @@ TABLE: dict[str, Case] = {
     ),
     "sweep unknown key": (scenario({**OPEN, "sweep": {"grids": {}}}), ["sweep.grids", "unknown"]),
     "sweep replications 0": (
-        command(
-            "sweep",
-            "{ok}",
-            "--out",
-            "{tmp}/sw",
-            "--grid",
-            "policy.max_batch=4,8",
-            "--replications",
-            "0",
-        ),
+        command(*SWEEP, "--replications", "0"),
         ["--replications", ">= 1"],
     ),
     "sweep damaged record": (
         command(
-            "sweep",
-            "{ok}",
-            "--out",
-            "{tmp}/sw",
-            "--grid",
-            "policy.max_batch=4,8",
+            *SWEEP,
             setup=lambda t: (t / "sw").mkdir() or (t / "sw" / "sweep.json").write_text("{half"),
         ),  # fmt: skip
         ["sweep.json", "delete sweep.json"],
     ),
     "sweep malformed scheduler": (
-        command(
-            "sweep",
-            "{ok}",
-            "--out",
-            "{tmp}/sw",
-            "--grid",
-            "policy.max_batch=4,8",
-            "--scheduler",
-            "not an address",
-        ),
+        command(*SWEEP, "--scheduler", "not an address"),
         ["--scheduler", "not a scheduler address"],
     ),
     "sweep unreachable scheduler": (
-        command(
-            "sweep",
-            "{ok}",
-            "--out",
-            "{tmp}/sw",
-            "--grid",
-            "policy.max_batch=4,8",
-            "--scheduler",
-            "tcp://127.0.0.1:1",
-        ),
+        command(*SWEEP, "--scheduler", "tcp://127.0.0.1:1"),
         ["--scheduler", "cannot reach"],
     ),
     # 6. recommend
     "slo with two signs": (command("recommend", "{ok}", "--slo", "p99_ms<=--5"), ["--slo", "--5"]),
     "slo not a term": (command("recommend", "{ok}", "--slo", "1.2.3"), ["--slo", "1.2.3"]),
     "recommend workers 0": (
-        command("recommend", "{ok}", "--slo", "p99_ms<=100", "--workers", "0"),
+        command(*RECOMMEND, "--workers", "0"),
         ["--workers", ">= 1"],
     ),
     "recommend space beyond the profile": (
-        command("recommend", "{ok}", "--slo", "p99_ms<=100", "--space", "policy.max_batch=8,128"),
+        command(*RECOMMEND, "--space", "policy.max_batch=8,128"),
         ["--space policy.max_batch=128", "extrapolated"],
     ),
     "recommend space syntax": (
-        command("recommend", "{ok}", "--slo", "p99_ms<=100", "--space", "policy.max_batch=[1,"),
+        command(*RECOMMEND, "--space", "policy.max_batch=[1,"),
         ["--space"],
     ),
     # 7. profile
