@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import yaml
 
-from sim.errors import InputError
+from sim.errors import InputError, first_line
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -104,8 +104,7 @@ def read_csv(path: Path, what: str) -> pd.DataFrame:
     try:
         return pd.read_csv(io.StringIO(text))
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"not a readable CSV ({reason})", source=str(path)) from None
+        raise InputError(f"not a readable CSV ({first_line(exc)})", source=str(path)) from None
 
 
 def read_json(path: Path, what: str) -> Any:
@@ -131,9 +130,8 @@ def read_parquet(path: Path, what: str) -> pd.DataFrame:
     try:
         return pd.read_parquet(path)
     except (pyarrow.ArrowException, OSError, ValueError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(
-            f"not a readable Parquet file ({reason.split('. ')[0]})", source=str(path)
+            f"not a readable Parquet file ({first_line(exc).split('. ')[0]})", source=str(path)
         ) from None
 
 
@@ -158,13 +156,13 @@ class _StrictLoader(yaml.SafeLoader):
 
     def construct_mapping(self, node: Any, deep: bool = False) -> Any:
         if isinstance(node, yaml.MappingNode):
-            first_line: dict[Any, int] = {}
+            first_seen: dict[Any, int] = {}
             for key_node, _ in node.value:
                 if key_node.tag == "tag:yaml.org,2002:merge":
                     continue  # `<<: *defaults` may be overridden: that is what it is for
                 key = self.construct_object(key_node, deep=True)
                 try:
-                    seen = first_line.get(key)
+                    seen = first_seen.get(key)
                 except TypeError:
                     raise yaml.constructor.ConstructorError(
                         None, None, "a mapping key must be a plain value", key_node.start_mark
@@ -176,7 +174,7 @@ class _StrictLoader(yaml.SafeLoader):
                         f"duplicate key {key!r} (first given on line {seen})",
                         key_node.start_mark,
                     )
-                first_line[key] = key_node.start_mark.line + 1
+                first_seen[key] = key_node.start_mark.line + 1
         return super().construct_mapping(node, deep)
 
 

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sim.errors import InputError
+from sim.errors import InputError, one_line
 
 MODELS = ("pi0", "openvla", "act")
 SIZES = ("tiny", "small", "full")
@@ -100,7 +100,7 @@ def _plugin(spec: str, size: str) -> ModelBundle:
         module = importlib.import_module(module_name)
     except Exception as exc:  # an import error, or the module's own failure
         raise InputError(
-            f"cannot import '{module_name}' ({_one_line(exc)})", source="--model"
+            f"cannot import '{module_name}' ({one_line(exc)})", source="--model"
         ) from None
     factory = getattr(module, attr, None)
     if factory is None or not callable(factory):
@@ -109,7 +109,7 @@ def _plugin(spec: str, size: str) -> ModelBundle:
         made = factory(size)
     except Exception as exc:  # the plug-in's own failure: name it, not our traceback
         raise InputError(
-            f"the factory {spec}({size!r}) failed: {_one_line(exc)}", source="--model"
+            f"the factory {spec}({size!r}) failed: {one_line(exc)}", source="--model"
         ) from None
     if isinstance(made, ModelBundle):
         return made
@@ -118,8 +118,3 @@ def _plugin(spec: str, size: str) -> ModelBundle:
     raise InputError(
         f"{spec}({size!r}) must return a ModelBundle or (module, make_inputs)", source="--model"
     )
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__

@@ -33,7 +33,7 @@ from pydantic import (
     model_validator,
 )
 
-from sim.errors import InputError
+from sim.errors import InputError, one_line
 from sim.limits import BatchSize
 from sim.policies.adaptive import AdaptivePolicy
 from sim.policies.base import Policy, every_size_up_to
@@ -191,7 +191,7 @@ class PluginPolicyConfig(BaseModel):
         try:
             module = importlib.import_module(module_name)
         except Exception as exc:  # an import error, or the module's own failure
-            raise _error(self.kind, f"cannot import '{module_name}' ({_one_line(exc)})") from None
+            raise _error(self.kind, f"cannot import '{module_name}' ({one_line(exc)})") from None
         cls = getattr(module, class_name, None)
         if not inspect.isclass(cls):
             raise _error(self.kind, f"'{module_name}' has no class '{class_name}'")
@@ -205,7 +205,7 @@ class PluginPolicyConfig(BaseModel):
         try:
             policy = cls(**kwargs)
         except Exception as exc:
-            raise _error(self.kind, f"{cls.__name__}(...) failed: {_one_line(exc)}") from None
+            raise _error(self.kind, f"{cls.__name__}(...) failed: {one_line(exc)}") from None
         check_protocol(policy, self.kind)
         return policy
 
@@ -234,7 +234,7 @@ def check_protocol(policy: Any, kind: str) -> None:
     try:
         sizes = policy.launch_sizes()
     except Exception as exc:
-        raise _error(kind, f"launch_sizes() failed: {_one_line(exc)}") from None
+        raise _error(kind, f"launch_sizes() failed: {one_line(exc)}") from None
     try:
         valid = bool(sizes) and all(
             isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in sizes
@@ -247,11 +247,6 @@ def check_protocol(policy: Any, kind: str) -> None:
 
 def _error(kind: str, message: str) -> InputError:
     return InputError(f"plug-in policy {kind}: {message}", field="policy.kind")
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 def policy_tag(value: Any) -> str | None:
