@@ -639,12 +639,12 @@ def _plot_profile(path: Path) -> None:
 @app.command("plot-profile")
 def plot_profile(path: Annotated[Path, typer.Argument(help="a profile CSV")]) -> None:
     """Draw a profile: latency and per-request latency vs batch size, and memory."""
-    from sim.files import check_readable, read_csv
+    from sim.files import read_csv
     from sim.profile import Profile
 
-    check_readable(path, "profile")
+    columns = read_csv(path, "profile").columns  # a readable file, before its .png is named
     check_out_file(path.with_suffix(".png"), "plot-profile")
-    if "cameras" in read_csv(path, "profile").columns:
+    if "cameras" in columns:
         Profile.variants_from_csv(path, "cameras")  # checks every camera count's data
     else:
         Profile.from_csv(path)

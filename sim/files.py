@@ -32,27 +32,21 @@ MAX_YAML_VALUES = 1_000_000  # values once aliases are expanded ("billion laughs
 def check_readable(path: Path, what: str) -> None:
     """The path is a file this process may read, or one clear line says why not."""
     try:
-        path.stat()
-    except FileNotFoundError:
-        pass
-    except OSError as exc:  # a name too long, a loop of links, a component not a folder
-        raise InputError(
-            f"the {what} file cannot be read ({exc.strerror})", source=str(path)[:200]
-        ) from None
-    if not path.exists():
-        raise InputError(f"{what} file not found", source=str(path))
-    if path.is_dir():
-        raise InputError(f"is a directory, not a {what} file", source=str(path))
-    try:
+        if path.is_dir():  # (is_dir raises PermissionError from a folder we may not enter)
+            raise IsADirectoryError
         with path.open("rb"):
             pass
+    except IsADirectoryError:
+        raise InputError(f"is a directory, not a {what} file", source=str(path)) from None
+    except FileNotFoundError:
+        raise InputError(f"{what} file not found", source=str(path)) from None
     except PermissionError:
         raise InputError(
             f"the {what} file cannot be read (permission denied)", source=str(path)
         ) from None
-    except OSError as exc:
+    except OSError as exc:  # a name too long, a loop of links, a component not a folder
         raise InputError(
-            f"the {what} file cannot be read ({exc.strerror})", source=str(path)
+            f"the {what} file cannot be read ({exc.strerror})", source=str(path)[:200]
         ) from None
 
 

@@ -38,8 +38,8 @@ def _writable_ancestor(path: Path, flag: str) -> None:
     parent = path.parent
     while not parent.exists():
         parent = parent.parent
-    for ancestor in [path, *path.parents]:
-        if ancestor.exists() and not ancestor.is_dir() and ancestor != path:
+    for ancestor in path.parents:
+        if ancestor.exists() and not ancestor.is_dir():
             raise InputError(f"sits inside a file ({ancestor})", source=f"{flag} {path}")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise InputError(

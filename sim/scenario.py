@@ -615,7 +615,7 @@ class LoadedScenario:
         self.after_idle: dict[float, Profile] | None = None
         open_loop = scenario.workload.kind != "robots"
         if open_loop:
-            self._check_requests(None)  # needs no profile: refused before it is read
+            self._check_requests(0.0)  # open loop needs no profile: refused before it is read
         self.profile = self._load_profile()
         self._check_work()
         if not open_loop:
@@ -744,14 +744,14 @@ class LoadedScenario:
                 field="workload.count",
             )
 
-    def _check_requests(self, min_service_s: float | None) -> None:
+    def _check_requests(self, min_service_s: float) -> None:
         """The requests the traffic would make are within limits.max_requests (a fleet's
         estimate needs the fastest batch of the profile, `min_service_s`)."""
         s = self.scenario
         if s.requests is not None:
             estimate, field = s.requests, "requests"
         else:
-            estimate, field = s.workload.events(s.duration_s, min_service_s or 0.0)
+            estimate, field = s.workload.events(s.duration_s, min_service_s)
         check(
             "max_requests",
             estimate,
