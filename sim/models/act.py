@@ -48,6 +48,11 @@ class ACTStyle(nn.Module):
         queries = self.queries[None].expand(b, -1, -1)
         return self.head(self.transformer(memory_in, queries))
 
+    @torch.no_grad()
+    def stages(self, images: torch.Tensor, state: torch.Tensor):
+        """One stage: ACT decodes its whole chunk in one pass."""
+        return [("model", 1, lambda: self.forward(images, state))]
+
 
 def make_inputs(cfg: dict, batch_size: int, cameras: int, tokens: int | None, device, dtype):
     px = cfg["image_size"]

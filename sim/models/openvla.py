@@ -55,22 +55,48 @@ class OpenVLAStyle(nn.Module):
             nn.Linear(width, width),
         )
 
-    @torch.no_grad()
-    def forward(self, images: torch.Tensor, instruction: torch.Tensor) -> torch.Tensor:
-        """images (B, 3, H, W), instruction (B, L) -> 7 action token ids (B, 7), greedy."""
+    # the two stages of one call (see `stages`): forward runs them in order
+    def prefill(self, images: torch.Tensor, instruction: torch.Tensor):
+        """Prefill: both vision towers, the projector and the LLM over image and language
+        tokens: (KV cache, first action token)."""
         sig = self.siglip(pixel_values=images).last_hidden_state
         dino = self.dino(pixel_values=images).last_hidden_state[:, 1:]  # patch tokens, no CLS
         visual = self.projector(torch.cat([sig, dino], dim=-1))
         text = self.llm.get_input_embeddings()(instruction)
         out = self.llm(inputs_embeds=torch.cat([visual, text], dim=1), use_cache=True)
-        cache, tokens = out.cache, []
-        token = out.logits[:, -1].argmax(-1)
+        return out.cache, out.logits[:, -1].argmax(-1)
+
+    def decode(self, token: torch.Tensor, cache) -> torch.Tensor:
+        """Decode: one action token from the cache (which grows by it)."""
+        return (
+            self.llm(input_ids=token[:, None], cache=cache, use_cache=True).logits[:, -1].argmax(-1)
+        )
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor, instruction: torch.Tensor) -> torch.Tensor:
+        """images (B, 3, H, W), instruction (B, L) -> 7 action token ids (B, 7), greedy."""
+        cache, token = self.prefill(images, instruction)
+        tokens = []
         for _ in range(self.cfg["action_tokens"]):
             tokens.append(token)
-            out = self.llm(input_ids=token[:, None], cache=cache, use_cache=True)
-            cache = out.cache
-            token = out.logits[:, -1].argmax(-1)
+            token = self.decode(token, cache)
         return torch.stack(tokens, dim=1)
+
+    @torch.no_grad()
+    def stages(self, images: torch.Tensor, instruction: torch.Tensor):
+        """(name, repeat, call) per stage: prefill, and one decode step (run action_tokens
+        times; timed at the prefill's length, the cache cropped back after each call)."""
+        cache, token = self.prefill(images, instruction)
+
+        def decode_once():
+            out = self.decode(token, cache)
+            cache.crop(-1)
+            return out
+
+        return [
+            ("prefill", 1, lambda: self.prefill(images, instruction)),
+            ("decode", self.cfg["action_tokens"], decode_once),
+        ]
 
 
 def make_inputs(cfg: dict, batch_size: int, cameras: int, tokens: int | None, device, dtype):

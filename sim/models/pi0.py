@@ -59,38 +59,62 @@ class Pi0Style(nn.Module):
         angles = t[:, None].float() * freqs[None, :] * 1000
         return torch.cat([angles.sin(), angles.cos()], dim=-1)
 
+    # the three stages of one call (see `stages`): forward runs them in order
+    def see(self, images: torch.Tensor, instruction: torch.Tensor) -> torch.Tensor:
+        """Vision: every camera through SigLIP, projected, with the instruction's embeddings."""
+        b = images.shape[0]
+        patches = self.vision(pixel_values=images.flatten(0, 1)).last_hidden_state
+        image_tokens = self.image_proj(patches).reshape(b, -1, self.prefix.config.hidden_size)
+        return torch.cat([image_tokens, self.prefix.embed_tokens(instruction)], 1)
+
+    def fill(self, embeds: torch.Tensor):
+        """Prefix: the VLM over image and language tokens, filling the KV cache."""
+        return self.prefix(inputs_embeds=embeds, use_cache=True).cache
+
+    def denoise(self, x, t, state_token, cache) -> torch.Tensor:
+        """One flow-matching step of the action expert against the prefix's cache."""
+        b, chunk, e_width = x.shape[0], self.cfg["chunk"], self.cfg["expert"]["hidden_size"]
+        time_emb = self.time_embedding(t, e_width).to(x.dtype)[:, None, :].expand(b, chunk, e_width)
+        tokens = self.time_mlp(torch.cat([self.action_in(x), time_emb], dim=-1))
+        suffix = torch.cat([state_token, tokens], dim=1)
+        out = self.expert(inputs_embeds=suffix, cache=cache, use_cache=True).last_hidden_state
+        cache.crop(-suffix.shape[1])  # keep only the prefix for the next step
+        return self.action_out(out[:, 1:])
+
+    def _start(self, images: torch.Tensor, state: torch.Tensor):
+        b = images.shape[0]
+        shape = (b, self.cfg["chunk"], self.cfg["action_dim"])
+        x = torch.randn(shape, device=images.device, dtype=images.dtype)
+        return x, torch.ones(b, device=images.device), self.state_proj(state)[:, None, :]
+
     @torch.no_grad()
     def forward(
         self, images: torch.Tensor, instruction: torch.Tensor, state: torch.Tensor
     ) -> torch.Tensor:
         """images (B, cameras, 3, H, W), instruction (B, L) token ids, state (B, action_dim)
         -> a chunk of actions (B, chunk, action_dim)."""
-        b, cams = images.shape[:2]
-        patches = self.vision(pixel_values=images.flatten(0, 1)).last_hidden_state
-        image_tokens = self.image_proj(patches).reshape(b, -1, self.prefix.config.hidden_size)
-        text_tokens = self.prefix.embed_tokens(instruction)
-        prefix_out = self.prefix(
-            inputs_embeds=torch.cat([image_tokens, text_tokens], 1), use_cache=True
-        )
-        cache = prefix_out.cache
-        chunk, steps = self.cfg["chunk"], self.cfg["flow_steps"]
-        x = torch.randn(b, chunk, self.cfg["action_dim"], device=images.device, dtype=images.dtype)
-        e_width = self.cfg["expert"]["hidden_size"]
-        state_token = self.state_proj(state)[:, None, :]
+        cache = self.fill(self.see(images, instruction))
+        x, t, state_token = self._start(images, state)
+        steps = self.cfg["flow_steps"]
         dt = -1.0 / steps
-        t = torch.ones(b, device=images.device)
         for _ in range(steps):
-            time_emb = (
-                self.time_embedding(t, e_width).to(x.dtype)[:, None, :].expand(b, chunk, e_width)
-            )
-            tokens = self.time_mlp(torch.cat([self.action_in(x), time_emb], dim=-1))
-            suffix = torch.cat([state_token, tokens], dim=1)
-            out = self.expert(inputs_embeds=suffix, cache=cache, use_cache=True).last_hidden_state
-            cache.crop(-suffix.shape[1])  # keep only the prefix for the next step
-            velocity = self.action_out(out[:, 1:])
-            x = x + dt * velocity
+            x = x + dt * self.denoise(x, t, state_token, cache)
             t = t + dt
         return x
+
+    @torch.no_grad()
+    def stages(self, images: torch.Tensor, instruction: torch.Tensor, state: torch.Tensor):
+        """(name, repeat, call) per stage, each call on its stage's inputs for this batch
+        (built here by running the stages before it once): vision, prefix, one denoising
+        step (run flow_steps times)."""
+        embeds = self.see(images, instruction)
+        cache = self.fill(embeds)
+        x, t, state_token = self._start(images, state)
+        return [
+            ("vision", 1, lambda: self.see(images, instruction)),
+            ("prefix", 1, lambda: self.fill(embeds)),
+            ("step", self.cfg["flow_steps"], lambda: self.denoise(x, t, state_token, cache)),
+        ]
 
 
 def make_inputs(cfg: dict, batch_size: int, cameras: int, tokens: int | None, device, dtype):
