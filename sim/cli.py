@@ -106,11 +106,27 @@ def summary_table(summary: dict[str, Any]) -> Table:
     table.add_row("goodput (req/s)", _fmt(v("goodput_rps")))
     table.add_row("latency (ms)", dist("latency"))
     table.add_row("queue delay (ms)", dist("queue_delay"))
-    table.add_row(
-        "batch size",
-        f"mean {_fmt(v('batch_size_mean'))}  padded {_fmt(v('batch_size_padded_mean'))}  "
-        f"over {v('batches'):,} batches",
-    )
+    if v("batch_admitted_mean") is not None:  # step level: a batch is an iteration
+        table.add_row(
+            "iterations",
+            f"{_fmt(v('batch_size_mean'))} in flight, {_fmt(v('batch_admitted_mean'))} "
+            f"admitted, mean over {v('batches'):,} iterations",
+        )
+    else:
+        table.add_row(
+            "batch size",
+            f"mean {_fmt(v('batch_size_mean'))}  padded {_fmt(v('batch_size_padded_mean'))}  "
+            f"over {v('batches'):,} batches",
+        )
+    if "steps" in summary:
+        steps = summary["steps"]
+        floor = "" if steps["floor"] is None else f", floor {steps['floor']}"
+        share = v("steps_degraded_share")
+        table.add_row(
+            "denoising steps",
+            f"mean {_fmt(v('steps_mean'))} of {steps['full']}{floor}; "
+            f"{'-' if share is None else f'{share:.1%}'} of requests degraded",
+        )
     table.add_row(
         "utilization",
         f"{v('utilization_mean'):.1%} mean over {len(summary['utilization']['per_replica'])} "
@@ -558,6 +574,14 @@ def profile(
             help="also time calls after these idle waits, e.g. 0,10,200 (implies --interleave)",
         ),
     ] = None,
+    stages: Annotated[
+        bool,
+        typer.Option(
+            "--stages",
+            help="time each stage of the model (pi0: vision, prefix, step; OpenVLA: prefill, "
+            "decode) and write a staged profile (implies --interleave)",
+        ),
+    ] = False,
 ) -> None:
     """Measure a model's latency and memory per batch size into a profile CSV."""
     sizes = _int_list(batch_sizes, "--batch-sizes", most=DEFAULT_LIMITS.max_batch)
@@ -590,8 +614,9 @@ def profile(
         warmup,
         max_reps=max_reps,
         budget_s=budget_s,
-        interleave=interleave or bool(idle_ms),
+        interleave=interleave or bool(idle_ms) or stages,
         idle_ms=_ms_list(idle_ms),
+        stages=stages,
     )
     options.validate()
     if append:

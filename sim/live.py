@@ -21,7 +21,7 @@ import numpy as np
 from sim.engine.records import RunRecords
 from sim.engine.server import ServerCore, Start
 from sim.errors import InputError
-from sim.scenario import LoadedScenario
+from sim.scenario import LoadedScenario, Scenario
 
 
 @dataclass
@@ -31,6 +31,19 @@ class LiveResult:
     overhead_ms: np.ndarray  # per batch: the rest of the batch's time (inputs, bookkeeping)
     wake_late_ms: np.ndarray  # per sleep: how much later than asked the server woke
     failures: list[str] = field(default_factory=list)  # one line per failed batch
+
+
+def check_servable(scenario: Scenario, source: str) -> None:
+    """The live runner calls the model whole per batch: it cannot run step-level batching
+    or a chosen number of steps (refused before anything is measured)."""
+    policy = scenario.policy
+    if policy.kind == "continuous" or getattr(policy, "min_steps", None) is not None:
+        raise InputError(
+            "the live runner serves request-level policies that run the model whole "
+            "(not continuous batching, not min_steps)",
+            source=source,
+            field="policy.kind" if policy.kind == "continuous" else "policy.min_steps",
+        )
 
 
 def run_live(
@@ -51,6 +64,7 @@ def run_live(
     s = loaded.scenario
     if s.cluster.replicas != 1 or s.cluster.queue != "shared":
         raise InputError("the live runner serves one replica with a shared queue", field="cluster")
+    check_servable(s, loaded.source)
     closed = s.workload.kind == "robots"
     if closed and s.duration_s is None:
         raise InputError("live robot fleets run for duration_s", field="requests")

@@ -12,7 +12,11 @@ Definitions (docs/semantics.md):
   and rejected count as misses, and so does a request still in the system at the
   end whose deadline has passed; one whose deadline has not is censored (left out);
 - with request classes, the same figures per class, and Jain's fairness index
-  across classes of their attainment.
+  across classes of their attainment;
+- step-level batching: a batch is an iteration and its size the requests in flight in it;
+  `admitted_mean` is the mean number each iteration admitted;
+- steps (staged models with steps per request): over completed measured requests, the
+  mean denoising steps and the share that ran fewer than K.
 """
 
 from __future__ import annotations
@@ -64,6 +68,11 @@ REGISTRY: tuple[Metric, ...] = (
     Metric("batch_size_mean", ("batch_size", "mean"), "requests", "batch size"),
     Metric("batch_size_padded_mean", ("batch_size", "padded_mean"), "requests", "padded batch"),
     Metric("batches", ("batch_size", "batches"), "batches", "batches"),
+    Metric("batch_admitted_mean", ("batch_size", "admitted_mean"), "requests",
+           "admitted per iteration"),
+    Metric("steps_mean", ("steps", "mean"), "steps", "denoising steps", "steps_mean"),
+    Metric("steps_degraded_share", ("steps", "degraded_share"), "fraction",
+           "degraded requests", "degraded"),
     Metric("utilization_mean", ("utilization", "mean"), "fraction", "utilization"),
     Metric("slo_attainment", ("slo", "attainment"), "fraction", "SLO attainment", "attainment"),
     *(
@@ -202,6 +211,9 @@ def summarize(rec: RunRecords, slo_latency_ms: float | None = None) -> dict[str,
         },
         "slo": {"latency_ms": slo_latency_ms, "attainment": attainment},
     }
+    if rec.batch_admitted is not None:
+        admitted = rec.batch_admitted[in_window]
+        summary["batch_size"]["admitted_mean"] = float(admitted.mean()) if admitted.size else None
     if rec.class_names is not None and rec.class_id is not None:
         classes = {}
         for index, name in enumerate(rec.class_names):
@@ -212,6 +224,19 @@ def summarize(rec: RunRecords, slo_latency_ms: float | None = None) -> dict[str,
             "jain_attainment": jain_index([c["attainment"] for c in classes.values()])
         }
     return summary
+
+
+def steps_summary(rec: RunRecords, full: int, floor: int | None) -> dict[str, Any]:
+    """The `steps` block: K, the floor, and over completed measured requests the mean steps
+    and the share that ran fewer than K (the quality cost is reported, not modelled)."""
+    done = (rec.outcome == COMPLETED) & (rec.arrival_s >= rec.warmup_s)
+    steps = rec.request_steps[done]
+    return {
+        "full": full,
+        "floor": floor,
+        "mean": float(steps.mean()) if steps.size else None,
+        "degraded_share": float((steps < full).mean()) if steps.size else None,
+    }
 
 
 def robots_columns(rec: RunRecords) -> dict[str, list[Any]]:

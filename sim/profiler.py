@@ -29,7 +29,7 @@ from typing import Any
 
 import pandas as pd
 
-from sim.errors import InputError
+from sim.errors import InputError, one_line
 from sim.files import read_csv, read_json
 from sim.outputs import replacing, write_text
 
@@ -78,6 +78,9 @@ class ProfileOptions:
     # first calls after an idle wait run slower for about 70 ms of work, and idle 0 means
     # a server that has been busy
     busy_lead_ms: float = 100.0
+    # time each stage of the model (its `stages(**inputs)`) in interleaved rounds, not the
+    # whole call: rows get a stage column and the sidecar lists the stages with repeats
+    stages: bool = False
 
     def validate(self) -> None:
         """One clear error for options this machine cannot honour."""
@@ -114,6 +117,14 @@ class ProfileOptions:
                 f"must be a finite number of seconds >= 0 (got {self.budget_s:g})",
                 source="--budget-s",
             )
+        if self.stages and (self.cuda_graphs or self.compile):
+            raise InputError(
+                "stages are timed eagerly: --stages with --cuda-graphs or --compile is not "
+                "supported yet",
+                source="--stages",
+            )
+        if self.stages and not self.interleave:
+            raise InputError("stages are measured in interleaved rounds", source="--stages")
         if self.wall_budget_s is not None and not (self.interleave and self.wall_budget_s > 0):
             raise InputError(
                 "a wall budget (> 0 s) is for interleaved rounds", source="wall_budget_s"
@@ -245,6 +256,41 @@ class Profiler:
             self.call(**inputs)
         return graph.replay
 
+    def stage_calls(self, inputs: dict[str, Any]) -> list[tuple[str, int, Callable[[], Any]]]:
+        """The model's stages on these inputs: (name, repeat, zero-argument call) each, from
+        its `stages(**inputs)` (which runs the earlier stages once to build their inputs)."""
+        stages = getattr(self.module, "stages", None)
+        name = self.bundle.name
+        if not callable(stages):
+            raise InputError(
+                f"model {name} exposes no stages: give its module a stages(**inputs) method "
+                "returning (name, repeat, call) for each stage",
+                source="--stages",
+            )
+        try:
+            calls = list(stages(**inputs))
+        except Exception as exc:
+            raise InputError(
+                f"model {name}: stages() failed: {one_line(exc)}", source="--stages"
+            ) from None
+        valid = bool(calls) and all(
+            isinstance(c, tuple)
+            and len(c) == 3
+            and isinstance(c[0], str)
+            and c[0]
+            and type(c[1]) is int
+            and c[1] >= 1
+            and callable(c[2])
+            for c in calls
+        )
+        if not valid or len({c[0] for c in calls}) != len(calls):
+            raise InputError(
+                f"model {name}: stages() must return (name, repeat >= 1, call) for each "
+                "stage, with distinct names",
+                source="--stages",
+            )
+        return calls
+
     def inputs(self, batch_size: int, cameras: int, instruction_tokens: int | None) -> dict:
         return self.bundle.make_inputs(
             batch_size,
@@ -330,6 +376,8 @@ class Profiler:
         times every (size, level): first the back-to-back calls in one busy block (what
         idle 0 means is a server that has been busy: `busy_lead_ms` of untimed calls lead
         in; `busy_repeats` calls per size), then each call after its sleep.
+        With `stages`, each call is the model's stages, each timed on its own (after the
+        untimed calls that build their inputs), and the samples are {stage: samples}.
         Returns {(size, idle ms): (samples, peak memory)}.
         """
         import numpy as np
@@ -339,7 +387,9 @@ class Profiler:
         levels = sorted(set(opts.idle_ms)) or [0.0]
         warmed = {b: self.warm(b, cameras, instruction_tokens) for b in sizes}
         keys = [(b, level) for b in sizes for level in levels]
-        samples: dict[tuple[int, float], list[float]] = {key: [] for key in keys}
+        samples: dict[tuple[int, float], Any] = {key: [] for key in keys}
+        if opts.stages:
+            samples = {key: {} for key in keys}
         order_rng = np.random.default_rng(seed)
         spent_s = 0.0
         budget_s = opts.budget_s * len(keys)
@@ -364,8 +414,17 @@ class Profiler:
                     call = run
                 else:
                     call = lambda inputs=fresh: self.call(**inputs)  # noqa: E731
+                if opts.stages:
+                    calls = self.stage_calls(fresh)  # untimed: each stage's inputs
+                    self.stage_list = [(name, repeat) for name, repeat, _ in calls]
                 if level:
                     time.sleep(level / 1000)  # the server's idle wait before this batch
+                if opts.stages:
+                    for name, _, stage_call in calls:
+                        ms = self.time_call(stage_call)
+                        samples[b, level].setdefault(name, []).append(ms)
+                        spent_s += ms / 1000
+                    continue
                 ms = self.time_call(call)
                 samples[b, level].append(ms)
                 spent_s += ms / 1000
@@ -428,14 +487,43 @@ def profile_model(
                     per_level = {0.0: profiler.measure(b, cams, instruction_tokens)}
                 for level, (samples, peak) in per_level.items():
                     idle = {"idle_ms": level} if options.idle_ms else {}
-                    rows.extend(sample_rows(b, cams, samples, peak, **idle))
+                    for stage, stage_samples in _by_stage(samples):
+                        named = {"stage": stage} if stage else {}
+                        rows.extend(sample_rows(b, cams, stage_samples, peak, **named, **idle))
                 if on_step is not None:
-                    on_step(b, cams, [ms for samples, _ in per_level.values() for ms in samples])
+                    # a staged call's time: the sum of its stages, each run its repeat times
+                    on_step(b, cams, _call_ms(per_level, getattr(profiler, "stage_list", [])))
     except KeyboardInterrupt:
         meta["interrupted"] = True
+    if options.stages and getattr(profiler, "stage_list", None):
+        meta["stages"] = [{"name": name, "repeat": repeat} for name, repeat in profiler.stage_list]
+        meta["timing"] += "; each stage timed on its own, on inputs its earlier stages built"
     columns = ["batch_size", "latency_ms", "peak_mem_mb", "cameras"]
+    columns += ["stage"] if options.stages else []
     columns += ["idle_ms", "rep"] if options.idle_ms else ["rep"]
     return pd.DataFrame(rows, columns=columns), meta
+
+
+def _by_stage(samples: Any) -> list[tuple[str | None, list[float]]]:
+    """(stage, samples) of one measurement: one (None, samples) for a whole call."""
+    if isinstance(samples, dict):
+        return list(samples.items())
+    return [(None, samples)]
+
+
+def _call_ms(per_level: dict[float, Any], stage_list: list[tuple[str, int]]) -> list[float]:
+    """The times of whole calls (staged: per round, the sum of repeat x each stage)."""
+    out: list[float] = []
+    for samples, _ in per_level.values():
+        if not isinstance(samples, dict):
+            out.extend(samples)
+            continue
+        repeat = dict(stage_list)
+        rounds = min(len(v) for v in samples.values())
+        out.extend(
+            sum(repeat.get(name, 1) * v[i] for name, v in samples.items()) for i in range(rounds)
+        )
+    return out
 
 
 def stamp(meta: dict[str, Any]) -> dict[str, Any]:
@@ -462,7 +550,8 @@ def write_profile(
         keep = old[[k not in keys for k in zip(old.batch_size, old.cameras, strict=True)]]
         frame = pd.concat([keep, frame], ignore_index=True)
     with replacing(path) as tmp:  # the CSV whole, then its sidecar whole
-        frame.sort_values(["cameras", "batch_size", "rep"], kind="stable").to_csv(tmp, index=False)
+        order = ["cameras", "batch_size", *(["stage"] if "stage" in frame else []), "rep"]
+        frame.sort_values(order, kind="stable").to_csv(tmp, index=False)
     write_text(meta_path, json.dumps(meta, indent=2, default=str) + "\n")
     return path
 

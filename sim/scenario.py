@@ -28,15 +28,17 @@ from pydantic import (
     PositiveInt,
     Tag,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
 from sim import files
+from sim.engine.steps import Steps
 from sim.errors import InputError
 from sim.limits import BatchSize, ClientCount, Limits, ReplicaCount, check
 from sim.policies import Policy
 from sim.policies.registry import PLUGIN, PluginPolicyConfig, PolicySpec, Strict
-from sim.profile import Profile
+from sim.profile import Profile, Stage, StagedModel, Variants, sidecar_stages
 from sim.workload import open as open_loop
 from sim.workload.open import Arrivals
 from sim.workload.phases import phase_offset_s
@@ -47,7 +49,8 @@ from sim.workload.robots import RobotClient, RobotParams
 class ProfileFile(BaseModel):
     """`profile: {path: FILE.csv, COLUMN: VALUE, ...}`: a CSV with a variant selected, or with
     `shape: COLUMN`, every value of that column kept: each batch then costs the variant of the
-    largest request shape in it."""
+    largest request shape in it. A CSV whose sidecar lists `stages` (and has a `stage`
+    column) is a staged model, unless a `stage: NAME` selects one of them."""
 
     model_config = ConfigDict(extra="allow", frozen=True, strict=True, allow_inf_nan=False)
     path: str
@@ -66,8 +69,53 @@ class InlineProfile(Strict):
     peak_mem_mb: list[NonNegativeFloat] | None = None
 
 
+class FileStage(ProfileFile):
+    """A stage measured in a CSV: `{name, path, repeat, shape: COLUMN, COLUMN: VALUE, ...}`
+    (a CSV with a `stage` column selects `stage: NAME` unless the entry selects otherwise)."""
+
+    name: str = Field(min_length=1)
+    repeat: PositiveInt = 1
+
+
+class InlineStage(InlineProfile):
+    """A stage written inline: `{name, batch_size: [...], latency_ms: [...], repeat}`."""
+
+    name: str = Field(min_length=1)
+    repeat: PositiveInt = 1
+
+
+def _stage_tag(value: Any) -> str:
+    return "file" if isinstance(value, dict) and "path" in value else "inline"
+
+
+StageSpec = Annotated[
+    Annotated[FileStage, Tag("file")] | Annotated[InlineStage, Tag("inline")],
+    Discriminator(_stage_tag),
+]
+
+
+class StagedProfile(Strict):
+    """`profile: {stages: [...]}`: a model run as stages, in order. A request-level batch of b
+    costs the sum over stages of `repeat` x one draw of that stage at b; continuous batching
+    runs the last stage once per iteration (docs/semantics.md, "Staged models")."""
+
+    stages: list[StageSpec]
+
+    @field_validator("stages")
+    @classmethod
+    def _named(cls, stages: list[Any]) -> list[Any]:
+        if not stages:
+            raise ValueError("a staged profile needs at least one stage")
+        names = [stage.name for stage in stages]
+        if len(set(names)) != len(names):
+            raise ValueError(f"stage names must be distinct (got {', '.join(names)})")
+        return stages
+
+
 def _profile_tag(value: Any) -> str:
     if isinstance(value, dict):
+        if "stages" in value:
+            return "staged"
         return "file" if "path" in value else "inline"
     return "file_path"
 
@@ -75,7 +123,8 @@ def _profile_tag(value: Any) -> str:
 ProfileSpec = Annotated[
     Annotated[str, Tag("file_path")]
     | Annotated[ProfileFile, Tag("file")]
-    | Annotated[InlineProfile, Tag("inline")],
+    | Annotated[InlineProfile, Tag("inline")]
+    | Annotated[StagedProfile, Tag("staged")],
     Discriminator(_profile_tag),
 ]
 
@@ -455,6 +504,8 @@ def _visible_loc(loc: tuple[Any, ...]) -> list[Any]:
         tags = {_tag_of(c) for c in _model_classes(Scenario.model_fields[loc[0]].annotation)}
         if loc[1] in tags | {"file_path"}:
             loc = (loc[0], *loc[2:])
+    if loc[:2] == ("profile", "stages") and len(loc) > 3 and loc[3] in ("file", "inline"):
+        loc = (*loc[:3], *loc[4:])  # the stage's own union tag
     return [p for p in loc if not (isinstance(p, str) and re.search(r"[\[\]()-]", p))]
 
 
@@ -493,7 +544,13 @@ def _tag_of(cls: type[BaseModel]) -> str | None:
     field = cls.model_fields.get("kind")
     if field is not None:
         return typing.get_args(field.annotation)[0]
-    return {ProfileFile: "file", InlineProfile: "inline"}.get(cls)
+    return {
+        ProfileFile: "file",
+        InlineProfile: "inline",
+        StagedProfile: "staged",
+        FileStage: "file",
+        InlineStage: "inline",
+    }.get(cls)
 
 
 def _format_error(exc: ValidationError) -> tuple[str, str]:
@@ -613,6 +670,8 @@ class LoadedScenario:
         self.shaped: dict[int, Profile] | None = None
         # seconds idle before a batch -> the samples measured after that much idle
         self.after_idle: dict[float, Profile] | None = None
+        self.model: StagedModel  # the profile as stages (a plain profile is one stage)
+        self.shape_name = "shape"  # the column request shapes come from
         open_loop = scenario.workload.kind != "robots"
         if open_loop:
             self._check_requests(0.0)  # open loop needs no profile: refused before it is read
@@ -623,12 +682,57 @@ class LoadedScenario:
         self._check_shapes()
         self.max_size_in_memory = self._memory_cap()
         self._check_policy_against_profile()
+        self._steps = self._check_steps()
         self.policy = self.build_policy()
 
     def build_policy(self, planned_with: Profile | None = None) -> Policy:
         """A fresh policy object (per-replica queues get one each: policies may learn),
-        planning with `planned_with` (default: the scenario's profile)."""
-        return self._policy_call("build", planned_with or self.profile)
+        planning with `planned_with` (default: the scenario's profile; with a floor of
+        steps, also the model run at that floor, what a late request can be cut to)."""
+        floor = getattr(self.scenario.policy, "min_steps", None)
+        floor_profile = None if floor is None else self.model.at_steps(floor)
+        return self._policy_call("build", planned_with or self.profile, floor_profile)
+
+    def steps(self) -> Steps | None:
+        """Denoising steps per request, for step-level batching or a policy with a floor
+        (`min_steps`); None: every batch runs the model whole."""
+        return self._steps
+
+    @property
+    def step_level(self) -> bool:
+        """Whether the policy batches step by step (continuous batching)."""
+        return self.scenario.policy.kind == "continuous"
+
+    def _check_steps(self) -> Steps | None:
+        floor = getattr(self.scenario.policy, "min_steps", None)
+        if floor is None and not self.step_level:
+            return None
+        model, field = self.model, "policy.min_steps" if floor is not None else "policy.kind"
+        if floor is not None and floor > model.steps:
+            raise InputError(
+                f"min_steps {floor} is above the model's {model.steps} steps (the last "
+                f"stage's repeat; a plain profile is one stage run once)",
+                source=self.source,
+                field=field,
+            )
+        if self.after_idle is not None:
+            raise InputError(
+                f"{'continuous batching' if self.step_level else 'min_steps'} does not model "
+                "idle levels; choose one with profile: {path: ..., idle_ms: VALUE}",
+                source=self.source,
+                field=field,
+            )
+        top = self.profile.max_size
+
+        def medians(profile: Profile | None) -> list[float]:
+            if profile is None:
+                return [0.0] * (top + 1)
+            return [0.0] * profile.min_size + [
+                profile.latency_ms(b) / 1000.0 for b in range(profile.min_size, top + 1)
+            ]
+
+        prefix = None if model.prefix is None else model.prefix.profile
+        return Steps(model.steps, floor, medians(prefix), medians(model.step.profile))
 
     @property
     def policy_description(self) -> str:
@@ -647,9 +751,9 @@ class LoadedScenario:
         """Every padded size the scenario's policy can launch (from the policy registry)."""
         return self._policy_call("launch_sizes", self.profile)
 
-    def _policy_call(self, method: str, profile: Profile) -> Any:
+    def _policy_call(self, method: str, profile: Profile, *more: Any) -> Any:
         try:
-            return getattr(self.scenario.policy, method)(profile, self.base)
+            return getattr(self.scenario.policy, method)(profile, self.base, *more)
         except InputError as exc:
             raise InputError(exc.message, source=self.source, field=exc.field) from None
 
@@ -677,37 +781,95 @@ class LoadedScenario:
         return max(fits)
 
     def _load_profile(self) -> Profile:
+        """The scenario's profile: its stages (a plain profile is one) combined into the
+        cost of a request-level batch, with its variants (`shaped`, `after_idle`)."""
         spec = self.scenario.profile
         if spec is None:
             raise InputError(
                 "profile: none given; batchsim validate measures one from model:, or set profile:",
                 source=self.source,
             )
+        if isinstance(spec, StagedProfile):
+            stages = [
+                Stage(stage.name, self._variants(stage, f"profile.stages.{i}"), stage.repeat)
+                for i, stage in enumerate(spec.stages)
+            ]
+            self.model = StagedModel.of(stages, self.source)
+        else:
+            self.model = self._file_stages(spec) or StagedModel.single(self._variants(spec))
+        declared = spec.stages if isinstance(spec, StagedProfile) else [spec]
+        columns = sorted({s.shape for s in declared if getattr(s, "shape", None)})
+        if len(columns) > 1:
+            raise InputError(
+                f"the stages take request shapes from different columns ({', '.join(columns)})",
+                source=self.source,
+                field="profile.stages",
+            )
+        self.shape_name = columns[0] if columns else "shape"
+        whole = self.model.whole
+        self.shaped, self.after_idle = whole.shaped, whole.after_idle
+        return whole.profile
+
+    def _file_stages(self, spec: Any) -> StagedModel | None:
+        """A CSV whose sidecar lists its stages (and no `stage:` selected): a staged model."""
         if isinstance(spec, InlineProfile):
-            try:
-                return Profile.from_inline(spec.batch_size, spec.latency_ms, spec.peak_mem_mb)
-            except InputError as exc:
-                raise InputError(str(exc), source=self.source) from None
+            return None
         path, select = (spec, {}) if isinstance(spec, str) else (spec.path, spec.select)
+        if "stage" in select:
+            return None
+        resolved = self._resolve(path, "profile")
+        listed = sidecar_stages(resolved)
+        if not listed:
+            return None
+        shape = None if isinstance(spec, str) else spec.shape
+        stages = []
+        for name, repeat in listed:
+            entry = FileStage.model_validate(
+                {
+                    **select,
+                    "stage": name,
+                    "name": name,
+                    "path": path,
+                    "repeat": repeat,
+                    "shape": shape,
+                }
+            )
+            stages.append(Stage(name, self._variants(entry), repeat))
+        return StagedModel.of(stages, self.source)
+
+    def _resolve(self, path: str, field: str) -> Path:
         try:
-            resolved = resolve_path(path, self.base, "profile")
+            return resolve_path(path, self.base, field)
         except InputError as exc:
             raise InputError(str(exc), source=self.source) from None
-        self.after_idle = Profile.after_idle_from_csv(resolved, select)
+
+    def _variants(self, spec: Any, field: str = "profile") -> Variants:
+        """One profile source (a path, a file with selections, inline figures) with its
+        variants: per shape, or per idle level."""
+        if isinstance(spec, InlineProfile):
+            try:
+                profile = Profile.from_inline(spec.batch_size, spec.latency_ms, spec.peak_mem_mb)
+            except InputError as exc:
+                inner = (exc.field or "profile").removeprefix("profile")
+                raise InputError(exc.message, source=self.source, field=field + inner) from None
+            return Variants(profile)
+        path, select = (spec, {}) if isinstance(spec, str) else (spec.path, spec.select)
+        resolved = self._resolve(path, field)
+        after_idle = Profile.after_idle_from_csv(resolved, select)
         if isinstance(spec, ProfileFile) and spec.shape is not None:
-            if self.after_idle is not None:
+            if after_idle is not None:
                 raise InputError(
                     "a shape-aware profile with several idle_ms levels is not supported; "
                     "choose one level with profile: {path: ..., idle_ms: VALUE}",
                     source=self.source,
-                    field="profile.shape",
+                    field=f"{field}.shape",
                 )
-            self.shaped = Profile.variants_from_csv(resolved, spec.shape, select)
+            shaped = Profile.variants_from_csv(resolved, spec.shape, select)
             # plans, memory and checks use the largest shape: the costliest batches
-            return self.shaped[max(self.shaped)]
+            return Variants(shaped[max(shaped)], shaped=shaped)
         # with idle levels, plans and checks use the smallest (back to back)
         profile = Profile.from_csv(resolved, select)
-        for level_s, variant in (self.after_idle or {}).items():
+        for level_s, variant in (after_idle or {}).items():
             if variant.sizes != profile.sizes:
                 raise InputError(
                     f"idle_ms {level_s * 1000:g} measured batch sizes {list(variant.sizes)}, "
@@ -715,7 +877,7 @@ class LoadedScenario:
                     source=str(resolved),
                     field="idle_ms",
                 )
-        return profile
+        return Variants(profile, after_idle=after_idle)
 
     def _check_work(self) -> None:
         """Refuse a profile or fleet larger than the scenario's limits, before anything is
@@ -792,6 +954,17 @@ class LoadedScenario:
         sizes = self.launch_sizes()
         prof = self.profile
         field = self.scenario.policy.size_field
+        for stage in self.model.stages if len(self.model.stages) > 1 else ():
+            own = stage.variants.profile
+            outside = [b for b in sorted(sizes) if not own.min_size <= b <= own.max_size]
+            if outside:
+                raise InputError(
+                    f"the policy can run batches of size {outside[-1]} but stage "
+                    f"'{stage.name}' ({own.source}) measures sizes {own.min_size}..{own.max_size}; "
+                    "profiles are never extrapolated",
+                    source=self.source,
+                    field=field,
+                )
         too_big = [s for s in sorted(sizes) if s > prof.max_size]
         too_small = [s for s in sorted(sizes) if s < prof.min_size]
         if too_big or too_small:
@@ -803,7 +976,8 @@ class LoadedScenario:
                 field=field,
             )
         cap = self.max_size_in_memory
-        if cap is not None and max(sizes) > cap:
+        # step level, memory bounds the requests in flight instead (they hold their KV cache)
+        if cap is not None and max(sizes) > cap and not self.step_level:
             limit = self.scenario.cluster.memory_mb
             raise InputError(
                 f"the policy can launch batches of size {max(sizes)}, which need "

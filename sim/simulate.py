@@ -19,9 +19,9 @@ from sim.engine import (
     ShapedService,
 )
 from sim.engine.records import write_parquet
-from sim.engine.service import ServiceModel
-from sim.metrics import robots_columns, robots_summary, summarize
-from sim.profile import Profile, ServiceSampler
+from sim.engine.service import ServiceModel, StagedService
+from sim.metrics import robots_columns, robots_summary, steps_summary, summarize
+from sim.profile import Profile, ServiceSampler, Variants
 from sim.scenario import LoadedScenario
 from sim.workload.traffic import Fleet, OpenTraffic
 
@@ -64,14 +64,21 @@ def server_spec(loaded: LoadedScenario, rngs: dict[str, np.random.Generator]) ->
         timeout_s=None if s.admission.timeout_ms is None else s.admission.timeout_ms / 1000.0,
         memory_cap=loaded.max_size_in_memory,
         shapes=None if loaded.shaped is None else tuple(sorted(loaded.shaped)),
-        shape_name=getattr(s.profile, "shape", None) or "shape",
+        shape_name=loaded.shape_name,
         source=loaded.source,
         policy_kind=s.policy.kind,
+        steps=loaded.steps(),
     )
 
 
 def service_model(loaded: LoadedScenario, service_rng: np.random.Generator) -> ServiceModel:
-    """How long a simulated batch takes, chosen once: plain, by shape, or after idle."""
+    """How long a simulated batch takes, chosen once: plain, by shape, or after idle; by
+    stage where batches run a chosen number of steps or step by step."""
+    if loaded.steps() is not None:
+        model = loaded.model
+        shapes = sorted(loaded.shaped) if loaded.shaped is not None else None
+        prefix = None if model.prefix is None else _by_variant(model.prefix, shapes)
+        return StagedService(prefix, _by_variant(model.step, shapes), model.steps, service_rng)
     if loaded.shaped is not None:
         return ShapedService(dict(_split_samplers(loaded.shaped.items(), service_rng)))
     if loaded.after_idle is not None:
@@ -112,6 +119,9 @@ def simulate(
 def run_summary(loaded: LoadedScenario, records: RunRecords) -> dict[str, Any]:
     """summary.json: the contract's figures plus what produced them."""
     summary = summarize(records, loaded.scenario.slo.latency_ms)
+    steps = loaded.steps()
+    if records.request_steps is not None and steps is not None:
+        summary["steps"] = steps_summary(records, steps.full, steps.floor)
     if records.robots is not None:
         summary["robots"] = robots_summary(records)
     if loaded.scenario.cluster.memory_mb is not None:
@@ -169,3 +179,11 @@ def _split_samplers(
         (key, variant.sampler(np.random.default_rng(seed)))
         for (key, variant), seed in zip(variants, seeds, strict=True)
     ]
+
+
+def _by_variant(variants: Variants, shapes: list[int] | None) -> dict[int | None, Profile]:
+    """A stage's profile per shape variant of the scenario (None: unshaped); a stage that
+    did not measure shapes costs the same at every one."""
+    if shapes is None:
+        return {None: variants.profile}
+    return {v: (variants.shaped or {}).get(v, variants.profile) for v in shapes}

@@ -267,6 +267,9 @@ def set_up(
             source=parsed.source,
             field="model",
         )
+    from sim.live import check_servable
+
+    check_servable(parsed.scenario, parsed.source)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     return Setup(parsed, out, repeats, sim_draws)

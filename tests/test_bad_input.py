@@ -107,6 +107,7 @@ def command(*argv: str, setup: Callable[[Path], None] | None = None) -> Callable
 
 
 GOOD_YAML = yaml.safe_dump(OPEN)
+STAGE = {"name": "prefix", "batch_size": [1, 8], "latency_ms": [10, 12]}
 INF, NAN = float("inf"), float("nan")
 ALIAS_BOMB = b"a: &a [x, x, x, x, x, x, x, x, x, x]\n" + b"".join(
     f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\n".encode()
@@ -475,6 +476,40 @@ TABLE: dict[str, Case] = {
     "grid error names --grid": (
         command("sweep", "{ok}", "--out", "{tmp}/sw", "--grid", "policy.max_batch=4,128"),
         ["--grid policy.max_batch=128"],
+    ),
+    # 10. staged models (issue 15)
+    "no stages": (scenario(with_value(OPEN, "profile", {"stages": []})), ["at least one stage"]),
+    "stage repeat 0": (
+        scenario(with_value(OPEN, "profile", {"stages": [{**STAGE, "repeat": 0}]})),
+        ["profile.stages.0.repeat", "greater than 0"],
+    ),
+    "stage too small for the policy": (
+        scenario(with_value(OPEN, "profile", {"stages": [{**STAGE, "batch_size": [1, 4]}]})),
+        ["size 8", "1..4"],
+    ),
+    "stage file not found": (
+        scenario(with_value(OPEN, "profile", {"stages": [{"name": "a", "path": "nope.csv"}]})),
+        ["nope.csv", "not found"],
+    ),
+    "floor above the steps": (
+        scenario(with_value(OPEN, "policy.min_steps", 3)),
+        ["policy.min_steps", "above the model's 1 steps"],
+    ),
+    "continuous batching live": (
+        command(
+            "validate",
+            "{tmp}/c.yaml",
+            setup=lambda t: (t / "c.yaml").write_text(
+                yaml.safe_dump(
+                    {
+                        **OPEN,
+                        "policy": {"kind": "continuous", "max_batch": 8},
+                        "model": {"name": "pi0"},
+                    }
+                )
+            ),
+        ),  # fmt: skip
+        ["live runner serves request-level policies"],
     ),
 }
 

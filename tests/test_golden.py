@@ -27,6 +27,8 @@ SHORT = "duration_s=60"
 NO_NET = "workload.network_ms={uplink: 0, downlink: 0, jitter: 0}"
 DEADLINE_SERVE = "policy={kind: deadline, max_batch: 16, quantile: 0.9, on_miss: serve}"
 DEADLINE_DROP = "policy={kind: deadline, max_batch: 16, quantile: 0.5, on_miss: drop}"
+STAGED = "scenarios/pi0-continuous.yaml"
+STAGED_SHORT = "duration_s=200"
 
 # name -> (scenario file, --set overrides)
 CASES: dict[str, tuple[str, list[str]]] = {
@@ -78,6 +80,33 @@ CASES: dict[str, tuple[str, list[str]]] = {
         [SHORT, "cluster.wake_latency_ms=0.2", DEADLINE_SERVE, "slo.latency_ms=80"],
     ),
     "fleet-static": (FLEET, [SHORT, "policy={kind: static, batch_size: 4, timeout_ms: 8}"]),
+    # staged models (issue 15): request level, fewer steps, and iterations in closed loop
+    "staged-dynamic": (
+        STAGED,
+        [STAGED_SHORT, "policy={kind: dynamic, max_batch: 8, max_wait_ms: 5}"],
+    ),
+    "staged-deadline-floor": (
+        STAGED,
+        [STAGED_SHORT, "policy={kind: deadline, max_batch: 8, on_miss: serve, min_steps: 3}"],
+    ),
+    "staged-continuous-floor": (
+        STAGED,
+        [
+            STAGED_SHORT,
+            "workload.rate_rps=3",
+            "policy={kind: continuous, max_batch: 8, max_admit: 2, min_steps: 4}",
+        ],
+    ),
+    "staged-fleet-continuous": (
+        FLEET,
+        [
+            SHORT,
+            "workload.count=8",
+            "profile=../profiles/cpu/pi0-tiny-staged.csv",
+            "policy={kind: continuous, max_batch: 16}",
+            "cluster.replicas=2",
+        ],
+    ),
     "fleet-adaptive": (
         FLEET,
         [SHORT, "policy={kind: adaptive, target_ms: 40, max_batch: 16, max_wait_ms: 2}"],

@@ -18,10 +18,17 @@ def summary_of(name: str, **overrides) -> dict:
     return run_summary(loaded, simulate(loaded))
 
 
+STEP_LEVEL = ("batch_admitted_mean", "steps_mean", "steps_degraded_share")
+
+
 def test_every_metric_is_where_the_registry_says():
     open_loop, fleet = summary_of("quickstart"), summary_of("lerobot-async-fleet")
+    staged = summary_of("pi0-continuous", **{"policy.min_steps": 4})
     for metric in REGISTRY:
         summary = fleet if metric.name.startswith("robots_") else open_loop
+        if metric.name in STEP_LEVEL:
+            assert metric_value(open_loop, metric.name) is None  # request level, K steps
+            summary = staged
         assert metric_value(summary, metric.name) is not None, metric.name
     assert metric_value(open_loop, "robots_stall_fraction") is None  # not a fleet
     assert flatten(open_loop)["latency_p99_ms"] == open_loop["latency_ms"]["p99"]

@@ -417,3 +417,47 @@ def test_cuda_code_paths_with_a_mocked_device(monkeypatch):
         and "CUDA events" in meta["timing"]
         and "graph" in meta["timing"]
     )
+
+
+def test_staged_profile_of_a_tiny_model_loads_as_stages(tmp_path):
+    """profile --stages times each stage of pi0 (vision, prefix, one step run flow_steps
+    times); the CSV's stage column and the sidecar's stage list make it a staged model."""
+    out = tmp_path / "pi0-staged.csv"
+    result = run_cli(
+        "profile", "--model", "pi0", "--size", "tiny", "--batch-sizes", "1,2", "--stages",
+        "--max-reps", "3", "--budget-s", "0", "--threads", "1", "--out", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    frame = pd.read_csv(out)
+    assert frame.groupby(["stage", "batch_size"]).size().to_dict() == {
+        (stage, b): 3 for stage in ("prefix", "step", "vision") for b in (1, 2)
+    }
+    meta = json.loads(out.with_suffix(".meta.json").read_text())
+    assert meta["stages"] == [
+        {"name": "vision", "repeat": 1}, {"name": "prefix", "repeat": 1},
+        {"name": "step", "repeat": 10},
+    ]  # fmt: skip
+    from sim.scenario import load
+
+    loaded = load({"requests": 10, "profile": str(out), "workload": {"kind": "poisson", "rate_rps": 10},
+                   "policy": {"kind": "continuous", "max_batch": 2}})  # fmt: skip
+    assert loaded.model.names == ("vision", "prefix", "step") and loaded.model.steps == 10
+    medians = {s: frame.query(f"stage == '{s}' and batch_size == 1").latency_ms.median()
+               for s in ("vision", "prefix", "step")}  # fmt: skip
+    # three samples per stage, comonotone: the whole's median is the sum of the medians
+    whole = medians["vision"] + medians["prefix"] + 10 * medians["step"]
+    assert loaded.profile.latency_ms(1) == pytest.approx(whole)
+
+
+def test_every_reference_model_exposes_its_stages():
+    from sim.models import build
+
+    expected = {"pi0": [("vision", 1), ("prefix", 1), ("step", 10)],
+                "openvla": [("prefill", 1), ("decode", 7)], "act": [("model", 1)]}  # fmt: skip
+    for name, stages in expected.items():
+        bundle = build(name, "tiny")
+        calls = bundle.module.stages(**bundle.make_inputs(2))
+        assert [(n, r) for n, r, _ in calls] == stages
+        for _, _, call in calls:
+            call()  # each runs on its own inputs, again and again
+            call()

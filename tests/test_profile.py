@@ -100,10 +100,15 @@ def test_shipped_h100_profile_matches_its_published_medians():
 def test_every_shipped_profile_loads_with_provenance(path):
     import pandas as pd
 
-    cameras = sorted(pd.read_csv(path)["cameras"].unique())
-    for c in cameras:
-        p = Profile.from_csv(path, {"cameras": int(c)})
-        assert p.min_size == 1 and p.max_size == (
-            8 if "small" in path.name else 16 if "tiny" in path.name else 64
-        )
-        assert {"device", "dtype", "torch", "timing", "date"} <= p.provenance.keys()
+    frame = pd.read_csv(path)
+    stages = sorted(frame["stage"].unique()) if "stage" in frame else [None]
+    for c in sorted(frame["cameras"].unique()):
+        for stage in stages:  # a staged profile: each stage on its own
+            select = {"cameras": int(c), **({"stage": stage} if stage else {})}
+            p = Profile.from_csv(path, select)
+            assert p.min_size == 1 and p.max_size == (
+                8 if "small" in path.name else 16 if "tiny" in path.name else 64
+            )
+            assert {"device", "dtype", "torch", "timing", "date"} <= p.provenance.keys()
+    if stages != [None]:
+        assert [s["name"] for s in json.loads(path.with_suffix(".meta.json").read_text())["stages"]]

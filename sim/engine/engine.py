@@ -56,7 +56,7 @@ class Engine:
             if watch and core.rewakes:
                 self._rewake()
             if type(action) is Start:
-                service_s = service(replica, now, action.padded, action.variant)
+                service_s = service(replica, now, action)
                 end_s = now + service_s  # what the clock will read then (SimPy adds the same)
                 core.end(action.batch, end_s)
                 if watch and core.rewakes:

@@ -23,6 +23,11 @@ class RunRecords:
     Requests: arrival time, source, the batch that served it (-1: none) and the
     outcome code. A request's start, completion and replica are its batch's.
     Batches: replica, start, end, real size and padded size.
+
+    Step-level batching: a request runs in several iterations (batches); `request_batch`
+    is the one that admitted it (its start), `request_last_batch` the one that ran its last
+    step (its completion; -1: none yet), and `batch_admitted` how many each iteration
+    admitted. `request_steps`: each request's denoising steps, where they are kept.
     """
 
     arrival_s: np.ndarray
@@ -45,6 +50,9 @@ class RunRecords:
     request_shape: np.ndarray | None = None  # shape-aware profiles: each request's shape
     batch_shape: np.ndarray | None = None  # ... and the shape variant each batch ran as
     shape_name: str = "shape"
+    request_last_batch: np.ndarray | None = None  # step level: the batch that completed it
+    batch_admitted: np.ndarray | None = None  # step level: requests each iteration admitted
+    request_steps: np.ndarray | None = None  # denoising steps per request (0: never started)
     meta: dict[str, Any] = field(default_factory=dict)
 
     # derived columns, computed once (records do not change once the run has ended)
@@ -54,7 +62,8 @@ class RunRecords:
 
     @cached_property
     def request_completion_s(self) -> np.ndarray:
-        done = _via_batch(self.request_batch, self.batch_end_s)
+        last = self.request_batch if self.request_last_batch is None else self.request_last_batch
+        done = _via_batch(last, self.batch_end_s)
         done[self.outcome != COMPLETED] = np.nan
         return done
 
@@ -85,6 +94,10 @@ class RunRecords:
             columns["deadline"] = self.deadline_s
         if self.request_shape is not None:
             columns[self.shape_name] = self.request_shape
+        if self.request_last_batch is not None:
+            columns["last_batch"] = self.request_last_batch
+        if self.request_steps is not None:
+            columns["steps"] = self.request_steps
         if self.class_names is not None and self.class_id is not None:
             columns["class"] = (self.class_id, self.class_names)
         return columns
@@ -98,6 +111,7 @@ class RunRecords:
             "end": self.batch_end_s,
             "size": self.batch_size,
             "padded_size": self.batch_padded,
+            **({} if self.batch_admitted is None else {"admitted": self.batch_admitted}),
             **({} if self.batch_shape is None else {self.shape_name: self.batch_shape}),
         }
 
@@ -164,14 +178,21 @@ def write_parquet(columns: dict[str, Any], path: Any) -> None:
 
 
 def finalize_outcomes(
-    outcome: np.ndarray, request_batch: np.ndarray, batch_end_s: np.ndarray, end_s: float
+    outcome: np.ndarray,
+    request_batch: np.ndarray,
+    batch_end_s: np.ndarray,
+    end_s: float,
+    last_batch: np.ndarray | None = None,
 ) -> None:
-    """The one place a request's final outcome is set: a request in a batch that ended by
-    `end_s` completed, one in a batch still running then is in service; a failed batch's
-    requests stay failed, and the rest (queued, dropped, rejected) are already final."""
+    """The one place a request's final outcome is set: a request whose last batch ended by
+    `end_s` completed, one started but not finished then is in service; a failed batch's
+    requests stay failed, and the rest (queued, dropped, rejected) are already final.
+    `last_batch`: step level, the batch that ran each request's last step (-1: none)."""
     served = request_batch >= 0
+    last = request_batch if last_batch is None else last_batch
+    finished = last >= 0
     done = np.zeros(served.size, dtype=bool)
-    done[served] = batch_end_s[request_batch[served]] <= end_s
+    done[finished] = batch_end_s[last[finished]] <= end_s
     ok = outcome != FAILED
     outcome[served & done & ok] = COMPLETED
     outcome[served & ~done & ok] = IN_SERVICE

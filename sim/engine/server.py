@@ -32,23 +32,34 @@ import numpy as np
 from sim.engine.dispatch import ReplicaLoad, make_dispatcher
 from sim.engine.queue import Admission, expires_at_s, queue_factory
 from sim.engine.records import DROPPED, FAILED, RunRecords, finalize_outcomes
+from sim.engine.steps import Steps
 from sim.errors import InputError
 from sim.policies.base import Drop, Launch, Policy, Wait
 from sim.profile import Profile
 from sim.workload.traffic import Fleet, OpenTraffic
 
 _NAN = math.nan
+# the weight of the newest iteration in the moving mean of iteration times (step level)
+_SMOOTHING = 0.25
 
 
 # actions are plain values (not frozen: they are made once per decision, and never changed)
 @dataclass(slots=True)
 class Start:
-    """Run batch `batch` on its replica: `count` requests padded to `padded` (shape `variant`)."""
+    """Run batch `batch` on its replica: `count` requests padded to `padded` (shape `variant`).
+
+    A request-level batch runs every stage, its last `steps` times (None: the model's K).
+    A step-level iteration (`admitted` not None) runs the prefix of the `admitted` newly
+    admitted requests (shape `admitted_variant`) and one step of the `count` in flight.
+    """
 
     batch: int
     count: int
     padded: int
     variant: int | None = None
+    steps: int | None = None
+    admitted: int | None = None
+    admitted_variant: int | None = None
 
 
 @dataclass(slots=True)
@@ -82,6 +93,9 @@ class ServerSpec:
     shape_name: str = "shape"
     source: str = "<scenario>"
     policy_kind: str | None = None  # in error lines (None: the policy's repr)
+    # denoising steps per request (sim/engine/steps.py): for step-level batching, and for
+    # request-level policies that may lower them; None: every batch runs the model whole
+    steps: Steps | None = None
 
     @classmethod
     def shared(cls, policy: Policy, profile: Profile, replicas: int = 1, **options) -> ServerSpec:
@@ -155,7 +169,14 @@ class ServerCore:
         # become the scenario's error
         self._plugin = not type(self._policies[0]).__module__.startswith("sim.policies.")
         guard = self._guarded if self._plugin else (lambda method: method)
-        self._decide_of = [guard(p.decide) for p in self._policies]
+        # step-level batching: each replica's requests in flight and their steps left; the
+        # requests each iteration admitted, and (request, iteration) for each completion;
+        # its policy answers how many to admit (admit), not what to launch (decide)
+        self._step_level = bool(getattr(self._policies[0], "step_level", False))
+        if self._step_level and spec.steps is None:
+            raise ValueError("step-level batching needs the model's steps (ServerSpec.steps)")
+        decide = "admit" if self._step_level else "decide"
+        self._decide_of = [guard(getattr(p, decide)) for p in self._policies]
         self._batch_done_of = [
             guard(p.on_batch_done) if learns else None
             for p, learns in zip(self._policies, self._learns, strict=True)
@@ -226,6 +247,17 @@ class ServerCore:
         self._sleeping: dict[int, tuple[Wait, float]] = {}
         self.rewakes: list[tuple[int, float]] = []
         self._track_sleepers = self.closed and spec.replicas > 1
+        self._flying: list[list[int]] = [[] for _ in range(spec.replicas)]
+        self._iteration_s = [0.0] * spec.replicas  # a moving mean of iteration times
+        self._left: list[list[int]] = [[] for _ in range(spec.replicas)]
+        self._admitted = array("q")
+        self._completed = array("q")
+        # per-request steps, kept when steps can vary (a floor) or run step by step
+        self._steps = spec.steps
+        self._degrade = spec.steps is not None and spec.steps.floor is not None
+        self._keep_steps = spec.steps is not None
+        if self._keep_steps:
+            c.steps = np.zeros(c.outcome.size, dtype=np.int16)
 
     # ---- what a driver calls --------------------------------------------------------------
     def decide(self, replica: int, now_s: float) -> Start | Sleep:
@@ -234,6 +266,11 @@ class ServerCore:
             self._sleeping.pop(replica, None)
         self._admit(now_s)
         queue = self._queue_of[replica]
+        if self._step_level:
+            action = self._iterate(replica, now_s, queue)
+            if self._track_sleepers:
+                self._check_sleepers(replica)
+            return action
         decision = self._decide_of[replica](now_s, queue)
         kind = type(decision)
         if kind is Launch:
@@ -271,6 +308,9 @@ class ServerCore:
         """Batch `batch` ends (or, simulated, will end) at `end_s`; `ok` False: it failed and
         its requests are recorded as failed. Closed loop: its robots get their answers."""
         self._b_end[batch] = end_s
+        if self._step_level:
+            self._step_done(batch, end_s, ok)
+            return
         if not ok:
             self.columns.outcome[self._batch_requests(batch)] = FAILED
         if self.closed:
@@ -329,9 +369,17 @@ class ServerCore:
         batches = np.array(self._batch_log, dtype=float).reshape(-1, 4)
         sizes = batches[:, 2].astype(np.int32)
         members = np.array(self._members, dtype=np.int64)
-        request_batch[members] = np.repeat(np.arange(sizes.size, dtype=np.int64), sizes)
+        # each request's first batch (step level: the iteration that admitted it) ...
+        admitted = np.array(self._admitted, dtype=np.int64) if self._step_level else sizes
+        request_batch[members] = np.repeat(np.arange(sizes.size, dtype=np.int64), admitted)
+        # ... and its last (step level: the one that ran its last step; -1: none yet)
+        last_batch = None
+        if self._step_level:
+            last_batch = np.full(n, -1, dtype=np.int64)
+            pairs = np.array(self._completed, dtype=np.int64).reshape(-1, 2)
+            last_batch[pairs[:, 0]] = pairs[:, 1]
         batch_end = np.asarray(self._b_end, dtype=float)
-        finalize_outcomes(outcome, request_batch, batch_end, end_s)
+        finalize_outcomes(outcome, request_batch, batch_end, end_s, last_batch)
         if self.fleet is not None:
             self.fleet.finish(end_s)
             c.arrival_s = np.frombuffer(self._times, dtype=float).copy()
@@ -359,6 +407,9 @@ class ServerCore:
             request_shape=None if c.shapes is None else np.asarray(c.shapes, dtype=np.int32),
             batch_shape=np.asarray(self._b_shape, dtype=np.int32) if self.spec.shapes else None,
             shape_name=self.spec.shape_name,
+            request_last_batch=last_batch,
+            batch_admitted=admitted.astype(np.int32) if self._step_level else None,
+            request_steps=c.steps[:n].copy() if self._keep_steps else None,
         )
 
     # ---- admission ------------------------------------------------------------------------
@@ -399,6 +450,10 @@ class ServerCore:
             grown = np.zeros(max(n, 2 * c.outcome.size), dtype=np.int8)
             grown[: c.outcome.size] = c.outcome
             c.outcome = self.admission.outcome = grown
+        if self._keep_steps and n > c.steps.size:
+            grown = np.zeros(max(n, 2 * c.steps.size), dtype=np.int16)
+            grown[: c.steps.size] = c.steps
+            c.steps = grown
         if c.shapes is not None:
             default = max(self.spec.shapes)
             c.shapes.extend(client.p.shape or default for client in self._clients[first:])
@@ -430,7 +485,83 @@ class ServerCore:
             self.load.running[replica] = count
         if self._learns[replica]:
             self._last_batch[replica] = batch
-        return Start(batch, count, padded, variant)
+        steps = None
+        if self._degrade:  # one step count for the batch: its most urgent request decides
+            deadline_s = min(self._deadlines[i] for i in ids)
+            rule = self._steps
+            steps = rule.choose(now_s, deadline_s, rule.prefix_s[padded], rule.step_s[padded])
+        if self._keep_steps:
+            self.columns.steps[ids] = self._steps.full if steps is None else steps
+        return Start(batch, count, padded, variant, steps)
+
+    def _iterate(self, replica: int, now_s: float, queue) -> Start | Sleep:
+        """Step-level batching: the replica's next iteration (admit, then one step for all
+        in flight), or, with nothing in flight or waiting, a sleep until a request comes."""
+        flying, left = self._flying[replica], self._left[replica]
+        room = len(flying)
+        cap = self.spec.memory_cap  # requests in flight hold memory (their KV cache)
+        admit = self._decide_of[replica](now_s, queue, room)
+        if cap is not None:
+            admit = min(admit, cap - room)
+        if admit <= 0 and not flying:
+            return self._sleep(replica, now_s, queue, Wait(until_queue_len=1))
+        ids = queue.take(admit) if admit > 0 else []
+        flying.extend(ids)
+        b = len(flying)
+        steps = self._steps
+        if self._degrade:
+            # its steps ahead take what this replica's iterations have been taking lately
+            # (prefixes of later admissions included), at least a step at this size
+            deadlines = self._deadlines
+            prefix_s = steps.prefix_s[len(ids)] if ids else 0.0
+            step_s = max(steps.step_s[b], self._iteration_s[replica])
+            chosen = [steps.choose(now_s, deadlines[i], prefix_s, step_s) for i in ids]
+        else:
+            chosen = [steps.full] * len(ids)
+        left.extend(chosen)
+        if ids:
+            self.columns.steps[ids] = chosen
+        batch = len(self._b_end)
+        self._batch_log.extend((replica, now_s, b, b))
+        self._admitted.append(len(ids))
+        self._members.extend(ids)
+        self._b_end.append(_NAN)
+        variant = new_variant = None
+        if self._shaped:
+            shapes, shape_for = self.columns.shapes, self._shape_for
+            variant = shape_for[max(shapes[i] for i in flying)]
+            new_variant = shape_for[max(shapes[i] for i in ids)] if ids else None
+            self._b_shape.append(variant)
+        if self._per_replica:
+            self.load.busy_until_s[replica] = now_s + self._median_s[b]
+            self.load.running[replica] = b
+        return Start(batch, b, b, variant, None, len(ids), new_variant)
+
+    def _step_done(self, batch: int, end_s: float, ok: bool) -> None:
+        """A step-level iteration ends at `end_s`: everyone in flight ran one more step; those
+        that ran their last complete with it (a failed iteration fails everyone in flight)."""
+        row = 4 * batch
+        replica = int(self._batch_log[row])
+        took_s = end_s - self._batch_log[row + 1]
+        self._iteration_s[replica] += _SMOOTHING * (took_s - self._iteration_s[replica])
+        flying, left = self._flying[replica], self._left[replica]
+        if ok:
+            left[:] = [n - 1 for n in left]
+            done = [r for r, n in zip(flying, left, strict=True) if n == 0]
+        else:
+            done = list(flying)
+            self.columns.outcome[done] = FAILED
+        if done:
+            keep = [(r, n) for r, n in zip(flying, left, strict=True) if n > 0 and ok]
+            flying[:] = [r for r, _ in keep]
+            left[:] = [n for _, n in keep]
+            for request in done:
+                self._completed.extend((request, batch))
+            if self.closed:
+                clients = self._clients
+                self.fleet.answer([clients[r] for r in done], end_s, ok)
+        if self._track_sleepers:
+            self._check_sleepers(None)
 
     def _sleep(self, replica: int, now_s: float, queue, decision: Wait) -> Sleep:
         until_s, length = decision.until_s, decision.until_queue_len

@@ -2,6 +2,7 @@
 
 from sim.policies.adaptive import AdaptivePolicy
 from sim.policies.base import Decision, Drop, Launch, Policy, QueueView, Wait
+from sim.policies.continuous import ContinuousPolicy
 from sim.policies.deadline import DeadlinePolicy
 from sim.policies.dynamic import DynamicPolicy
 from sim.policies.pathological import LazyPolicy
@@ -9,6 +10,7 @@ from sim.policies.static import StaticPolicy
 
 __all__ = [
     "AdaptivePolicy",
+    "ContinuousPolicy",
     "DeadlinePolicy",
     "Decision",
     "Drop",

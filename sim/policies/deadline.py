@@ -41,8 +41,11 @@ class DeadlinePolicy(Capped):
         max_batch: int,
         quantile: float = 0.5,
         on_miss: Literal["drop", "serve"] = "drop",
+        min_steps: int | None = None,
+        floor_profile: Profile | None = None,
     ):
         super().__init__(max_batch)
+        self.min_steps = min_steps
         if not 0.5 <= quantile <= 0.99:
             raise ValueError("quantile must lie between 0.5 and 0.99")
         if on_miss not in ("drop", "serve"):
@@ -52,10 +55,20 @@ class DeadlinePolicy(Capped):
         self.predicted_s = [0.0] + [
             profile.latency_ms(b, quantile) / 1000.0 for b in range(1, max_batch + 1)
         ]
+        # with a floor of steps (`floor_profile`: the model run at min_steps), what can still
+        # be met is judged at the floor: a request is late when even a degraded batch
+        # misses, and a launch's size is what fits at the floor; waiting still plans with
+        # the full steps (the server core then runs the most steps that fit, steps.py)
+        self.floor_s = self.predicted_s
+        if floor_profile is not None:
+            self.floor_s = [0.0] + [
+                floor_profile.latency_ms(b, quantile) / 1000.0 for b in range(1, max_batch + 1)
+            ]
 
     def largest_within(self, slack_s: float, cap: int) -> int:
-        """The largest batch size <= cap whose predicted latency fits in `slack_s` (0: none)."""
-        predicted = self.predicted_s
+        """The largest batch size <= cap whose predicted latency (at the floor of steps, if
+        any) fits in `slack_s` (0: none)."""
+        predicted = self.floor_s
         for b in range(cap, 0, -1):
             if predicted[b] <= slack_s + TOLERANCE_S:
                 return b
@@ -65,7 +78,7 @@ class DeadlinePolicy(Capped):
         n = len(queue)
         if n == 0:
             return Wait(until_queue_len=1)
-        alone_s = self.predicted_s[1]
+        alone_s = self.floor_s[1]
         late = 0
         while late < n and now_s + alone_s > queue.deadline_s(late) + TOLERANCE_S:
             late += 1
@@ -115,7 +128,7 @@ class DeadlinePolicy(Capped):
         for b in range(cap, 0, -1):
             if b < best_b - best_j:
                 break  # no smaller batch can match the best, even with nothing dropped
-            need_s = now_s + self.predicted_s[b] - TOLERANCE_S
+            need_s = now_s + self.floor_s[b] - TOLERANCE_S
             lo, hi = 0, n  # first position whose deadline is >= need_s (EDF order)
             while lo < hi:
                 mid = (lo + hi) // 2

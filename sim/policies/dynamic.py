@@ -29,8 +29,10 @@ class DynamicPolicy(Capped):
         min_batch: int = 1,
         preferred_sizes: Sequence[int] | None = None,
         allowed_sizes: Sequence[int] | None = None,
+        min_steps: int | None = None,
     ):
         super().__init__(max_batch, max_wait_ms, min_batch)
+        self.min_steps = min_steps  # applied by the server core (sim/engine/steps.py)
         preferred = sorted(set(preferred_sizes or []))
         if any(not 1 <= p <= max_batch for p in preferred):
             raise ValueError("preferred_sizes must lie between 1 and max_batch")

@@ -37,6 +37,7 @@ from sim.errors import InputError, one_line
 from sim.limits import BatchSize
 from sim.policies.adaptive import AdaptivePolicy
 from sim.policies.base import Policy, every_size_up_to
+from sim.policies.continuous import ContinuousPolicy
 from sim.policies.deadline import DeadlinePolicy
 from sim.policies.dynamic import DynamicPolicy
 from sim.policies.pathological import LazyPolicy
@@ -80,12 +81,21 @@ class PolicyConfig(Strict):
             self.build()  # the policy's own checks, reported as this field's error
         return self
 
-    def build(self, profile: Profile | None = None, base: Path | None = None) -> Policy:
+    def build(
+        self,
+        profile: Profile | None = None,
+        base: Path | None = None,
+        floor_profile: Profile | None = None,
+    ) -> Policy:
+        """The policy object; `floor_profile`: the model run at `min_steps`, for a policy
+        that plans what degraded batches can still meet."""
         params = self.model_dump(exclude={"kind"})
         if takes_profile(self.policy_class):
             if profile is None:
                 raise ValueError(f"the {self.kind} policy plans with the profile")
             params["profile"] = profile
+            if "floor_profile" in inspect.signature(self.policy_class).parameters:
+                params["floor_profile"] = floor_profile
         return self.policy_class(**params)
 
     def launch_sizes(self, profile: Profile | None = None, base: Path | None = None) -> set[int]:
@@ -107,6 +117,7 @@ class DynamicPolicyConfig(PolicyConfig):
     min_batch: PositiveInt = 1
     preferred_sizes: list[BatchSize] | None = None
     allowed_sizes: list[BatchSize] | None = None
+    min_steps: PositiveInt | None = None  # a staged model's steps may drop to this floor
     policy_class: ClassVar[type] = DynamicPolicy
 
     @property
@@ -131,10 +142,19 @@ class DeadlinePolicyConfig(PolicyConfig):
     max_batch: BatchSize
     quantile: float = Field(0.5, ge=0.5, le=0.99)
     on_miss: Literal["drop", "serve"] = "drop"
+    min_steps: PositiveInt | None = None  # plans with this floor of steps, runs the most that fit
     policy_class: ClassVar[type] = DeadlinePolicy
 
     def launch_sizes(self, profile: Profile | None = None, base: Path | None = None) -> set[int]:
         return every_size_up_to(self.max_batch)  # known before the profile is checked
+
+
+class ContinuousPolicyConfig(PolicyConfig):
+    kind: Literal["continuous"]
+    max_batch: BatchSize
+    max_admit: BatchSize | None = None  # chunked admission: new requests per iteration
+    min_steps: PositiveInt | None = None
+    policy_class: ClassVar[type] = ContinuousPolicy
 
 
 class LazyPolicyConfig(PolicyConfig):
@@ -152,6 +172,7 @@ BUILTIN: dict[str, type[PolicyConfig]] = {
         DynamicPolicyConfig,
         AdaptivePolicyConfig,
         DeadlinePolicyConfig,
+        ContinuousPolicyConfig,
         LazyPolicyConfig,
     )
 }
@@ -197,7 +218,12 @@ class PluginPolicyConfig(BaseModel):
             raise _error(self.kind, f"'{module_name}' has no class '{class_name}'")
         return cls
 
-    def build(self, profile: Profile | None = None, base: Path | None = None) -> Policy:
+    def build(
+        self,
+        profile: Profile | None = None,
+        base: Path | None = None,
+        floor_profile: Profile | None = None,
+    ) -> Policy:
         cls = self.policy_class(base)
         kwargs = self.params
         if takes_profile(cls):
