@@ -117,10 +117,10 @@ class ProfileOptions:
                 f"must be a finite number of seconds >= 0 (got {self.budget_s:g})",
                 source="--budget-s",
             )
-        if self.stages and (self.cuda_graphs or self.compile):
+        if self.stages and self.compile:
             raise InputError(
-                "stages are timed eagerly: --stages with --cuda-graphs or --compile is not "
-                "supported yet",
+                "stages are timed as the module defines them: --stages with --compile is not "
+                "supported",
                 source="--stages",
             )
         if self.stages and not self.interleave:
@@ -242,18 +242,23 @@ class Profiler:
 
     def _runner(self, inputs: dict[str, Any]) -> Callable[[], Any]:
         """A zero-argument call for these inputs: plain, or a replayed CUDA graph."""
-        torch = self.torch
         if not self.options.cuda_graphs:
             return lambda: self.call(**inputs)
+        return self._captured(lambda: self.call(**inputs))
+
+    def _captured(self, call: Callable[[], Any]) -> Callable[[], Any]:
+        """`call` captured once into a CUDA graph (after two calls on a side stream, as
+        capture needs), returned as its replay."""
+        torch = self.torch
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
             for _ in range(2):
-                self.call(**inputs)
+                call()
         torch.cuda.current_stream().wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            self.call(**inputs)
+            call()
         return graph.replay
 
     def stage_calls(self, inputs: dict[str, Any]) -> list[tuple[str, int, Callable[[], Any]]]:
@@ -377,7 +382,8 @@ class Profiler:
         idle 0 means is a server that has been busy: `busy_lead_ms` of untimed calls lead
         in; `busy_repeats` calls per size), then each call after its sleep.
         With `stages`, each call is the model's stages, each timed on its own (after the
-        untimed calls that build their inputs), and the samples are {stage: samples}.
+        untimed calls that build their inputs), and the samples are {stage: samples}; with
+        CUDA graphs each stage is captured once per size and replayed.
         Returns {(size, idle ms): (samples, peak memory)}.
         """
         import numpy as np
@@ -386,6 +392,11 @@ class Profiler:
         sizes = sorted(set(batch_sizes))
         levels = sorted(set(opts.idle_ms)) or [0.0]
         warmed = {b: self.warm(b, cameras, instruction_tokens) for b in sizes}
+        graphs: dict[int, list[tuple[str, int, Callable[[], Any]]]] = {}
+        if opts.stages and opts.cuda_graphs:  # one graph per stage and size
+            for b in sizes:
+                calls = self.stage_calls(warmed[b][1])
+                graphs[b] = [(name, rep, self._captured(call)) for name, rep, call in calls]
         keys = [(b, level) for b in sizes for level in levels]
         samples: dict[tuple[int, float], Any] = {key: [] for key in keys}
         if opts.stages:
@@ -415,7 +426,8 @@ class Profiler:
                 else:
                     call = lambda inputs=fresh: self.call(**inputs)  # noqa: E731
                 if opts.stages:
-                    calls = self.stage_calls(fresh)  # untimed: each stage's inputs
+                    # untimed: each stage's inputs (graphs replay their captured ones)
+                    calls = graphs[b] if graphs else self.stage_calls(fresh)
                     self.stage_list = [(name, repeat) for name, repeat, _ in calls]
                 if level:
                     time.sleep(level / 1000)  # the server's idle wait before this batch

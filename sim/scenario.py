@@ -55,6 +55,8 @@ class ProfileFile(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True, strict=True, allow_inf_nan=False)
     path: str
     shape: str | None = None
+    # memory each request in flight holds (its KV cache), in place of the peak_mem_mb slope
+    kv_mb_per_request: NonNegativeFloat | None = None
 
     @property
     def select(self) -> dict[str, Any]:
@@ -67,6 +69,13 @@ class InlineProfile(Strict):
     batch_size: list[BatchSize] = Field(min_length=1)
     latency_ms: list[PositiveFloat | list[PositiveFloat]] = Field(min_length=1)
     peak_mem_mb: list[NonNegativeFloat] | None = None
+    kv_mb_per_request: NonNegativeFloat | None = None
+
+
+def _no_stage_kv(stage: Any) -> Any:
+    if stage.kv_mb_per_request is not None:
+        raise ValueError("kv_mb_per_request belongs to the profile, not to one stage")
+    return stage
 
 
 class FileStage(ProfileFile):
@@ -75,6 +84,7 @@ class FileStage(ProfileFile):
 
     name: str = Field(min_length=1)
     repeat: PositiveInt = 1
+    check_kv = model_validator(mode="after")(_no_stage_kv)
 
 
 class InlineStage(InlineProfile):
@@ -82,6 +92,7 @@ class InlineStage(InlineProfile):
 
     name: str = Field(min_length=1)
     repeat: PositiveInt = 1
+    check_kv = model_validator(mode="after")(_no_stage_kv)
 
 
 def _stage_tag(value: Any) -> str:
@@ -100,6 +111,7 @@ class StagedProfile(Strict):
     runs the last stage once per iteration (docs/semantics.md, "Staged models")."""
 
     stages: list[StageSpec]
+    kv_mb_per_request: NonNegativeFloat | None = None
 
     @field_validator("stages")
     @classmethod
@@ -757,8 +769,19 @@ class LoadedScenario:
         except InputError as exc:
             raise InputError(exc.message, source=self.source, field=exc.field) from None
 
+    def memory_mb(self, in_flight: int) -> float:
+        """The memory `in_flight` requests need (a request-level batch of that size, or that
+        many in flight step by step): the profile's peak memory at that size, or with
+        `kv_mb_per_request` the peak at its smallest size plus that much per request more."""
+        prof = self.profile
+        kv = getattr(self.scenario.profile, "kv_mb_per_request", None)
+        if kv is None:
+            return prof.peak_memory_mb(in_flight)
+        return prof.peak_memory_mb(prof.min_size) + (in_flight - prof.min_size) * kv
+
     def _memory_cap(self) -> int | None:
-        """The largest batch size whose peak memory fits cluster.memory_mb (None: no limit)."""
+        """The most requests in memory at once under cluster.memory_mb (None: no limit): the
+        largest batch (step level: the most in flight) whose memory fits."""
         limit = self.scenario.cluster.memory_mb
         if limit is None:
             return None
@@ -769,12 +792,10 @@ class LoadedScenario:
                 source=self.source,
                 field="cluster.memory_mb",
             )
-        fits = [
-            b for b in range(prof.min_size, prof.max_size + 1) if prof.peak_memory_mb(b) <= limit
-        ]
+        fits = [b for b in range(prof.min_size, prof.max_size + 1) if self.memory_mb(b) <= limit]
         if not fits:
             raise InputError(
-                f"{limit:g} MB holds no batch: the smallest needs {prof.peak_memory_mb(prof.min_size):,.0f} MB",
+                f"{limit:g} MB holds no batch: the smallest needs {self.memory_mb(prof.min_size):,.0f} MB",
                 source=self.source,
                 field="cluster.memory_mb",
             )
@@ -981,7 +1002,7 @@ class LoadedScenario:
             limit = self.scenario.cluster.memory_mb
             raise InputError(
                 f"the policy can launch batches of size {max(sizes)}, which need "
-                f"{prof.peak_memory_mb(max(sizes)):,.0f} MB, above cluster.memory_mb {limit:g}; "
+                f"{self.memory_mb(max(sizes)):,.0f} MB, above cluster.memory_mb {limit:g}; "
                 f"the largest batch that fits is {cap}",
                 source=self.source,
                 field=field,

@@ -128,6 +128,8 @@ def run_summary(loaded: LoadedScenario, records: RunRecords) -> dict[str, Any]:
         summary["memory"] = {
             "limit_mb": loaded.scenario.cluster.memory_mb,
             "largest_batch_in_memory": loaded.max_size_in_memory,
+            # step level the same bound applies to the requests in flight (their KV cache)
+            **({"largest_in_flight": loaded.max_size_in_memory} if loaded.step_level else {}),
         }
     return {
         "scenario": loaded.scenario.name,

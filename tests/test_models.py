@@ -411,6 +411,20 @@ def test_cuda_code_paths_with_a_mocked_device(monkeypatch):
         (1, 0.0): 3,
         (2, 0.0): 3,
     }
+    # staged with graphs: each stage captured once per size, and replayed in the rounds
+    module.stages = lambda input: [("a", 1, lambda: module(input)), ("b", 3, lambda: module(input))]
+    opts = ProfileOptions(
+        device="cuda", cuda_graphs=True, warmup=1, min_reps=2, max_reps=2, interleave=True,
+        stages=True,
+    )  # fmt: skip
+    measured = Profiler(bundle, opts).measure_interleaved([1, 2], 1, None)
+    assert calls["captures"] == 3 + 2 + 2 * 2  # whole calls, and two stages at two sizes
+    assert {
+        key: {s: len(v) for s, v in samples.items()} for key, (samples, _) in measured.items()
+    } == {
+        (1, 0.0): {"a": 2, "b": 2},
+        (2, 0.0): {"a": 2, "b": 2},
+    }
     meta = provenance(bundle, ProfileOptions(device="cuda", cuda_graphs=True))
     assert (
         meta["device"] == "Fake H100"
@@ -461,3 +475,24 @@ def test_every_reference_model_exposes_its_stages():
         for _, _, call in calls:
             call()  # each runs on its own inputs, again and again
             call()
+
+
+def test_the_prepared_gpu_script_runs_its_cpu_smoke_test(tmp_path):
+    """scripts/gpu_staged_profiles.py is run on a GPU when one is lent; here its CPU mode
+    checks that it still builds, measures and writes staged profiles that load."""
+    import subprocess
+    import sys
+
+    script = ROOT / "scripts" / "gpu_staged_profiles.py"
+    args = ["--device", "cpu", "--size", "tiny", "--out", str(tmp_path), "--wall-s", "1",
+            "--batch-sizes", "1,2"]  # fmt: skip
+    result = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    path = tmp_path / "pi0-staged-eager.csv"
+    from sim.scenario import load
+
+    loaded = load({"requests": 5, "profile": {"path": str(path), "cameras": 3},
+                   "workload": {"kind": "poisson", "rate_rps": 5},
+                   "policy": {"kind": "continuous", "max_batch": 2}})  # fmt: skip
+    assert loaded.model.names == ("vision", "prefix", "step")
+    assert json.loads(path.with_suffix(".meta.json").read_text())["derived"] is False

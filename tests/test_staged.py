@@ -380,3 +380,29 @@ def test_a_floor_above_the_models_steps_is_refused():
             {"batch_size": [1, 2], "latency_ms": [1, 2]},
             {"kind": "dynamic", "max_batch": 2, "min_steps": 2},
         )
+
+
+def test_kv_cache_per_request_bounds_what_is_in_flight():
+    # peak memory 100 MB at 1, 170 at 8: 10 MB per request more; kv_mb_per_request: 5 says
+    # a request in flight holds 5 MB (its KV cache), so 130 MB holds 4, or 7 with the key
+    stages = [
+        {"name": "p", "batch_size": [1, 8], "latency_ms": [10, 12], "peak_mem_mb": [100, 170]},
+        {"name": "s", "batch_size": [1, 8], "latency_ms": [2, 3], "repeat": 4},
+    ]
+    data = {"seed": 3, "requests": 600, "workload": {"kind": "poisson", "rate_rps": 3000},
+            "policy": {"kind": "continuous", "max_batch": 8}, "cluster": {"memory_mb": 130}}  # fmt: skip
+    by_slope = load({**data, "profile": {"stages": stages}})
+    by_key = load({**data, "profile": {"stages": stages, "kv_mb_per_request": 5}})
+    assert (by_slope.max_size_in_memory, by_key.max_size_in_memory) == (4, 7)
+    assert by_key.memory_mb(7) == 130
+    for loaded, most in ((by_slope, 4), (by_key, 7)):
+        rec = simulate(loaded)
+        assert rec.batch_size.max() == most
+        check_iterations(rec, most)
+        assert run_summary(loaded, rec)["memory"]["largest_in_flight"] == most
+    with pytest.raises(InputError, match="belongs to the profile, not to one stage"):
+        load({**data, "profile": {"stages": [{**stages[0], "kv_mb_per_request": 5}, stages[1]]}})
+    # request level, the same bound is the largest batch: a policy above it is refused
+    with pytest.raises(InputError, match="the largest batch that fits is 7"):
+        load({**data, "profile": {"stages": stages, "kv_mb_per_request": 5},
+              "policy": {"kind": "dynamic", "max_batch": 8}})  # fmt: skip
