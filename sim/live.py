@@ -36,13 +36,16 @@ class LiveResult:
 def check_servable(scenario: Scenario, source: str) -> None:
     """The live runner calls the model whole per batch: it cannot run step-level batching
     or a chosen number of steps (refused before anything is measured)."""
+    from sim.policies.registry import is_step_level
+
     policy = scenario.policy
-    if policy.kind == "continuous" or getattr(policy, "min_steps", None) is not None:
+    step_level = is_step_level(policy)
+    if step_level or getattr(policy, "min_steps", None) is not None:
         raise InputError(
             "the live runner serves request-level policies that run the model whole "
             "(not continuous batching, not min_steps)",
             source=source,
-            field="policy.kind" if policy.kind == "continuous" else "policy.min_steps",
+            field="policy.kind" if step_level else "policy.min_steps",
         )
 
 

@@ -239,6 +239,7 @@ class Profiler:
         self.dtype = getattr(torch, options.dtype)
         self.module = bundle.module.to(options.device, self.dtype).eval()
         self.call = torch.compile(self.module) if options.compile else self.module
+        self.stage_list: list[tuple[str, int]] = []  # with stages: (name, repeat), as measured
 
     def _runner(self, inputs: dict[str, Any]) -> Callable[[], Any]:
         """A zero-argument call for these inputs: plain, or a replayed CUDA graph."""
@@ -504,10 +505,10 @@ def profile_model(
                         rows.extend(sample_rows(b, cams, stage_samples, peak, **named, **idle))
                 if on_step is not None:
                     # a staged call's time: the sum of its stages, each run its repeat times
-                    on_step(b, cams, _call_ms(per_level, getattr(profiler, "stage_list", [])))
+                    on_step(b, cams, _call_ms(per_level, profiler.stage_list))
     except KeyboardInterrupt:
         meta["interrupted"] = True
-    if options.stages and getattr(profiler, "stage_list", None):
+    if options.stages and profiler.stage_list:
         meta["stages"] = [{"name": name, "repeat": repeat} for name, repeat in profiler.stage_list]
         meta["timing"] += "; each stage timed on its own, on inputs its earlier stages built"
     columns = ["batch_size", "latency_ms", "peak_mem_mb", "cameras"]

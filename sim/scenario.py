@@ -37,7 +37,7 @@ from sim.engine.steps import Steps
 from sim.errors import InputError
 from sim.limits import BatchSize, ClientCount, Limits, ReplicaCount, check
 from sim.policies import Policy
-from sim.policies.registry import PLUGIN, PluginPolicyConfig, PolicySpec, Strict
+from sim.policies.registry import PLUGIN, PluginPolicyConfig, PolicySpec, Strict, is_step_level
 from sim.profile import Profile, Stage, StagedModel, Variants, sidecar_stages
 from sim.workload import open as open_loop
 from sim.workload.open import Arrivals
@@ -713,7 +713,7 @@ class LoadedScenario:
     @property
     def step_level(self) -> bool:
         """Whether the policy batches step by step (continuous batching)."""
-        return self.scenario.policy.kind == "continuous"
+        return is_step_level(self.scenario.policy)
 
     def _check_steps(self) -> Steps | None:
         floor = getattr(self.scenario.policy, "min_steps", None)

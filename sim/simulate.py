@@ -120,7 +120,7 @@ def run_summary(loaded: LoadedScenario, records: RunRecords) -> dict[str, Any]:
     """summary.json: the contract's figures plus what produced them."""
     summary = summarize(records, loaded.scenario.slo.latency_ms)
     steps = loaded.steps()
-    if records.request_steps is not None and steps is not None:
+    if steps is not None:  # the core kept each request's steps
         summary["steps"] = steps_summary(records, steps.full, steps.floor)
     if records.robots is not None:
         summary["robots"] = robots_summary(records)

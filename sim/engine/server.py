@@ -498,11 +498,11 @@ class ServerCore:
         """Step-level batching: the replica's next iteration (admit, then one step for all
         in flight), or, with nothing in flight or waiting, a sleep until a request comes."""
         flying, left = self._flying[replica], self._left[replica]
-        room = len(flying)
+        in_flight = len(flying)
         cap = self.spec.memory_cap  # requests in flight hold memory (their KV cache)
-        admit = self._decide_of[replica](now_s, queue, room)
+        admit = self._decide_of[replica](now_s, queue, in_flight)
         if cap is not None:
-            admit = min(admit, cap - room)
+            admit = min(admit, cap - in_flight)
         if admit <= 0 and not flying:
             return self._sleep(replica, now_s, queue, Wait(until_queue_len=1))
         ids = queue.take(admit) if admit > 0 else []
@@ -548,13 +548,16 @@ class ServerCore:
         if ok:
             left[:] = [n - 1 for n in left]
             done = [r for r, n in zip(flying, left, strict=True) if n == 0]
+            if done:
+                keep = [(r, n) for r, n in zip(flying, left, strict=True) if n > 0]
+                flying[:] = [r for r, _ in keep]
+                left[:] = [n for _, n in keep]
         else:
-            done = list(flying)
+            done = flying[:]
             self.columns.outcome[done] = FAILED
+            flying.clear()
+            left.clear()
         if done:
-            keep = [(r, n) for r, n in zip(flying, left, strict=True) if n > 0 and ok]
-            flying[:] = [r for r, _ in keep]
-            left[:] = [n for _, n in keep]
             for request in done:
                 self._completed.extend((request, batch))
             if self.closed:

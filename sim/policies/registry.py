@@ -56,12 +56,22 @@ class Strict(BaseModel):
 
 
 @cache
-def takes_profile(cls: type) -> bool:
-    """Whether a policy class is built with the scenario's profile (a `profile` argument)."""
+def takes(cls: type, argument: str) -> bool:
+    """Whether a policy class is built with `argument` (profile, floor_profile)."""
     try:
-        return "profile" in inspect.signature(cls).parameters
+        return argument in inspect.signature(cls).parameters
     except (TypeError, ValueError):  # a class with no signature to read takes none
         return False
+
+
+def takes_profile(cls: type) -> bool:
+    """Whether a policy class is built with the scenario's profile (a `profile` argument)."""
+    return takes(cls, "profile")
+
+
+def is_step_level(config: Any) -> bool:
+    """Whether a `policy:` section's built-in batches step by step (its class says so)."""
+    return bool(getattr(getattr(type(config), "policy_class", None), "step_level", False))
 
 
 class PolicyConfig(Strict):
@@ -94,7 +104,7 @@ class PolicyConfig(Strict):
             if profile is None:
                 raise ValueError(f"the {self.kind} policy plans with the profile")
             params["profile"] = profile
-            if "floor_profile" in inspect.signature(self.policy_class).parameters:
+            if takes(self.policy_class, "floor_profile"):
                 params["floor_profile"] = floor_profile
         return self.policy_class(**params)
 
