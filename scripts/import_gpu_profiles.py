@@ -61,6 +61,8 @@ def main(src: Path) -> None:
                 if mode == "cuda_graph"
                 else "eager",
                 "source_file": f"shared/gpu-profiles/{name}",
+                # the architecture in sim/models whose work `batchsim estimate` counts
+                "reference_model": "pi0-torch:full",
             }
             write(group, meta, ROOT / "profiles" / gpu / f"pi0-{mode.replace('_', '')}.csv")
     name = "h100-hf-eager-pi0-openvla.json"

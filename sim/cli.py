@@ -102,6 +102,14 @@ def summary_table(summary: dict[str, Any]) -> Table:
         f"{v('dropped'):,} dropped, {v('rejected'):,} rejected, "
         f"{v('requests_unfinished'):,} unfinished",
     )
+    estimated = summary.get("profile", {}).get("provenance", {}).get("estimate")
+    if estimated:  # say so where the figures are read: they rest on no measurement of this GPU
+        table.add_row(
+            "profile",
+            f"ESTIMATED for {estimated['target_gpu']['name']} from "
+            f"{estimated['source_profile']} (measured on {estimated['source_gpu']['name']}); "
+            "not a measurement",
+        )
     table.add_row("throughput (req/s)", _fmt(v("throughput_rps")))
     table.add_row("goodput (req/s)", _fmt(v("goodput_rps")))
     table.add_row("latency (ms)", dist("latency"))
@@ -674,6 +682,138 @@ def plot_profile(path: Annotated[Path, typer.Argument(help="a profile CSV")]) ->
     else:
         Profile.from_csv(path)
     _plot_profile(path)
+
+
+@app.command()
+def estimate(
+    source: Annotated[
+        Path, typer.Option("--from", help="a measured profile CSV (with its NAME.meta.json)")
+    ],
+    gpu: Annotated[
+        str, typer.Option("--gpu", help="target GPU: a name from `batchsim gpus`, or a spec file")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="estimated profile CSV to write")],
+    shape: repeated(
+        "--shape", "COLUMN=VALUE: re-target the input shape too (e.g. cameras=3); repeatable"
+    ) = None,
+    select: repeated(
+        "--select", "COLUMN=VALUE: calibrate on these rows of the measured profile only"
+    ) = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model", help="the profile's architecture, NAME[:SIZE] (default: its sidecar's)"
+        ),
+    ] = None,
+    source_gpu: Annotated[
+        str | None,
+        typer.Option("--source-gpu", help="the GPU it was measured on (default: its sidecar's)"),
+    ] = None,
+) -> None:
+    """Estimate a profile on a GPU you don't own: a calibrated roofline transfer of a measured one."""
+    from sim.estimate import estimate as run_estimate
+    from sim.estimate import parse_shape, write
+    from sim.gpus import load_gpu
+
+    target = load_gpu(gpu)
+    shapes = parse_shape(shape, "--shape")
+    selected = parse_shape(select, "--select")
+    check_out_file(out)
+    if out.resolve() == source.resolve():
+        raise InputError(
+            "would overwrite the measured profile; choose another path", source="--out"
+        )
+    try:
+        import torch  # noqa: F401  (the work is counted on torch's meta device)
+    except ImportError:
+        raise InputError(
+            "estimate counts the model's work with torch; run make test (or pip install -e .[models])",
+            source="--from",
+        ) from None
+    with err_console.status("counting the model's work on the meta device and fitting"):
+        est = run_estimate(source, target, shapes, selected, model, source_gpu)
+    path = write(est, out)
+    info = est.meta["estimate"]
+    f = info["factors"]
+    table = Table(
+        title=f"batchsim estimate: {source} ({info['source_gpu']['name']}) -> {target.name}",
+        header_style="bold",
+    )
+    for column in ("batch", "shape", "measured ms", "estimate ms", "compute", "memory", "fixed"):
+        table.add_column(column, justify="right" if column != "shape" else "left")
+    for row in est.rows:
+        shape_text = ", ".join(f"{k}={row[k]}" for k in row if k not in _ESTIMATE_ROW_KEYS)
+        t = row["target"]
+        table.add_row(
+            str(row["batch_size"]),
+            shape_text or "-",
+            _fmt(row["measured_ms"], 1),
+            _fmt(row["estimate_ms"], 1) + (" (left out)" if row.get("left_out") else ""),
+            _fmt(t["compute_ms"], 1),
+            _fmt(t["memory_ms"], 1),
+            _fmt(max(t["fixed_ms"], t["host_ms"]), 1),
+        )
+    out_console.print(table)
+    out_console.print(
+        "compute / memory / fixed: the target's modelled parts (ms); the estimate is the "
+        "measured time x modelled(target) / modelled(source)"
+    )
+    host = f", host {f['host_kernel_us']:.2f} us/kernel" if f["host_kernel_us"] else ""
+    out_console.print(
+        f"fitted on {info['source_gpu']['name']}: compute {f['compute_efficiency']:.0%} of peak, "
+        f"memory {f['memory_efficiency']:.0%} of bandwidth, {f['kernel_us']:.2f} us per kernel"
+        f"{host}; RMS log error {info['fit']['rms_log_error']:.3f}"
+        + (
+            f" (at a bound: {', '.join(info['fit']['at_bounds'])})"
+            if info["fit"]["at_bounds"]
+            else ""
+        )
+    )
+    if info["launch_bound"]:
+        out_console.print(
+            "launch-bound (eager) profile: the host's part was carried over unchanged; it "
+            "depends on the host CPU, not the GPU"
+        )
+    for left in info["left_out"]:
+        out_console.print(
+            f"left out: batch {left['batch_size']} needs {left['peak_mem_mb']:,.0f} MiB, more "
+            f"than the {target.name}'s {info['memory_limit_mb']:,.0f} MiB"
+        )
+    out_console.print(f"wrote {path} and {path.with_suffix('').name}.meta.json (an estimate)")
+
+
+_ESTIMATE_ROW_KEYS = frozenset(
+    {
+        "batch_size",
+        "measured_ms",
+        "estimate_ms",
+        "ratio",
+        "source",
+        "target",
+        "peak_mem_mb",
+        "left_out",
+    }
+)
+
+
+@app.command()
+def gpus() -> None:
+    """The GPU table `batchsim estimate` uses: dense bf16 TFLOPS, bandwidth, memory, sources."""
+    from sim.gpus import GPUS
+
+    table = Table(title="GPUs (dense bf16; a spec file adds others)", header_style="bold")
+    for column in ("name", "bf16 TFLOPS", "GB/s", "memory GB", "L2 MB", "source"):
+        table.add_column(column)
+    for spec in GPUS.values():
+        table.add_row(
+            spec.name,
+            f"{spec.bf16_dense_tflops:g}",
+            f"{spec.memory_bandwidth_gbs:g}",
+            f"{spec.memory_gb:g}",
+            f"{spec.l2_cache_mb:g}",
+            spec.source + (f" ({spec.note})" if spec.note else ""),
+        )
+    out_console.print(table)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -208,7 +208,7 @@ class Profile:
     @classmethod
     def from_csv(cls, path: str | Path, select: Mapping[str, Any] | None = None) -> Profile:
         """Load a profile CSV and its NAME.meta.json provenance sidecar, if any."""
-        frame, provenance = _read_csv(Path(path))
+        frame, provenance = read_with_provenance(Path(path))
         if select:
             provenance = {**provenance, "selected": dict(select)}
         return cls.from_frame(frame, select, provenance, str(path))
@@ -221,7 +221,7 @@ class Profile:
         cost depends on the largest request shape in them."""
         import pandas as pd
 
-        frame, provenance = _read_csv(Path(path))
+        frame, provenance = read_with_provenance(Path(path))
         if shape not in frame.columns:
             raise InputError(
                 f"no column '{shape}' to take request shapes from (columns: {', '.join(frame.columns)})",
@@ -244,7 +244,7 @@ class Profile:
     ) -> dict[float, Profile] | None:
         """One profile per idle level (seconds idle before the call -> samples), or None when
         the file measured one level only or the scenario selected one."""
-        frame, provenance = _read_csv(Path(path))
+        frame, provenance = read_with_provenance(Path(path))
         if IDLE_COLUMN not in frame.columns or IDLE_COLUMN in (select or {}):
             return None
         idle = _idle_levels(frame, str(path))
@@ -390,7 +390,7 @@ def _idle_levels(frame: pd.DataFrame, source: str) -> pd.Series:
     return idle
 
 
-def _read_csv(path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+def read_with_provenance(path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     """A profile CSV's rows and its provenance sidecar ({"provenance": "unknown"} without one)."""
     frame = read_csv(path, "profile")
     provenance: dict[str, Any] = {"provenance": "unknown"}

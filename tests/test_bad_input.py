@@ -117,6 +117,15 @@ ALIAS_BOMB = b"a: &a [x, x, x, x, x, x, x, x, x, x]\n" + b"".join(
 # the argv most sweep and recommend cases start from (a valid sweep; a valid SLO)
 SWEEP = ("sweep", "{ok}", "--out", "{tmp}/sw", "--grid", "policy.max_batch=4,8")
 RECOMMEND = ("recommend", "{ok}", "--slo", "p99_ms<=100")
+ESTIMATE = ("estimate", "--from", PROFILE, "--out", "{tmp}/e.csv")
+GPU_SPEC = {
+    "name": "mine",
+    "bf16_dense_tflops": 100,
+    "memory_bandwidth_gbs": 1000,
+    "memory_gb": 24,
+    "l2_cache_mb": 32,
+    "source": "my datasheet",
+}
 
 TABLE: dict[str, Case] = {
     # 1. reading files
@@ -511,7 +520,127 @@ TABLE: dict[str, Case] = {
         ),  # fmt: skip
         ["live runner serves request-level policies"],
     ),
+    # 11. estimate (issue 16)
+    "estimate: unknown GPU": (
+        command(*ESTIMATE, "--gpu", "h999"),
+        ["--gpu", "unknown GPU 'h999'", "rtx4090"],
+    ),
+    "estimate: no sidecar": (
+        command(
+            "estimate",
+            "--from",
+            "{tmp}/p.csv",
+            "--gpu",
+            "l40s",
+            "--out",
+            "{tmp}/e.csv",
+            setup=lambda t: (t / "p.csv").write_bytes(Path(PROFILE).read_bytes()),
+        ),  # fmt: skip
+        ["p.csv", "no provenance sidecar"],
+    ),
+    "estimate: parameters disagree": (
+        command(
+            "estimate",
+            "--from",
+            "{tmp}/p.csv",
+            "--gpu",
+            "l40s",
+            "--out",
+            "{tmp}/e.csv",
+            setup=lambda t: _copy_profile(t, params=123),
+        ),  # fmt: skip
+        ["p.csv", "params (123)", "2,172,349,984"],
+    ),
+    "estimate: an estimate of an estimate": (
+        command(
+            "estimate",
+            "--from",
+            "{tmp}/p.csv",
+            "--gpu",
+            "l40s",
+            "--out",
+            "{tmp}/e.csv",
+            setup=lambda t: _copy_profile(t, estimate={"source_profile": "x.csv"}),
+        ),  # fmt: skip
+        ["is itself an estimate", "x.csv"],
+    ),
+    "estimate: CPU profile": (
+        command(
+            "estimate",
+            "--from",
+            str(ROOT / "profiles/cpu/pi0-tiny.csv"),
+            "--gpu",
+            "l40s",
+            "--out",
+            "{tmp}/e.csv",
+        ),  # fmt: skip
+        ["cpu: AMD EPYC", "not a GPU in the table", "--source-gpu"],
+    ),
+    "estimate: staged profile": (
+        command(
+            "estimate",
+            "--from",
+            str(ROOT / "profiles/cpu/pi0-tiny-staged.csv"),
+            "--gpu",
+            "l40s",
+            "--out",
+            "{tmp}/e.csv",
+        ),  # fmt: skip
+        ["'stage' column", "request-level"],
+    ),
+    "estimate: shape not a number": (
+        command(*ESTIMATE, "--gpu", "l40s", "--shape", "cameras=three"),
+        ["--shape", "must be an integer"],
+    ),
+    "estimate: shape over several rows": (
+        command(*ESTIMATE, "--gpu", "l40s", "--shape", "cameras=2"),
+        ["--shape", "cameras 1, 3", "--select cameras=N"],
+    ),
+    "estimate: unknown model": (
+        command(*ESTIMATE, "--gpu", "l40s", "--model", "gr00t"),
+        ["--model", "'gr00t'", "pi0-torch"],
+    ),
+    "estimate: spec file with an unknown key": (
+        command(
+            *ESTIMATE,
+            "--gpu",
+            "{tmp}/g.yaml",
+            setup=lambda t: (t / "g.yaml").write_text(yaml.safe_dump({**GPU_SPEC, "tflops": 1})),
+        ),  # fmt: skip
+        ["g.yaml", "unknown key 'tflops'", "bf16_dense_tflops"],
+    ),
+    "estimate: spec file with a bad bandwidth": (
+        command(
+            *ESTIMATE,
+            "--gpu",
+            "{tmp}/g.yaml",
+            setup=lambda t: (t / "g.yaml").write_text(
+                yaml.safe_dump({**GPU_SPEC, "memory_bandwidth_gbs": -1})
+            ),
+        ),  # fmt: skip
+        ["g.yaml", "memory_bandwidth_gbs", "above 0"],
+    ),
+    "estimate: out is the measured profile": (
+        command(
+            "estimate",
+            "--from",
+            "{tmp}/p.csv",
+            "--gpu",
+            "l40s",
+            "--out",
+            "{tmp}/p.csv",
+            setup=lambda t: _copy_profile(t),
+        ),  # fmt: skip
+        ["--out", "overwrite the measured profile"],
+    ),
 }
+
+
+def _copy_profile(tmp: Path, **sidecar: Any) -> None:
+    """The H100 CUDA-graph profile copied to tmp/p.csv, its sidecar changed by `sidecar`."""
+    (tmp / "p.csv").write_bytes(Path(PROFILE).read_bytes())
+    meta = json.loads(Path(PROFILE).with_suffix(".meta.json").read_text())
+    (tmp / "p.meta.json").write_text(json.dumps({**meta, **sidecar}))
 
 
 def _run_folder(tmp: Path, name: str, content: bytes | str | None) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 
 from sim.errors import InputError, one_line
 
-MODELS = ("pi0", "openvla", "act")
+MODELS = ("pi0", "pi0-torch", "openvla", "act")
 SIZES = ("tiny", "small", "full")
 
 
@@ -88,7 +88,7 @@ def build(name: str, size: str = "tiny", **options: Any) -> ModelBundle:
         )
     if size not in SIZES:
         raise InputError(f"unknown size '{size}'; one of {', '.join(SIZES)}", source="--size")
-    module = importlib.import_module(f"sim.models.{name}")
+    module = importlib.import_module(f"sim.models.{name.replace('-', '_')}")
     return module.build(size, **options)
 
 
