@@ -790,6 +790,7 @@ _ESTIMATE_ROW_KEYS = frozenset(
         "ratio",
         "source",
         "target",
+        "work",
         "peak_mem_mb",
         "left_out",
     }

@@ -354,6 +354,7 @@ def estimate(
                 "ratio": round(ratio, 5),
                 "source": src_parts.as_dict(),
                 "target": tgt_parts.as_dict(),
+                "work": _work_summary(tgt_work),
                 **({"peak_mem_mb": round(peak, 1)} if peak is not None else {}),
             }
             if peak is not None and peak > limit_mb:
@@ -386,6 +387,21 @@ def estimate(
         limit_mb,
     )
     return Estimate(out, meta, rows)
+
+
+def _work_summary(work: Any) -> dict[str, Any]:
+    """The counted work of one call, in all and per stage (one pass, and its repeat)."""
+    stages = {
+        stage.name: {
+            "repeat": stage.repeat,
+            "gflop": round(float(stage.flops.sum()) / 1e9, 3),
+            "gb_weights": round(float(stage.weight_bytes.sum()) / 1e9, 4),
+            "gb_activations": round(float(stage.tensor_bytes.sum()) / 1e9, 4),
+            "kernels": stage.kernels,
+        }
+        for stage in work.stages
+    }
+    return {**{k: round(v, 4) for k, v in work.totals().items()}, "stages": stages}
 
 
 def _itemsize(dtype: str) -> int:

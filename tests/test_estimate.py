@@ -9,6 +9,8 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.conftest import ROOT, run_cli
 
@@ -239,3 +241,59 @@ def test_cli_writes_an_estimate_that_batchsim_run_accepts_and_names(tmp_path):
     assert "ESTIMATED for l40s" in ran.stdout
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["profile"]["provenance"]["estimate"]["target_gpu"]["name"] == "l40s"
+
+
+def test_a_spec_file_stands_for_a_table_gpu(tmp_path):
+    """--gpu FILE: the H200's figures in a file give the table's H200 estimate."""
+    import yaml
+
+    from sim.gpus import load_gpu
+
+    spec = GPUS["h200"].as_dict()
+    spec.pop("device_names")
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump({**spec, "name": "my-h200"}))
+    mine = load_gpu(str(tmp_path / "mine.yaml"))
+    a = estimate(H100_GRAPHS, mine).frame.latency_ms.to_numpy()
+    b = estimate(H100_GRAPHS, GPUS["h200"]).frame.latency_ms.to_numpy()
+    np.testing.assert_allclose(a, b, rtol=1e-12)
+
+
+def test_the_sidecar_reports_the_counted_work_per_stage():
+    est = estimate(H100_GRAPHS, GPUS["l40s"])
+    row = next(r for r in est.meta["estimate"]["per_size"] if r["batch_size"] == 8)
+    work = row["work"]
+    assert set(work["stages"]) == {"vision", "prefix", "step"}
+    assert work["stages"]["step"]["repeat"] == 10
+    kernels = sum(s["repeat"] * s["kernels"] for s in work["stages"].values())
+    assert work["kernels"] == kernels > 3000
+
+
+kernels = st.lists(
+    st.tuples(st.floats(0, 1e12), st.floats(0, 1e9), st.floats(0, 1e9), st.sampled_from([1, 10])),
+    min_size=1,
+    max_size=20,
+)
+
+
+@given(
+    kernels,
+    st.floats(0.01, 1),
+    st.floats(0.01, 1),
+    st.floats(0, 100),
+    st.floats(1, 10),
+    st.floats(1, 10),
+)
+def test_more_compute_or_bandwidth_is_never_slower(rows, e_c, e_m, t_k, more_c, more_m):
+    """INV-E1: a GPU with at least the peak and the bandwidth (same cache) never takes
+    longer, for any kernels and factors; and time is additive over repeats."""
+    work = _work(*zip(*[r[:3] for r in rows], strict=True))
+    factors = Factors(e_c, e_m, t_k)
+    base = GpuSpec("a", 100, 1000, 80, 50, "t")
+    faster = GpuSpec("b", 100 * more_c, 1000 * more_m, 80, 50, "t")
+    assert parts(work, faster, factors).total_ms <= parts(work, base, factors).total_ms * (
+        1 + 1e-12
+    )
+    twice = _work(*zip(*[r[:3] for r in rows], strict=True), repeat=2)
+    assert parts(twice, base, factors).total_ms == pytest.approx(
+        2 * parts(work, base, factors).total_ms
+    )
