@@ -18,6 +18,7 @@ sample, so the spread carries over in proportion. The sidecar states all of this
 
 from __future__ import annotations
 
+import datetime
 import itertools
 import json
 import math
@@ -163,26 +164,38 @@ class Estimate:
 
 
 def _model_of(provenance: dict[str, Any], model: str | None, source: str) -> tuple[str, str]:
+    """(model, size) to count: a reference model NAME[:SIZE], or a plug-in
+    package.module:factory (its size from the sidecar)."""
     from sim.models import MODELS, SIZES
 
     spec = model or provenance.get("reference_model")
     if spec is None and provenance.get("model") in MODELS:
         spec = f"{provenance['model']}:{provenance.get('size', 'full')}"
+    if spec is None and _is_plugin(str(provenance.get("model", ""))):
+        spec = provenance["model"]
     if spec is None:
         raise InputError(
             f"its sidecar names no model batchsim can count ({provenance.get('model')!r}); "
-            "give --model NAME[:SIZE] (e.g. pi0-torch:full)",
+            "give --model NAME[:SIZE] (e.g. pi0-torch:full) or package.module:factory",
             source=source,
         )
-    name, _, size = str(spec).partition(":")
+    spec = str(spec)
+    if _is_plugin(spec):  # the factory is called with the size the profile was made at
+        return spec, str(provenance.get("size", "full"))
+    name, _, size = spec.partition(":")
     size = size or "full"
     if name not in MODELS or size not in SIZES:
         raise InputError(
-            f"'{spec}' is not a reference model to count: NAME[:SIZE] with NAME one of "
-            f"{', '.join(MODELS)} and SIZE one of {', '.join(SIZES)}",
+            f"'{spec}' is not a model to count: NAME[:SIZE] with NAME one of "
+            f"{', '.join(MODELS)} and SIZE one of {', '.join(SIZES)}, or package.module:factory",
             source="--model" if model else source,
         )
     return name, size
+
+
+def _is_plugin(spec: str) -> bool:
+    module, sep, _ = spec.partition(":")
+    return bool(sep) and "." in module
 
 
 def _launch_bound(provenance: dict[str, Any], source: str) -> bool:
@@ -440,6 +453,8 @@ def _sidecar(
         **carried,
         "device": f"{target.name} (estimated)",
         "gpu": target.name,
+        "date": datetime.date.today().isoformat(),  # of the estimate; the source's is below
+        "timing": f"not timed: estimated from {path} by batchsim estimate",
         "reference_model": model,
         "estimate": {
             "source_profile": str(path),

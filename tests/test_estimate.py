@@ -297,3 +297,35 @@ def test_more_compute_or_bandwidth_is_never_slower(rows, e_c, e_m, t_k, more_c, 
     assert parts(twice, base, factors).total_ms == pytest.approx(
         2 * parts(work, base, factors).total_ms
     )
+
+
+def test_a_plugin_model_is_counted_from_its_sidecar(tmp_path):
+    """A profile of a plug-in (its sidecar names package.module:factory and the size, as
+    `batchsim profile` writes) is counted through the same factory."""
+    from sim import models
+
+    bundle = models.build("examples.tiny_mlp_policy:build", "small")
+    rows = [(b, 0.05 + 0.002 * b + 0.0001 * r) for b in (1, 2, 4, 8) for r in range(3)]
+    frame = pd.DataFrame(rows, columns=["batch_size", "latency_ms"])
+    frame.to_csv(tmp_path / "mlp.csv", index=False)
+    meta = {
+        "model": "examples.tiny_mlp_policy:build",
+        "size": "small",
+        "params": bundle.param_count,
+        "dtype": "bfloat16",
+        "device": "NVIDIA H100 80GB HBM3",
+        "cuda_graphs": True,
+        "compile": False,
+    }
+    (tmp_path / "mlp.meta.json").write_text(json.dumps(meta))
+    est = estimate(tmp_path / "mlp.csv", GPUS["orin"])
+    assert len(est.frame) == len(frame)
+    assert (medians_1d(est.frame) > medians_1d(frame)).all()  # an Orin is slower
+    wrong = {**meta, "params": bundle.param_count + 1}
+    (tmp_path / "mlp.meta.json").write_text(json.dumps(wrong))
+    with pytest.raises(Exception, match="disagree"):
+        estimate(tmp_path / "mlp.csv", GPUS["orin"])
+
+
+def medians_1d(frame: pd.DataFrame) -> pd.Series:
+    return frame.groupby("batch_size").latency_ms.median()
