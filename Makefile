@@ -13,7 +13,9 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet '$(TORCH_SPEC)'
-	$(BIN)/python -m pip install --quiet -e '.[dev,models]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,models,serve,openpi]'
+# openpi-client without its numpy<2 pin (see pyproject.toml, extra "openpi")
+	$(BIN)/python -m pip install --quiet --no-deps openpi-client==0.1.2
 	touch $(STAMP)
 
 ## demo: set up and run the quickstart scenario (outputs in runs/quickstart)

@@ -798,6 +798,48 @@ _ESTIMATE_ROW_KEYS = frozenset(
 
 
 @app.command()
+def serve(
+    scenario: ScenarioArg,
+    host: Annotated[str, typer.Option("--host", help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="port (0: any free one)")] = 8000,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="folder for the records, written on SIGINT/SIGTERM")
+    ] = None,
+    set_: SetOption = None,
+) -> None:
+    """Serve the scenario's model over openpi's websocket protocol, batching across robots."""
+    from sim.scenario import load_scenario
+
+    if not 0 <= port <= 65535:
+        raise InputError(f"must be from 0 to 65,535 (got {port})", source="--port")
+    if out is not None:
+        check_out_dir(out, owned=RUN_FILES)
+    loaded = load_scenario(scenario, set_ or [])
+    try:
+        from sim.serve import serve_scenario
+    except ImportError as exc:
+        raise InputError(
+            f"serve needs websockets, msgpack and openpi-client ({exc}); run make test",
+            source="serve",
+        ) from None
+
+    def ready(bound: int) -> None:
+        # one line a supervisor (or a test) can wait for
+        print(f"batchsim serve: listening on ws://{host}:{bound}", flush=True)
+
+    summary = serve_scenario(loaded, host, port, out, ready)
+    served = summary["serve"]
+    out_console.print(
+        f"served {summary['requests']['completed']:,} requests from {served['connections']} "
+        f"connection(s) in {summary['batch_size']['batches']:,} batches (mean size "
+        f"{_fmt(summary['batch_size']['mean'])}); "
+        f"{served['bad_observations']} bad observation(s), "
+        f"{served['disconnected_mid_request']} disconnected mid-request"
+        + (f"; wrote {out}" if out is not None else "")
+    )
+
+
+@app.command()
 def gpus() -> None:
     """The GPU table `batchsim estimate` uses: dense bf16 TFLOPS, bandwidth, memory, sources."""
     from sim.gpus import GPUS

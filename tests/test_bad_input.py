@@ -633,6 +633,22 @@ TABLE: dict[str, Case] = {
         ),  # fmt: skip
         ["--out", "overwrite the measured profile"],
     ),
+    # 12. serve (issue 17)
+    "serve: no model section": (command("serve", "{ok}", "--port", "0"), ["serve needs a model"]),
+    "serve: port out of range": (command("serve", "{ok}", "--port", "70000"), ["--port", "65,535"]),
+    "serve: two replicas": (
+        command(
+            "serve",
+            "{ok}",
+            "--port",
+            "0",
+            "--set",
+            "model={name: pi0}",
+            "--set",
+            "cluster.replicas=2",
+        ),  # fmt: skip
+        ["one replica with a shared queue"],
+    ),
 }
 
 
