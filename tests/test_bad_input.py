@@ -643,7 +643,7 @@ TABLE: dict[str, Case] = {
             "--port",
             "0",
             "--set",
-            "model={name: pi0}",
+            "model={{name: pi0}}",
             "--set",
             "cluster.replicas=2",
         ),  # fmt: skip
