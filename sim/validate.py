@@ -126,6 +126,26 @@ def with_overhead(profile: Profile, overhead_ms: pd.Series, fallback_ms: float) 
     return Profile.from_samples(samples, mem, meta, profile.source + " + live overhead")
 
 
+def noise_aware(
+    rows: list[dict[str, Any]], lat_sim: np.ndarray, lat_live: np.ndarray, margin: float = 0.05
+) -> dict[str, Any]:
+    """The verdict that knows the live runs' own noise (sim.verdict): per figure, whether
+    the prediction is indistinguishable from a rerun (needs two or more live runs), and a
+    TOST equivalence test of the mean latency within `margin`."""
+    from sim.verdict import indistinguishable, tost
+
+    per_metric = {}
+    for row in rows:
+        runs, predicted = row.get("live_runs") or [], row.get("sim")
+        if len(runs) >= 2 and predicted is not None and all(abs(v) > 1e-12 for v in runs):
+            per_metric[row["metric"]] = indistinguishable(predicted, runs)
+    enough = lat_sim.size >= 2 and lat_live.size >= 2
+    return {
+        "per_metric": per_metric,
+        "tost_latency": tost(lat_sim, lat_live, margin) if enough else None,
+    }
+
+
 def comparison_rows(
     live_summaries: list[dict[str, Any]], sim_summaries: dict[str, list[dict[str, Any]]]
 ) -> list[dict[str, Any]]:
@@ -526,6 +546,7 @@ def compare(setup: Setup, measured: Measured, predicted: Predicted) -> dict[str,
         ],
         "comparison": rows,  # None where a figure is undefined (no NaN in the JSON)
         "targets": target_verdicts(rows),
+        "noise_aware": noise_aware(rows, lat_sim, lat_live),
         "ks": None
         if ks is None
         else {"statistic": float(ks.statistic), "pvalue": float(ks.pvalue)},
@@ -607,6 +628,24 @@ def render_report(result: dict[str, Any]) -> str:
             for t in targets.values()
         )
         lines += ["", f"Targets, prediction vs live: {verdict}."]
+    noise = result.get("noise_aware") or {}
+    if noise.get("per_metric"):
+        told = ", ".join(
+            f"{name} {v['error']:+.1%} vs a rerun's {v['spread']:.1%}: "
+            f"{'indistinguishable' if v['indistinguishable'] else 'distinguishable'}"
+            for name, v in noise["per_metric"].items()
+        )
+        lines += [
+            "",
+            f"Noise-aware, prediction vs the live runs' own leave-one-out spread: {told}.",
+        ]
+    if noise.get("tost_latency"):
+        t = noise["tost_latency"]
+        lines += [
+            "",
+            f"TOST on mean latency within {t['margin']:.0%}: p = {t['p']:.3g}, "
+            f"{'equivalent' if t['equivalent'] else 'not shown equivalent'} at alpha {t['alpha']}.",
+        ]
     lines += [
         "",
         f"Latency distributions, live vs simulated: two-sample KS statistic {ks['statistic']:.3f} (p = {ks['pvalue']:.3g})."

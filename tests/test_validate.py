@@ -145,6 +145,11 @@ def test_validate_end_to_end_on_a_tiny_model(tmp_path):
     inside = min(p50["live_runs"]) <= p50["sim"] <= max(p50["live_runs"])
     assert report["targets"]["latency_p50_ms"]["inside_live_range"] == inside
     assert {"live_run_1", "live_run_2"} <= set(report["requests"])
+    # the noise-aware verdict: against the two runs' own leave-one-out spread
+    noise = report["noise_aware"]["per_metric"]["latency_p50_ms"]
+    assert noise["indistinguishable"] == (abs(noise["error"]) <= noise["spread"])
+    assert report["noise_aware"]["tost_latency"]["margin"] == 0.05
+    assert "Noise-aware" in (out / "report.md").read_text()
     assert "interleaved" in json.loads((out / "profile.meta.json").read_text())["timing"]
     # loose, on a shared noisy machine: the tight figures are in the benchmark
     assert abs(rows["throughput_rps"]["sim_error"]) < 0.10
