@@ -25,6 +25,7 @@ from sim.outputs import RUN_FILES, check_out_dir, check_out_file, write_text
 
 app = typer.Typer(
     name="batchsim",
+    context_settings={"help_option_names": ["-h", "--help"]},
     help="Simulate batching schedulers for VLA robot-policy inference.",
     add_completion=False,
     no_args_is_help=True,
@@ -64,8 +65,21 @@ def _version() -> str:
         return "unknown"
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        out_console.print(f"batchsim {_version()}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="print the version and exit"
+        ),
+    ] = False,
+) -> None:
     """Simulate batching schedulers for VLA robot-policy inference."""
 
 

@@ -371,3 +371,15 @@ def test_relative_paths_resolve_beside_the_scenario(tmp_path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     assert run_cli("run", str(scenario), "-q", cwd=elsewhere).returncode == 0
+
+
+def test_version_and_short_help():
+    from importlib.metadata import version
+
+    done = run_cli("--version")
+    assert done.returncode == 0 and done.stdout.strip() == f"batchsim {version('batchsim')}"
+    for argv in (["-h"], ["run", "-h"], ["estimate", "-h"]):
+        shown = run_cli(*argv)
+        assert shown.returncode == 0 and "Usage:" in shown.stdout and "Options" in shown.stdout, (
+            argv
+        )
