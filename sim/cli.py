@@ -550,7 +550,8 @@ def _ms_list(text: str | None) -> tuple[float, ...]:
 @app.command()
 def profile(
     model: Annotated[
-        str, typer.Option("--model", help="pi0 | openvla | act, or package.module:factory")
+        str,
+        typer.Option("--model", help="pi0 | pi0-torch | openvla | act, or package.module:factory"),
     ],
     out: Annotated[
         Path, typer.Option("--out", help="profile CSV to write (NAME.meta.json beside it)")

@@ -323,13 +323,12 @@ def estimate(
             source=source,
         )
     groups = frame.groupby(shape_columns, sort=True) if shape_columns else [((), frame)]
-    keys, works, medians, profiles = [], [], [], []
+    works, medians, profiles = [], [], []
     for key, group in groups:
         values = key if isinstance(key, tuple) else (key,)
         src_shape = tuple(zip(shape_columns, (int(v) for v in values), strict=True))
         profile = Profile.from_frame(group.drop(columns=shape_columns), None, provenance, source)
         for b in profile.sizes:
-            keys.append((src_shape, b))
             works.append(_count(name, size, b, src_shape, str(dtype)))
             medians.append(profile.latency_ms(b))
         profiles.append((src_shape, profile, group))

@@ -246,7 +246,7 @@ class PolicyServer:
             now = self.now()
             action = core.decide(0, now)
             if type(action) is Start:
-                callers = [core._clients[r] for r in core._batch_requests(action.batch)]
+                callers = core.batch_clients(action.batch)
                 started = self.now()
                 try:
                     actions = await loop.run_in_executor(

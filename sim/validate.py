@@ -29,7 +29,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from sim.engine.records import RunRecords
 from sim.errors import InputError
@@ -496,6 +495,7 @@ def compare(setup: Setup, measured: Measured, predicted: Predicted) -> dict[str,
     """The live runs against the predictions: comparison rows and target verdicts, the KS
     statistic on latency, the CDF figure, validation.json and report.md."""
     from sim.plots import latency_cdfs, save
+    from sim.verdict import ks as two_sample_ks
 
     out, repeats, sim_draws, lives = setup.out, setup.repeats, setup.sim_draws, measured.lives
     slo_ms = setup.scenario.slo.latency_ms
@@ -507,7 +507,7 @@ def compare(setup: Setup, measured: Measured, predicted: Predicted) -> dict[str,
     sims_adj, sims_raw = predicted.sims["sim"], predicted.sims["sim_raw_profile"]
     lat_live = np.concatenate([latencies_ms(r.records) for r in lives])
     lat_sim = np.concatenate([latencies_ms(r) for r in sims_adj])
-    ks = stats.ks_2samp(lat_live, lat_sim) if lat_live.size and lat_sim.size else None
+    ks = two_sample_ks(lat_live, lat_sim) if lat_live.size and lat_sim.size else None
     figure = save(
         latency_cdfs(
             {
@@ -547,9 +547,7 @@ def compare(setup: Setup, measured: Measured, predicted: Predicted) -> dict[str,
         "comparison": rows,  # None where a figure is undefined (no NaN in the JSON)
         "targets": target_verdicts(rows),
         "noise_aware": noise_aware(rows, lat_sim, lat_live),
-        "ks": None
-        if ks is None
-        else {"statistic": float(ks.statistic), "pvalue": float(ks.pvalue)},
+        "ks": ks,
         "failures": [
             f"run {k + 1}: {line}" if repeats > 1 else line
             for k, r in enumerate(lives)

@@ -69,4 +69,4 @@ def ks(predicted: np.ndarray, live: np.ndarray) -> dict:
     from scipy import stats
 
     result = stats.ks_2samp(np.asarray(predicted, float), np.asarray(live, float))
-    return {"statistic": float(result.statistic), "p": float(result.pvalue)}
+    return {"statistic": float(result.statistic), "pvalue": float(result.pvalue)}

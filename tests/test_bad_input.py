@@ -118,6 +118,8 @@ ALIAS_BOMB = b"a: &a [x, x, x, x, x, x, x, x, x, x]\n" + b"".join(
 SWEEP = ("sweep", "{ok}", "--out", "{tmp}/sw", "--grid", "policy.max_batch=4,8")
 RECOMMEND = ("recommend", "{ok}", "--slo", "p99_ms<=100")
 ESTIMATE = ("estimate", "--from", PROFILE, "--out", "{tmp}/e.csv")
+# an estimate of tmp/p.csv (which each case writes) for an L40S
+ESTIMATE_COPY = ("estimate", "--from", "{tmp}/p.csv", "--gpu", "l40s", "--out", "{tmp}/e.csv")
 GPU_SPEC = {
     "name": "mine",
     "bf16_dense_tflops": 100,
@@ -527,39 +529,21 @@ TABLE: dict[str, Case] = {
     ),
     "estimate: no sidecar": (
         command(
-            "estimate",
-            "--from",
-            "{tmp}/p.csv",
-            "--gpu",
-            "l40s",
-            "--out",
-            "{tmp}/e.csv",
+            *ESTIMATE_COPY,
             setup=lambda t: (t / "p.csv").write_bytes(Path(PROFILE).read_bytes()),
         ),  # fmt: skip
         ["p.csv", "no provenance sidecar"],
     ),
     "estimate: parameters disagree": (
         command(
-            "estimate",
-            "--from",
-            "{tmp}/p.csv",
-            "--gpu",
-            "l40s",
-            "--out",
-            "{tmp}/e.csv",
+            *ESTIMATE_COPY,
             setup=lambda t: _copy_profile(t, params=123),
         ),  # fmt: skip
         ["p.csv", "params (123)", "2,172,349,984"],
     ),
     "estimate: an estimate of an estimate": (
         command(
-            "estimate",
-            "--from",
-            "{tmp}/p.csv",
-            "--gpu",
-            "l40s",
-            "--out",
-            "{tmp}/e.csv",
+            *ESTIMATE_COPY,
             setup=lambda t: _copy_profile(t, estimate={"source_profile": "x.csv"}),
         ),  # fmt: skip
         ["is itself an estimate", "x.csv"],

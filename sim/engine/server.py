@@ -332,6 +332,11 @@ class ServerCore:
             size, padded = int(self._batch_log[row + 2]), int(self._batch_log[row + 3])
             self._batch_done_of[replica](now_s, size, padded, service_s)
 
+    def batch_clients(self, batch: int) -> list:
+        """Closed loop: the clients of batch `batch`'s requests, in the order it took them."""
+        clients = self._clients
+        return [clients[request] for request in self._batch_requests(batch)]
+
     def take_rewakes(self) -> list[tuple[int, float]]:
         """(replica, new wake) for sleeping replicas whose moment moved earlier."""
         rewakes, self.rewakes = self.rewakes, []

@@ -9,6 +9,7 @@ from torch import nn
 from transformers import GemmaConfig, GemmaModel
 
 from sim.models import ModelBundle, reference_bundle
+from sim.models.flow import FlowMatching, make_inputs, time_embedding
 from sim.models.parts import siglip
 
 CONFIGS = {
@@ -34,7 +35,7 @@ CONFIGS = {
 }  # fmt: skip
 
 
-class Pi0Style(nn.Module):
+class Pi0Style(FlowMatching, nn.Module):
     def __init__(self, cfg: dict):
         super().__init__()
         self.cfg = cfg
@@ -53,12 +54,6 @@ class Pi0Style(nn.Module):
         )
         self.action_out = nn.Linear(e_width, a_dim)
 
-    def time_embedding(self, t: torch.Tensor, width: int) -> torch.Tensor:
-        half = width // 2
-        freqs = torch.exp(torch.linspace(0, -8, half, device=t.device, dtype=torch.float32))
-        angles = t[:, None].float() * freqs[None, :] * 1000
-        return torch.cat([angles.sin(), angles.cos()], dim=-1)
-
     # the three stages of one call (see `stages`): forward runs them in order
     def see(self, images: torch.Tensor, instruction: torch.Tensor) -> torch.Tensor:
         """Vision: every camera through SigLIP, projected, with the instruction's embeddings."""
@@ -74,59 +69,12 @@ class Pi0Style(nn.Module):
     def denoise(self, x, t, state_token, cache) -> torch.Tensor:
         """One flow-matching step of the action expert against the prefix's cache."""
         b, chunk, e_width = x.shape[0], self.cfg["chunk"], self.cfg["expert"]["hidden_size"]
-        time_emb = self.time_embedding(t, e_width).to(x.dtype)[:, None, :].expand(b, chunk, e_width)
+        time_emb = time_embedding(t, e_width).to(x.dtype)[:, None, :].expand(b, chunk, e_width)
         tokens = self.time_mlp(torch.cat([self.action_in(x), time_emb], dim=-1))
         suffix = torch.cat([state_token, tokens], dim=1)
         out = self.expert(inputs_embeds=suffix, cache=cache, use_cache=True).last_hidden_state
         cache.crop(-suffix.shape[1])  # keep only the prefix for the next step
         return self.action_out(out[:, 1:])
-
-    def _start(self, images: torch.Tensor, state: torch.Tensor):
-        b = images.shape[0]
-        shape = (b, self.cfg["chunk"], self.cfg["action_dim"])
-        x = torch.randn(shape, device=images.device, dtype=images.dtype)
-        return x, torch.ones(b, device=images.device), self.state_proj(state)[:, None, :]
-
-    @torch.no_grad()
-    def forward(
-        self, images: torch.Tensor, instruction: torch.Tensor, state: torch.Tensor
-    ) -> torch.Tensor:
-        """images (B, cameras, 3, H, W), instruction (B, L) token ids, state (B, action_dim)
-        -> a chunk of actions (B, chunk, action_dim)."""
-        cache = self.fill(self.see(images, instruction))
-        x, t, state_token = self._start(images, state)
-        steps = self.cfg["flow_steps"]
-        dt = -1.0 / steps
-        for _ in range(steps):
-            x = x + dt * self.denoise(x, t, state_token, cache)
-            t = t + dt
-        return x
-
-    @torch.no_grad()
-    def stages(self, images: torch.Tensor, instruction: torch.Tensor, state: torch.Tensor):
-        """(name, repeat, call) per stage, each call on its stage's inputs for this batch
-        (built here by running the stages before it once): vision, prefix, one denoising
-        step (run flow_steps times)."""
-        embeds = self.see(images, instruction)
-        cache = self.fill(embeds)
-        x, t, state_token = self._start(images, state)
-        return [
-            ("vision", 1, lambda: self.see(images, instruction)),
-            ("prefix", 1, lambda: self.fill(embeds)),
-            ("step", self.cfg["flow_steps"], lambda: self.denoise(x, t, state_token, cache)),
-        ]
-
-
-def make_inputs(cfg: dict, batch_size: int, cameras: int, tokens: int | None, device, dtype):
-    tokens = tokens or cfg["instruction_tokens"]
-    size_px = cfg["vision"]["image_size"]
-    return {
-        "images": torch.randn(batch_size, cameras, 3, size_px, size_px, device=device, dtype=dtype),
-        "instruction": torch.randint(
-            0, cfg["prefix"]["vocab_size"], (batch_size, tokens), device=device
-        ),
-        "state": torch.randn(batch_size, cfg["action_dim"], device=device, dtype=dtype),
-    }
 
 
 def build(size: str = "tiny", **_: object) -> ModelBundle:

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sim.models import ModelBundle, reference_bundle
+from sim.models.flow import FlowMatching, make_inputs, time_embedding
 
 CONFIGS = {
     "full": dict(
@@ -74,7 +75,7 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x)), (k, v)
 
 
-class Pi0Torch(nn.Module):
+class Pi0Torch(FlowMatching, nn.Module):
     def __init__(self, cfg: dict):
         super().__init__()
         self.cfg = cfg
@@ -126,60 +127,11 @@ class Pi0Torch(nn.Module):
     def denoise(self, x, t, state_token, cache) -> torch.Tensor:
         """One flow-matching step of the action expert against the prefix's keys and values."""
         b, chunk, e_width = x.shape[0], self.cfg["chunk"], self.cfg["expert"]["width"]
-        half = e_width // 2
-        freqs = torch.exp(torch.linspace(0, -8, half, device=t.device, dtype=torch.float32))
-        angles = t[:, None].float() * freqs[None, :] * 1000
-        time_emb = torch.cat([angles.sin(), angles.cos()], -1).to(x.dtype)
-        time_emb = time_emb[:, None, :].expand(b, chunk, e_width)
+        time_emb = time_embedding(t, e_width).to(x.dtype)[:, None, :].expand(b, chunk, e_width)
         h = torch.cat([state_token, self.time_mlp(torch.cat([self.action_in(x), time_emb], -1))], 1)
         for block, context in zip(self.expert, cache, strict=True):
             h, _ = block(h, context)
         return self.action_out(h[:, 1:])
-
-    def _start(self, images: torch.Tensor, state: torch.Tensor):
-        b = images.shape[0]
-        shape = (b, self.cfg["chunk"], self.cfg["action_dim"])
-        x = torch.randn(shape, device=images.device, dtype=images.dtype)
-        return x, torch.ones(b, device=images.device), self.state_proj(state)[:, None, :]
-
-    @torch.no_grad()
-    def forward(
-        self, images: torch.Tensor, instruction: torch.Tensor, state: torch.Tensor
-    ) -> torch.Tensor:
-        """images (B, cameras, 3, H, W), instruction (B, L) token ids, state (B, action_dim)
-        -> a chunk of actions (B, chunk, action_dim)."""
-        cache = self.fill(self.see(images, instruction))
-        x, t, state_token = self._start(images, state)
-        steps = self.cfg["flow_steps"]
-        dt = -1.0 / steps
-        for _ in range(steps):
-            x = x + dt * self.denoise(x, t, state_token, cache)
-            t = t + dt
-        return x
-
-    @torch.no_grad()
-    def stages(self, images: torch.Tensor, instruction: torch.Tensor, state: torch.Tensor):
-        """(name, repeat, call) per stage, as sim.models.pi0: vision, prefix, step (x flow_steps)."""
-        embeds = self.see(images, instruction)
-        cache = self.fill(embeds)
-        x, t, state_token = self._start(images, state)
-        return [
-            ("vision", 1, lambda: self.see(images, instruction)),
-            ("prefix", 1, lambda: self.fill(embeds)),
-            ("step", self.cfg["flow_steps"], lambda: self.denoise(x, t, state_token, cache)),
-        ]
-
-
-def make_inputs(cfg: dict, batch_size: int, cameras: int, tokens: int | None, device, dtype):
-    tokens = tokens or cfg["instruction_tokens"]
-    size_px = cfg["vision"]["image_size"]
-    return {
-        "images": torch.randn(batch_size, cameras, 3, size_px, size_px, device=device, dtype=dtype),
-        "instruction": torch.randint(
-            0, cfg["prefix"]["vocab_size"], (batch_size, tokens), device=device
-        ),
-        "state": torch.randn(batch_size, cfg["action_dim"], device=device, dtype=dtype),
-    }
 
 
 def build(size: str = "tiny", **_: object) -> ModelBundle:
