@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from sim.errors import InputError
+from sim.files import column_list
 from sim.gpus import GpuSpec, gpu_for_device, load_gpu
 
 MIB = 2**20
@@ -277,7 +278,7 @@ def estimate(
         if column not in frame.columns:
             raise InputError(
                 f"no column '{column}' to select on (shape columns: "
-                f"{', '.join(shape_columns) or 'none'})",
+                f"{column_list(shape_columns) or 'none'})",
                 source="--select",
             )
         frame = frame[pd.to_numeric(frame[column], errors="coerce") == value]

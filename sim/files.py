@@ -217,6 +217,12 @@ def _check_expanded_size(data: Any, source: str) -> None:
     size(data)
 
 
+def column_list(columns: Any) -> str:
+    """A file's column names in an error line: as written, but quoted where a name holds a
+    line break or another unprintable character (the line stays one line)."""
+    return ", ".join(str(c) if str(c).isprintable() else repr(str(c)) for c in columns)
+
+
 def cell(frame: pd.DataFrame, column: str, position: int) -> str:
     """A CSV cell in an error line: its value as the user wrote it (a plain number, not
     np.float64(...)) and the file line it is on (the header is line 1)."""

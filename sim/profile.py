@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # pandas is imported where a CSV or a frame is handled, not t
     import pandas as pd
 
 from sim.errors import InputError
-from sim.files import cell, read_csv, read_json
+from sim.files import cell, column_list, read_csv, read_json
 
 REQUIRED_COLUMNS = ("batch_size", "latency_ms")
 MEMORY_COLUMN = "peak_mem_mb"
@@ -154,7 +154,7 @@ class Profile:
             if name not in frame.columns:
                 variants = [c for c in frame.columns if c not in (*REQUIRED_COLUMNS, MEMORY_COLUMN)]
                 raise InputError(
-                    f"no column '{name}' to select on (columns: {', '.join(variants) or 'none'})",
+                    f"no column '{name}' to select on (columns: {column_list(variants) or 'none'})",
                     source=source,
                     field=name,
                 )
@@ -224,7 +224,7 @@ class Profile:
         frame, provenance = read_with_provenance(Path(path))
         if shape not in frame.columns:
             raise InputError(
-                f"no column '{shape}' to take request shapes from (columns: {', '.join(frame.columns)})",
+                f"no column '{shape}' to take request shapes from (columns: {column_list(frame.columns)})",
                 source=str(path),
                 field=shape,
             )

@@ -484,6 +484,14 @@ TABLE: dict[str, Case] = {
         ),  # fmt: skip
         ["arrival_s", "value -1 on line 3"],
     ),
+    "trace header with a line break": (
+        with_file(
+            "t.csv",
+            b'"rrival_s,robot\n0.00", r0\n1,2\n',
+            lambda p: with_value(OPEN, "workload", {"kind": "trace", "path": p}),
+        ),  # fmt: skip
+        ["no column 'arrival_s'", "'rrival_s,robot\\n0.00'"],
+    ),
     "grid error names --grid": (
         command("sweep", "{ok}", "--out", "{tmp}/sw", "--grid", "policy.max_batch=4,128"),
         ["--grid policy.max_batch=128"],

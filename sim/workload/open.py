@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from sim.errors import InputError
-from sim.files import cell, read_csv
+from sim.files import cell, column_list, read_csv
 from sim.workload.phases import phase_offsets_s
 
 
@@ -200,7 +200,7 @@ def trace_arrivals(
     for column in (time_column, source_column):
         if column is not None and column not in frame.columns:
             raise InputError(
-                f"no column '{column}' (columns: {', '.join(map(str, frame.columns))})",
+                f"no column '{column}' (columns: {column_list(frame.columns)})",
                 source=str(path),
             )
     times = pd.to_numeric(frame[time_column], errors="coerce").to_numpy(dtype=float)
