@@ -91,7 +91,7 @@ def _fmt(value: Any, digits: int = 2) -> str:
     return f"{value:,}"
 
 
-def summary_table(summary: dict[str, Any]) -> Table:
+def summary_table(summary: dict[str, Any], command: str = "run") -> Table:
     """The figures of one run as a rich table (every figure read through the metrics
     registry, sim.metrics)."""
     from sim.metrics import metric_value
@@ -106,7 +106,7 @@ def summary_table(summary: dict[str, Any]) -> Table:
         )
 
     table = Table(
-        title=f"batchsim run: {summary['scenario']}", show_header=True, header_style="bold"
+        title=f"batchsim {command}: {summary['scenario']}", show_header=True, header_style="bold"
     )
     table.add_column("metric")
     table.add_column("value")
@@ -423,17 +423,36 @@ def plot(
 @app.command()
 def validate(
     scenario: Annotated[Path, typer.Argument(help="scenario YAML with a model: section")],
+    more_records: Annotated[
+        list[Path] | None,
+        typer.Argument(help="further recorded runs, after --records DIR", show_default=False),
+    ] = None,
     out: Annotated[
         Path, typer.Option("--out", help="folder for validation.json, report.md, figure")
     ] = Path("runs/validate"),
+    records: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--records",
+            help="recorded runs (observe/serve/run folders, or CSV/Parquet logs: "
+            "docs/records.md) to compare with, instead of live runs",
+        ),
+    ] = None,
+    profile_from_records: Annotated[
+        bool,
+        typer.Option(
+            "--profile-from-records", help="with --records: simulate with the recorded batch times"
+        ),
+    ] = False,
     profile_: Annotated[
         Path | None,
         typer.Option("--profile", help="use this profile (its provenance must match the model)"),
     ] = None,
     set_: SetOption = None,
     repeats: Annotated[
-        int, typer.Option("--repeats", help="live runs of the same traffic (median compared)")
-    ] = 3,
+        int | None,
+        typer.Option("--repeats", help="live runs of the same traffic (median compared; 3)"),
+    ] = None,
     sim_draws: Annotated[
         int,
         typer.Option(
@@ -441,7 +460,35 @@ def validate(
         ),
     ] = 15,
 ) -> None:
-    """Check the simulator against a live run of the real model on the same traffic."""
+    """Check the simulator against live runs of the real model, or against recorded runs."""
+    if more_records and not records:
+        raise InputError(
+            f"unexpected argument {str(more_records[0])[:80]!r}; recorded runs follow --records",
+            source="validate",
+        )
+    if records:
+        for flag, given in (("--profile", profile_), ("--repeats", repeats)):
+            if given is not None:
+                raise InputError(
+                    "is for live runs; --records compares runs already made", source=flag
+                )
+        check_out_dir(out)
+        from sim.validate import validate_records
+
+        result = validate_records(
+            scenario,
+            [*records, *(more_records or [])],
+            out,
+            set_ or [],
+            profile_from_records,
+            sim_draws,
+            stage=lambda m: err_console.print(f"[bold]validate[/] {m}", highlight=False),
+        )
+        _print_validation(result, scenario, out, "recorded", "sim_recorded_batches")
+        return
+    if profile_from_records:
+        raise InputError("needs --records", source="--profile-from-records")
+    repeats = 3 if repeats is None else repeats
     check_out_dir(out)  # before the live runs, which take minutes
     try:
         from sim.validate import validate as run_validation
@@ -458,12 +505,20 @@ def validate(
         repeats=repeats,
         sim_draws=sim_draws,
     )
+    _print_validation(result, scenario, out, "live", "sim_live_service")
+
+
+def _print_validation(
+    result: dict[str, Any], scenario: Path, out: Path, against: str, second: str
+) -> None:
+    """validate's table and verdicts: `against` the live or recorded runs; `second`, the
+    simulation with the observed batch times (the queueing model alone)."""
     table = Table(
         title=f"validate: {scenario.name}", header_style="bold", box=box.SIMPLE, pad_edge=False
     )
     for col in (
         "metric",
-        "live",
+        against,
         "spread",
         "sim",
         "error",
@@ -480,16 +535,14 @@ def validate(
             "-" if row["live_spread"] is None else f"{row['live_spread']:.1%}",
             _fmt(row["sim"]),
             "-" if row["sim_error"] is None else f"{row['sim_error']:+.1%}",
-            _fmt(row["sim_live_service"]),
-            "-"
-            if row["sim_live_service_error"] is None
-            else f"{row['sim_live_service_error']:+.1%}",
+            _fmt(row.get(second)),
+            "-" if row.get(f"{second}_error") is None else f"{row[f'{second}_error']:+.1%}",
         )
     out_console.print(table)
     out_console.print(
-        "live: median of the live runs; sim: profile + live overhead (the prediction), median "
-        "of the simulations; "
-        "batches: the live batch times (the queueing model alone); report.md has more"
+        f"{against}: median of the {against} runs; sim: the prediction, median "
+        f"of the simulations; batches: the {against} batch times (the queueing model alone); "
+        "report.md has more"
     )
     if result["ks"]:
         out_console.print(f"KS statistic on latency: {result['ks']['statistic']:.3f}")
@@ -498,11 +551,24 @@ def validate(
         + ", ".join(
             f"{t['metric']} {'-' if t['error'] is None else format(t['error'], '+.1%')} "
             f"({'met' if t['met'] else 'NOT met'}, within {t['within']:.0%}"
-            f"{'; inside the live runs' if t['inside_live_range'] else ''})"
+            f"{'; inside the runs' if t['inside_live_range'] else ''})"
             for t in result["targets"].values()
         )
     )
-    if result["failures"]:
+    noise = result.get("noise_aware") or {}
+    told = noise.get("per_metric") or {}
+    if told:
+        same = [name for name, v in told.items() if v["indistinguishable"]]
+        out_console.print(
+            f"noise-aware: {len(same)} of {len(told)} figures indistinguishable from a rerun"
+        )
+    if noise.get("tost_latency"):
+        t = noise["tost_latency"]
+        out_console.print(
+            f"TOST on mean latency within {t['margin']:.0%}: p = {t['p']:.3g} "
+            f"({'equivalent' if t['equivalent'] else 'not shown equivalent'})"
+        )
+    if result.get("failures"):
         out_console.print(
             f"{len(result['failures'])} batch(es) failed in the live run; see {out}/report.md"
         )
@@ -852,6 +918,65 @@ def serve(
         f"{served['disconnected_mid_request']} disconnected mid-request"
         + (f"; wrote {out}" if out is not None else "")
     )
+
+
+@app.command()
+def observe(
+    scenario: ScenarioArg,
+    target: Annotated[
+        str, typer.Option("--target", help="the policy server, ws://HOST:PORT")
+    ] = "ws://127.0.0.1:8000",
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="folder for summary.json, requests/batches/robots.parquet"),
+    ] = None,
+    set_: SetOption = None,
+    connections: Annotated[
+        int | None,
+        typer.Option("--connections", help="open loop: connections sending (default 32)"),
+    ] = None,
+    timeout_s: Annotated[
+        float, typer.Option("--timeout-s", help="a request unanswered this long is dropped")
+    ] = 30.0,
+) -> None:
+    """Drive the scenario's traffic (robots or arrivals) against an openpi policy server."""
+    from sim.observe import MAX_CONNECTIONS, check_target, load_for_observe
+
+    check_target(target)
+    if connections is not None and not 1 <= connections <= MAX_CONNECTIONS:
+        raise InputError(f"must be from 1 to {MAX_CONNECTIONS:,}", source="--connections")
+    if not 0.1 <= timeout_s <= 3600:
+        raise InputError("must be from 0.1 to 3,600 seconds", source="--timeout-s")
+    if out is not None:
+        check_out_dir(out, owned=RUN_FILES)
+    loaded = load_for_observe(scenario, set_ or [])
+    try:
+        from sim.observe import observe as drive
+    except ImportError as exc:  # pragma: no cover - the serve extra is missing
+        raise InputError(
+            f"observe needs websockets, msgpack and openpi-client ({exc}); run make test",
+            source="observe",
+        ) from None
+    from sim.simulate import write_outputs
+
+    records, summary = drive(
+        loaded,
+        target,
+        connections,
+        timeout_s,
+        stage=lambda m: err_console.print(f"[bold]observe[/] {m}", highlight=False),
+    )
+    if out is not None:
+        write_outputs(out, summary, records, loaded.raw)
+    seen = summary["observe"]
+    out_console.print(summary_table(summary, "observe"))
+    out_console.print(
+        f"observed {summary['requests']['completed']:,} answered requests over "
+        f"{seen['connections']} connection(s); batches from {seen['batches_from']}; "
+        f"{seen['problem_count']} problem(s)" + (f"; wrote {out}" if out is not None else "")
+    )
+    for line in seen["problems"][:5]:
+        err_console.print(f"observe: {line}", markup=False, highlight=False)
 
 
 @app.command()

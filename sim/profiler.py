@@ -224,6 +224,24 @@ def stable(samples: Sequence[float], tolerance: float, window: int = 3) -> bool:
     return abs(full - before) <= tolerance * before
 
 
+def capture_cuda_graph(call: Callable[[], Any]) -> Callable[[], Any]:
+    """`call` captured once into a CUDA graph (after two calls on a side stream, as
+    capture needs), returned as its replay: the graph reads the tensors `call` read at
+    capture, so refill those to run it on new inputs (profile and serve both do)."""
+    import torch
+
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(2):
+            call()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        call()
+    return graph.replay
+
+
 class Profiler:
     """Times one model bundle on one device."""
 
@@ -245,22 +263,7 @@ class Profiler:
         """A zero-argument call for these inputs: plain, or a replayed CUDA graph."""
         if not self.options.cuda_graphs:
             return lambda: self.call(**inputs)
-        return self._captured(lambda: self.call(**inputs))
-
-    def _captured(self, call: Callable[[], Any]) -> Callable[[], Any]:
-        """`call` captured once into a CUDA graph (after two calls on a side stream, as
-        capture needs), returned as its replay."""
-        torch = self.torch
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            for _ in range(2):
-                call()
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            call()
-        return graph.replay
+        return capture_cuda_graph(lambda: self.call(**inputs))
 
     def stage_calls(self, inputs: dict[str, Any]) -> list[tuple[str, int, Callable[[], Any]]]:
         """The model's stages on these inputs: (name, repeat, zero-argument call) each, from
@@ -397,7 +400,7 @@ class Profiler:
         if opts.stages and opts.cuda_graphs:  # one graph per stage and size
             for b in sizes:
                 calls = self.stage_calls(warmed[b][1])
-                graphs[b] = [(name, rep, self._captured(call)) for name, rep, call in calls]
+                graphs[b] = [(name, rep, capture_cuda_graph(call)) for name, rep, call in calls]
         keys = [(b, level) for b in sizes for level in levels]
         samples: dict[tuple[int, float], Any] = {key: [] for key in keys}
         if opts.stages:

@@ -415,6 +415,23 @@ class ModelSection(Strict):
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     cameras: PositiveInt = 1
     threads: PositiveInt | None = 1
+    cuda_graphs: bool = False  # batchsim serve: replay a CUDA graph per batch size
+
+    @model_validator(mode="after")
+    def _graphs_on_cuda(self) -> ModelSection:
+        if self.cuda_graphs and self.device != "cuda":
+            raise ValueError("cuda_graphs needs device: cuda")
+        return self
+
+
+class ObservationSection(Strict):
+    """`observation:` what `batchsim observe` sends each request, laid out as openpi's ALOHA
+    examples are: `images` (one uint8 [3, H, W] array per camera), `state` and `prompt`."""
+
+    cameras: int = Field(1, ge=0, le=16)
+    image_size: int = Field(224, ge=1, le=2048)  # H = W, pixels
+    state_dim: int = Field(14, ge=1, le=65_536)
+    prompt: str = Field("pick up the cube", max_length=10_000)
 
 
 class SweepSection(Strict):
@@ -435,6 +452,7 @@ class Scenario(Strict):
     warmup_s: NonNegativeFloat = 0.0
     profile: ProfileSpec | None = None  # required, unless `model` lets validate measure one
     model: ModelSection | None = None
+    observation: ObservationSection | None = None  # what `batchsim observe` sends
     workload: Workload
     cluster: Cluster = Cluster()
     policy: PolicySpec

@@ -103,6 +103,8 @@ class ModelRunner:
     action_shape: tuple[int, ...]
     device: str
     dtype: Any
+    # with CUDA graphs: per padded size, the captured inputs, the output and the replay
+    graphs: dict[int, tuple[dict[str, Any], Any, Any]] = field(default_factory=dict)
 
     def check(self, observation: Any) -> dict[str, np.ndarray]:
         """The observation as arrays of the spec's shapes, or a ValueError naming what is wrong."""
@@ -124,8 +126,12 @@ class ModelRunner:
     def describe(self) -> str:
         return ", ".join(f"{k} {list(s)} {d}" for k, (s, d) in self.spec.items())
 
-    def run(self, observations: list[dict[str, np.ndarray]], padded: int) -> np.ndarray:
-        """One batch: `observations` padded to `padded` rows (repeating the last), run once."""
+    def run(
+        self, observations: list[dict[str, np.ndarray]], padded: int
+    ) -> tuple[np.ndarray, float]:
+        """One batch: `observations` padded to `padded` rows (repeating the last), run once.
+        Returns each request's actions and the model call's own time (ms), without the
+        stacking and copying around it."""
         import torch
 
         rows = observations + [observations[-1]] * (padded - len(observations))
@@ -135,11 +141,52 @@ class ModelRunner:
             if stacked.is_floating_point():
                 stacked = stacked.to(self.dtype)
             inputs[key] = stacked.to(self.device)
-        with torch.no_grad():
-            out = self.module(**inputs)
+        if self.device == "cuda":
+            torch.cuda.synchronize()  # the copies above are not the model's time
+        began = time.perf_counter()
+        if padded in self.graphs:  # refill the graph's own input buffers, then replay it
+            static, out, replay = self.graphs[padded]
+            for key, value in inputs.items():
+                static[key].copy_(value)
+            replay()
+        else:
+            with torch.no_grad():
+                out = self.module(**inputs)
         if self.device == "cuda":
             torch.cuda.synchronize()
-        return out.float().cpu().numpy()[: len(observations)]
+        model_ms = (time.perf_counter() - began) * 1000
+        return out.float().cpu().numpy()[: len(observations)], model_ms
+
+    def warm(self, sizes: list[int]) -> None:
+        """One untimed batch per padded size before serving: a model's first call at a
+        size is slow (allocation, kernel selection), and no robot should pay for it."""
+        zeros = {key: np.zeros(shape, dtype=dt) for key, (shape, dt) in self.spec.items()}
+        for size in sizes:
+            self.run([zeros], size)
+
+    def capture(self, sizes: list[int]) -> None:
+        """A CUDA graph per padded size the policy can launch, captured before serving."""
+        import torch
+
+        from sim.profiler import capture_cuda_graph
+
+        for size in sizes:
+            static = {
+                key: torch.zeros(
+                    (size, *shape),
+                    dtype=self.dtype if np.dtype(dt).kind == "f" else getattr(torch, dt),
+                    device=self.device,
+                )
+                for key, (shape, dt) in self.spec.items()
+            }
+            holder: dict[str, Any] = {}
+
+            def call(static=static, holder=holder) -> None:
+                with torch.no_grad():
+                    holder["out"] = self.module(**static)
+
+            replay = capture_cuda_graph(call)
+            self.graphs[size] = (static, holder["out"], replay)
 
 
 def build_runner(model_section: Any) -> ModelRunner:
@@ -149,6 +196,8 @@ def build_runner(model_section: Any) -> ModelRunner:
     from sim import models
     from sim.work import torch_dtype
 
+    if model_section.threads is not None:  # as the profile was measured (validate, profile)
+        torch.set_num_threads(model_section.threads)
     bundle = models.build(model_section.name, model_section.size)
     dtype = torch_dtype(model_section.dtype)
     module = bundle.module.to(model_section.device).to(dtype).eval()
@@ -248,8 +297,9 @@ class PolicyServer:
             if type(action) is Start:
                 callers = core.batch_clients(action.batch)
                 started = self.now()
+                model_ms = None
                 try:
-                    actions = await loop.run_in_executor(
+                    actions, model_ms = await loop.run_in_executor(
                         self.pool, self.runner.run, [c.observation for c in callers], action.padded
                     )
                     ok = True
@@ -259,7 +309,7 @@ class PolicyServer:
                 end = self.now()
                 core.end(action.batch, end, ok)
                 core.free(0, end, end - now)
-                self._send_answers(action, started, end, actions if ok else None)
+                self._send_answers(action, started, end, actions if ok else None, model_ms)
                 continue
             self.wake.clear()
             timeout = None if action.until_s is None else max(0.0, action.until_s - self.now())
@@ -273,7 +323,9 @@ class PolicyServer:
             for task in pending:
                 task.cancel()
 
-    def _send_answers(self, action: Start, started: float, end: float, actions) -> None:
+    def _send_answers(
+        self, action: Start, started: float, end: float, actions, model_ms: float | None
+    ) -> None:
         for callers, _, ok in self.inbox.answered:
             for i, caller in enumerate(callers):
                 if caller.answer.done():
@@ -285,7 +337,8 @@ class PolicyServer:
                     {
                         "actions": actions[i],
                         "server_timing": {
-                            "infer_ms": (end - started) * 1000,
+                            "infer_ms": (end - started) * 1000,  # the whole batch
+                            "model_ms": model_ms,  # the model call alone
                             "queue_ms": (started - caller.received_s) * 1000,
                             "batch": action.batch,
                             "batch_size": action.count,
@@ -347,6 +400,11 @@ def serve_scenario(
 
     check_servable(s, loaded.source)
     runner = build_runner(s.model)
+    sizes = sorted(loaded.launch_sizes())
+    if s.model.cuda_graphs:
+        runner.capture(sizes)  # capturing runs each size: the warm-up too
+    else:
+        runner.warm(sizes)
     server = PolicyServer(loaded, runner)
     asyncio.run(_serve(server, host, port, ready))
     records = server.records()

@@ -641,6 +641,104 @@ TABLE: dict[str, Case] = {
         ),  # fmt: skip
         ["one replica with a shared queue"],
     ),
+    # 13. observe and validate --records (issue 17)
+    "observe: target not a websocket": (
+        command("observe", "{ok}", "--target", "http://127.0.0.1:8000"),
+        ["--target", "ws://HOST:PORT"],
+    ),
+    "observe: nothing listening": (
+        command("observe", "{ok}", "--target", "ws://127.0.0.1:9"),
+        ["--target ws://127.0.0.1:9", "connection refused"],
+    ),
+    "observe: no connections": (
+        command("observe", "{ok}", "--connections", "0"),
+        ["--connections", "1 to 1,024"],
+    ),
+    "observe: timeout out of range": (
+        command("observe", "{ok}", "--timeout-s", "0"),
+        ["--timeout-s", "0.1 to 3,600"],
+    ),
+    "observe: observation too big": (
+        command(
+            "observe",
+            "{ok}",
+            "--set",
+            "observation={{cameras: 16, image_size: 2048}}",
+            "--target",
+            "ws://127.0.0.1:9",
+        ),  # fmt: skip
+        ["ok.yaml", "observation", "MiB", "at most 64"],
+    ),
+    "observe: a robot fleet by request count": (
+        command(
+            "observe",
+            "{tmp}/fleet.yaml",
+            setup=lambda t: (t / "fleet.yaml").write_text(
+                yaml.safe_dump(
+                    {**{k: v for k, v in FLEET.items() if k != "duration_s"}, "requests": 50}
+                )
+            ),
+        ),  # fmt: skip
+        ["fleet.yaml", "observe runs robot fleets for duration_s"],
+    ),
+    "validate records: a log without end times": (
+        command(
+            "validate",
+            "{ok}",
+            "--records",
+            "{tmp}/r.csv",
+            setup=lambda t: (t / "r.csv").write_text("arrival,start,batch\n0.1,0.2,0\n"),
+        ),  # fmt: skip
+        ["r.csv", "no column 'end'", "batch or batch_size"],
+    ),
+    "validate records: a log without batches": (
+        command(
+            "validate",
+            "{ok}",
+            "--records",
+            "{tmp}/r.csv",
+            setup=lambda t: (t / "r.csv").write_text("arrival,start,end\n0.1,0.2,0.3\n"),
+        ),  # fmt: skip
+        ["r.csv", "no column 'batch or batch_size'"],
+    ),
+    "validate records: start before arrival": (
+        command(
+            "validate",
+            "{ok}",
+            "--records",
+            "{tmp}/r.csv",
+            setup=lambda t: (t / "r.csv").write_text("arrival,start,end,batch\n0.5,0.2,0.3,0\n"),
+        ),  # fmt: skip
+        ["r.csv", "start", "before arrival", "row 1"],
+    ),
+    "validate records: an unknown outcome": (
+        command(
+            "validate",
+            "{ok}",
+            "--records",
+            "{tmp}/r.csv",
+            setup=lambda t: (t / "r.csv").write_text(
+                "arrival,start,end,batch,outcome\n0.1,0.2,0.3,0,served\n"
+            ),
+        ),  # fmt: skip
+        ["r.csv", "outcome", "unknown outcome 'served'", "completed"],
+    ),
+    "validate records: a folder with no run": (
+        command("validate", "{ok}", "--records", "{tmp}"),
+        ["holds no recorded run", "requests.csv"],
+    ),
+    "validate records: --repeats with --records": (
+        command("validate", "{ok}", "--records", "{tmp}", "--repeats", "2"),
+        ["--repeats", "--records compares runs already made"],
+    ),
+    "validate: --profile-from-records alone": (
+        command("validate", "{ok}", "--profile-from-records"),
+        ["--profile-from-records", "needs --records"],
+    ),
+    "validate: a second path without --records": (
+        command("validate", "{ok}", "{tmp}/afile"),
+        ["recorded runs follow --records"],
+    ),
 }
 
 

@@ -43,8 +43,8 @@ SCENARIO = {
 class Server:
     """`batchsim serve` on a free port, in its own process."""
 
-    def __init__(self, tmp: Path):
-        (tmp / "s.yaml").write_text(yaml.safe_dump(SCENARIO))
+    def __init__(self, tmp: Path, scenario: dict | None = None):
+        (tmp / "s.yaml").write_text(yaml.safe_dump(scenario or SCENARIO))
         self.out = tmp / "served"
         self.process = subprocess.Popen(
             [sys.executable, "-m", "sim.cli", "serve", str(tmp / "s.yaml"), "--port", "0",

@@ -53,6 +53,8 @@ class RunRecords:
     request_last_batch: np.ndarray | None = None  # step level: the batch that completed it
     batch_admitted: np.ndarray | None = None  # step level: requests each iteration admitted
     request_steps: np.ndarray | None = None  # denoising steps per request (0: never started)
+    # further per-request columns a driver records (observe: when each answer reached the client)
+    request_extra: dict[str, np.ndarray] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
     # derived columns, computed once (records do not change once the run has ended)
@@ -100,6 +102,7 @@ class RunRecords:
             columns["steps"] = self.request_steps
         if self.class_names is not None and self.class_id is not None:
             columns["class"] = (self.class_id, self.class_names)
+        columns.update(self.request_extra or {})
         return columns
 
     def batch_columns(self) -> dict[str, Any]:
