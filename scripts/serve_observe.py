@@ -50,7 +50,9 @@ def start_server(scenario: Path, out: Path, overrides: list[str], wait_s: float)
         if "listening on ws://" in line:
             return process, int(line.rsplit(":", 1)[1])
         if process.poll() is not None:
-            break
+            raise SystemExit(
+                f"serve_observe: the server exited ({process.returncode}) before listening"
+            )
     process.kill()
     raise SystemExit(f"serve_observe: the server did not start within {wait_s:g} s")
 
@@ -114,12 +116,26 @@ def record(
     }
 
 
-def provenance() -> dict:
+def provenance(out: Path | None = None) -> dict:
+    """Where and from what the recording ran; `git_dirty`: tracked files changed, the
+    output folder itself aside."""
     commit = subprocess.run(
         ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT
     ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no", "--", "."]
+        + (
+            [f":(exclude){Path(out).resolve().relative_to(ROOT)}"]
+            if out is not None and Path(out).resolve().is_relative_to(ROOT)
+            else []
+        ),
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    ).stdout.strip()
     info = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "git_dirty": bool(dirty),  # the commit plus uncommitted changes
         "host": platform.node(),
         "platform": platform.platform(),
         "python": platform.python_version(),
@@ -150,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     result = record(
         args.scenario, args.out, args.runs, args.overrides, [args.observe_set], args.wait_s
     )
-    result["provenance"] = provenance()
+    result["provenance"] = provenance(args.out)
     (args.out / "provenance.json").write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}", flush=True)
     return 0

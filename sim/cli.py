@@ -710,7 +710,7 @@ def profile(
     options.validate()
     if append:
         check_append_target(out)
-    bundle = models.build(model, size)
+    bundle = models.build(model, size, device)
     with Progress(
         TextColumn("[bold]profile[/] {task.description}"),
         BarColumn(),

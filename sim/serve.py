@@ -196,9 +196,11 @@ def build_runner(model_section: Any) -> ModelRunner:
     from sim import models
     from sim.work import torch_dtype
 
+    if model_section.device == "cuda" and not torch.cuda.is_available():
+        raise InputError("is cuda, but this torch sees no CUDA device", field="model.device")
     if model_section.threads is not None:  # as the profile was measured (validate, profile)
         torch.set_num_threads(model_section.threads)
-    bundle = models.build(model_section.name, model_section.size)
+    bundle = models.build(model_section.name, model_section.size, model_section.device)
     dtype = torch_dtype(model_section.dtype)
     module = bundle.module.to(model_section.device).to(dtype).eval()
     sample = bundle.make_inputs(1, cameras=model_section.cameras, dtype=torch.float32)

@@ -126,16 +126,21 @@ def with_overhead(profile: Profile, overhead_ms: pd.Series, fallback_ms: float) 
 
 
 def noise_aware(
-    rows: list[dict[str, Any]], lat_sim: np.ndarray, lat_live: np.ndarray, margin: float = 0.05
+    rows: list[dict[str, Any]],
+    lat_sim: np.ndarray,
+    lat_live: np.ndarray,
+    margin: float = 0.05,
+    kind: str = "sim",
 ) -> dict[str, Any]:
     """The verdict that knows the live runs' own noise (sim.verdict): per figure, whether
     the prediction is indistinguishable from a rerun (needs two or more live runs), and a
-    TOST equivalence test of the mean latency within `margin`."""
+    TOST equivalence test of the mean latency within `margin`; `kind`: which simulation
+    of the comparison rows is judged."""
     from sim.verdict import indistinguishable, tost
 
     per_metric = {}
     for row in rows:
-        runs, predicted = row.get("live_runs") or [], row.get("sim")
+        runs, predicted = row.get("live_runs") or [], row.get(kind)
         if len(runs) >= 2 and predicted is not None and all(abs(v) > 1e-12 for v in runs):
             per_metric[row["metric"]] = indistinguishable(predicted, runs)
     enough = lat_sim.size >= 2 and lat_live.size >= 2
@@ -307,7 +312,7 @@ def measure(
     scenario, out, repeats = setup.scenario, setup.out, setup.repeats
     spec = scenario.model
     stage(f"building {spec.name} ({spec.size}) on {spec.device}")
-    bundle = models.build(spec.name, spec.size)
+    bundle = models.build(spec.name, spec.size, spec.device)
     options = ProfileOptions(
         spec.device,
         spec.dtype,
@@ -815,6 +820,18 @@ def validate_records(
         "comparison": rows,
         "targets": target_verdicts(rows),
         "noise_aware": noise_aware(rows, lat_sim, lat_live),
+        **(
+            {
+                "noise_aware_recorded_batches": noise_aware(
+                    rows,
+                    np.concatenate([latencies_ms(x) for x in sims["sim_recorded_batches"]]),
+                    lat_live,
+                    kind="sim_recorded_batches",
+                )
+            }
+            if "sim_recorded_batches" in sims
+            else {}
+        ),
         "ks": ks,
         "requests": {
             **{f"recorded_{k + 1}": v["requests"] for k, v in enumerate(live_summaries)},

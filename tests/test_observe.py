@@ -265,3 +265,33 @@ def test_a_users_log_in_the_documented_schema_reads_as_the_run_folder(tmp_path):
     assert main([*argv, "--profile-from-records"]) == 0
     result = json.loads((out / "validation.json").read_text())
     assert result["prediction_profile"] == "recorded batch times"
+
+
+def test_the_prepared_gpu_script_runs_small_on_the_cpu(tmp_path):
+    """scripts/gpu_serve_observe.py --smoke: the GPU check's every step (profile, serve,
+    observe two fleets twice, validate --records), tiny, so a GPU session never finds it
+    broken."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "gpu"
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "gpu_serve_observe.py"),
+            "--smoke",
+            "--out",
+            str(out),
+        ],
+        check=True,
+        cwd=ROOT,
+        capture_output=True,
+        timeout=300,
+    )
+    done = json.loads((out / "provenance.json").read_text())
+    assert set(done["observed"]) == {"count_4", "count_8"}
+    for fleet in ("count_4", "count_8"):
+        result = json.loads((out / fleet / "validation" / "validation.json").read_text())
+        assert len(result["records"]) == 2 and result["noise_aware"]["per_metric"]
+    assert (out / "profile" / "pi0-torch-cudagraph.meta.json").exists()
+    assert (out / "served" / "summary.json").exists()

@@ -77,8 +77,15 @@ def reference_bundle(
     return ModelBundle(name, size, module.eval(), make_inputs, output_shape, cfg)
 
 
-def build(name: str, size: str = "tiny", **options: Any) -> ModelBundle:
-    """A reference model by name, or a plug-in `package.module:factory`."""
+def build(name: str, size: str = "tiny", device: str | None = None, **options: Any) -> ModelBundle:
+    """A reference model by name, or a plug-in `package.module:factory`; with `device`,
+    its weights are made there (random init of billions of weights on the host takes
+    minutes, on a GPU seconds)."""
+    if device is not None and device != "cpu":
+        import torch
+
+        with torch.device(device):
+            return build(name, size, **options)
     if ":" in name:
         return _plugin(name, size)
     if name not in MODELS:
