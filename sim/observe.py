@@ -297,6 +297,20 @@ class ObserveRun:
                 self.in_flight.pop(k, None)
                 self.timed_out.discard(k)
 
+    def reconnect(self, who: str, reconnects: int) -> Any | None:
+        """A fresh connection for a client whose connection failed, or None (and a line
+        saying why) when it has reconnected RECONNECTS times or the run is over."""
+        if reconnects == RECONNECTS or self.stop.is_set():
+            self.problem(f"{who}: stopped after {reconnects} reconnects")
+            return None
+        try:
+            policy = connect(self.target)
+        except InputError as exc:
+            self.problem(f"{who}: reconnect failed: {exc.message}")
+            return None
+        self.opened.append(policy)
+        return policy
+
     def watchdog(self) -> None:
         """Drop requests unanswered for timeout_s, until the run stops."""
         while not self.stop.wait(0.05):
@@ -327,16 +341,10 @@ def robot_loop(run: ObserveRun, k: int, client: Any, policy: Any, obs: dict) -> 
             client.deliver(record.received_s, bool(record.ok))
         if alive:
             continue
-        if reconnects == RECONNECTS or run.stop.is_set():
-            run.problem(f"robot {client.id}: stopped after {reconnects} reconnects")
+        policy = run.reconnect(f"robot {client.id}", reconnects)
+        if policy is None:
             return
         reconnects += 1
-        try:
-            policy = connect(run.target)
-            run.opened.append(policy)
-        except InputError as exc:
-            run.problem(f"robot {client.id}: reconnect failed: {exc.message}")
-            return
 
 
 def open_loop_worker(run: ObserveRun, k: int, policy: Any, obs: dict, work: Any) -> None:
@@ -353,16 +361,10 @@ def open_loop_worker(run: ObserveRun, k: int, policy: Any, obs: dict, work: Any)
         alive = run.request(k, policy, obs, Sent(int(source), float(at_s), run.now()))
         if alive:
             continue
-        if reconnects == RECONNECTS or run.stop.is_set():
-            run.problem(f"connection {k}: stopped after {reconnects} reconnects")
+        policy = run.reconnect(f"connection {k}", reconnects)
+        if policy is None:
             return
         reconnects += 1
-        try:
-            policy = connect(run.target)
-            run.opened.append(policy)
-        except InputError as exc:
-            run.problem(f"connection {k}: reconnect failed: {exc.message}")
-            return
 
 
 def clock_offset(sent: list[Sent]) -> tuple[float | None, float | None]:

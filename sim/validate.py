@@ -593,6 +593,27 @@ def _passes_line(passes: list[dict[str, Any]]) -> list[str]:
     ]
 
 
+def noise_lines(noise: dict[str, Any], against: str) -> list[str]:
+    """The noise-aware verdict in the report: per figure, the prediction's error against
+    `against` beside a rerun's own (leave-one-out), and the TOST on mean latency."""
+    lines = []
+    if noise.get("per_metric"):
+        told = ", ".join(
+            f"{name} {v['error']:+.1%} vs a rerun's {v['spread']:.1%}: "
+            f"{'indistinguishable' if v['indistinguishable'] else 'distinguishable'}"
+            for name, v in noise["per_metric"].items()
+        )
+        lines += ["", f"Noise-aware, prediction vs {against} (leave-one-out spread): {told}."]
+    if noise.get("tost_latency"):
+        t = noise["tost_latency"]
+        lines += [
+            "",
+            f"TOST on mean latency within {t['margin']:.0%}: p = {t['p']:.3g}, "
+            f"{'equivalent' if t['equivalent'] else 'not shown equivalent'} at alpha {t['alpha']}.",
+        ]
+    return lines
+
+
 def render_report(result: dict[str, Any]) -> str:
     """The validation as a markdown report."""
     m = result["model"]
@@ -631,24 +652,7 @@ def render_report(result: dict[str, Any]) -> str:
             for t in targets.values()
         )
         lines += ["", f"Targets, prediction vs live: {verdict}."]
-    noise = result.get("noise_aware") or {}
-    if noise.get("per_metric"):
-        told = ", ".join(
-            f"{name} {v['error']:+.1%} vs a rerun's {v['spread']:.1%}: "
-            f"{'indistinguishable' if v['indistinguishable'] else 'distinguishable'}"
-            for name, v in noise["per_metric"].items()
-        )
-        lines += [
-            "",
-            f"Noise-aware, prediction vs the live runs' own leave-one-out spread: {told}.",
-        ]
-    if noise.get("tost_latency"):
-        t = noise["tost_latency"]
-        lines += [
-            "",
-            f"TOST on mean latency within {t['margin']:.0%}: p = {t['p']:.3g}, "
-            f"{'equivalent' if t['equivalent'] else 'not shown equivalent'} at alpha {t['alpha']}.",
-        ]
+    lines += noise_lines(result.get("noise_aware") or {}, "the live runs")
     lines += [
         "",
         f"Latency distributions, live vs simulated: two-sample KS statistic {ks['statistic']:.3f} (p = {ks['pvalue']:.3g})."
@@ -917,23 +921,14 @@ def render_records_report(result: dict[str, Any]) -> str:
         for t in result["targets"].values()
     )
     lines += ["", f"Fixed targets, prediction vs recorded: {verdict}."]
-    noise = result["noise_aware"]
-    if noise["per_metric"]:
-        told = ", ".join(
-            f"{name} {v['error']:+.1%} vs a rerun's {v['spread']:.1%}: "
-            f"{'indistinguishable' if v['indistinguishable'] else 'distinguishable'}"
-            for name, v in noise["per_metric"].items()
-        )
-        lines += ["", f"Noise-aware, against the recorded runs' leave-one-out spread: {told}."]
-    else:
+    lines += noise_lines(result["noise_aware"], "the recorded runs")
+    if not result["noise_aware"]["per_metric"]:
         lines += ["", "Noise-aware: one recorded run gives no spread; record two or more."]
-    if noise.get("tost_latency"):
-        t = noise["tost_latency"]
-        lines += [
-            "",
-            f"TOST on mean latency within {t['margin']:.0%}: p = {t['p']:.3g}, "
-            f"{'equivalent' if t['equivalent'] else 'not shown equivalent'} at alpha {t['alpha']}.",
-        ]
+    if "noise_aware_recorded_batches" in result:
+        lines += noise_lines(
+            result["noise_aware_recorded_batches"],
+            "the recorded runs, simulated with their own batch times",
+        )
     ks = result["ks"]
     if ks:
         lines += [
