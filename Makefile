@@ -5,21 +5,28 @@ PYTHON ?= python3
 TORCH_SPEC ?= torch==2.13.0
 VENV := .venv
 BIN := $(VENV)/bin
+# the simulator alone (what `make demo` needs), then everything the tests use on top
+SIM_STAMP := $(VENV)/.sim-stamp
 STAMP := $(VENV)/.installed-stamp
 
 .PHONY: demo test lint format bench clean
 
-$(STAMP): pyproject.toml
+$(SIM_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $(SIM_STAMP)
+
+# the test tools, the reference models (torch), serve/observe and openpi-client
+$(STAMP): $(SIM_STAMP)
 	$(BIN)/python -m pip install --quiet '$(TORCH_SPEC)'
 	$(BIN)/python -m pip install --quiet -e '.[dev,models,serve,openpi]'
 # openpi-client without its numpy<2 pin (see pyproject.toml, extra "openpi")
 	$(BIN)/python -m pip install --quiet --no-deps openpi-client==0.1.2
 	touch $(STAMP)
 
-## demo: set up and run the quickstart scenario (outputs in runs/quickstart)
-demo: $(STAMP)
+## demo: set up the simulator (no torch) and run the quickstart scenario (outputs in runs/quickstart)
+demo: $(SIM_STAMP)
 	$(BIN)/batchsim run scenarios/quickstart.yaml --out runs/quickstart
 
 ## test: set up, lint and run the whole test suite
