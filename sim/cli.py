@@ -52,8 +52,30 @@ SloOption = repeated("--slo", "METRIC<=VALUE, e.g. p99_ms<=100; repeat to AND")
 SpaceOption = repeated(
     "--space", "KEY=V1,V2,... or KEY=LO:HI[:STEP]: the configurations to compare"
 )
-out_console = Console()
-err_console = Console(stderr=True)
+
+
+def _console(stderr: bool = False) -> Console:
+    """rich's console on a terminal; into a pipe or a file, one that never wraps at 80
+    columns (lines as long as they are), without colour."""
+    stream = sys.stderr if stderr else sys.stdout
+    if stream.isatty():
+        return Console(stderr=stderr)
+    return Console(stderr=stderr, width=10_000, no_color=True, highlight=False)
+
+
+out_console = _console()
+err_console = _console(stderr=True)
+
+
+def _table(**options: Any) -> Table:
+    """A table: rich's box drawing on a terminal, plain ASCII columns elsewhere (a log, a
+    pipe into grep), as wide as its content."""
+    if not out_console.is_terminal:
+        options["box"] = box.ASCII2 if options.get("box") is not box.SIMPLE else box.SIMPLE
+        options["header_style"] = None
+        options["title_style"] = None
+        options["title_justify"] = "left"
+    return Table(**options)
 
 
 def _version() -> str:
@@ -105,7 +127,7 @@ def summary_table(summary: dict[str, Any], command: str = "run") -> Table:
             for stat in ("mean", "p50", "p90", "p99", "max")
         )
 
-    table = Table(
+    table = _table(
         title=f"batchsim {command}: {summary['scenario']}", show_header=True, header_style="bold"
     )
     table.add_column("metric")
@@ -318,7 +340,7 @@ def sweep(
 def sweep_table(summary: Any, keys: list[str]) -> Table:
     from sim.metrics import METRICS
 
-    table = Table(title="sweep: mean ± 95% CI over replications", header_style="bold")
+    table = _table(title="sweep: mean ± 95% CI over replications", header_style="bold")
     for key in keys:
         table.add_column(key, overflow="fold")
     columns = ("throughput_rps", "latency_p99_ms", "slo_attainment", "batch_size_mean")
@@ -379,7 +401,7 @@ def recommend(
     ) as bar:
         task = bar.add_task("", total=len(rec.configs))
         ranked = rec.run(workers, on_done=lambda c: bar.advance(task))
-    table = Table(
+    table = _table(
         title=f"frontier: {objective}, {' and '.join(str(t) for t in rec.slo)}", header_style="bold"
     )
     for key in rec.space:
@@ -513,7 +535,7 @@ def _print_validation(
 ) -> None:
     """validate's table and verdicts: `against` the live or recorded runs; `second`, the
     simulation with the observed batch times (the queueing model alone)."""
-    table = Table(
+    table = _table(
         title=f"validate: {scenario.name}", header_style="bold", box=box.SIMPLE, pad_edge=False
     )
     for col in (
@@ -816,7 +838,7 @@ def estimate(
     path = write(est, out)
     info = est.meta["estimate"]
     f = info["factors"]
-    table = Table(
+    table = _table(
         title=f"batchsim estimate: {source} ({info['source_gpu']['name']}) -> {target.name}",
         header_style="bold",
     )
@@ -984,7 +1006,7 @@ def gpus() -> None:
     """The GPU table `batchsim estimate` uses: dense bf16 TFLOPS, bandwidth, memory, sources."""
     from sim.gpus import GPUS
 
-    table = Table(title="GPUs (dense bf16; a spec file adds others)", header_style="bold")
+    table = _table(title="GPUs (dense bf16; a spec file adds others)", header_style="bold")
     for column in ("name", "bf16 TFLOPS", "GB/s", "memory GB", "L2 MB", "source"):
         table.add_column(column)
     for spec in GPUS.values():

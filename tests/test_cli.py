@@ -383,3 +383,25 @@ def test_version_and_short_help():
         assert shown.returncode == 0 and "Usage:" in shown.stdout and "Options" in shown.stdout, (
             argv
         )
+
+
+def test_tables_off_a_terminal_are_plain_and_unwrapped():
+    """Into a pipe (a log, grep) a table is ASCII, one line per row however long, with no
+    colour codes; COLUMNS=40 does not fold it."""
+    import os
+    import subprocess
+
+    from tests.conftest import BATCHSIM
+
+    done = subprocess.run(
+        [*BATCHSIM, "run", "scenarios/quickstart.yaml"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "COLUMNS": "40"},
+    )
+    assert done.returncode == 0, done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| requests")]
+    assert len(rows) == 1 and "arrived" in rows[0] and "unfinished" in rows[0], done.stdout
+    assert "\x1b[" not in done.stdout and "│" not in done.stdout
+    assert done.stdout.splitlines()[0].startswith("batchsim run: quickstart")
