@@ -19,7 +19,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from sim.errors import InputError
+from sim.errors import InputError, Interrupted
 from sim.limits import DEFAULT as DEFAULT_LIMITS
 from sim.outputs import RUN_FILES, check_out_dir, check_out_file, write_text
 
@@ -1030,7 +1030,12 @@ def main(argv: list[str] | None = None) -> int:
             f"batchsim: error: {exc}", markup=False, highlight=False, soft_wrap=True, emoji=False
         )
         return 2
-    except typer.Abort:
+    except Interrupted as exc:
+        err_console.print(
+            f"batchsim: interrupted: {exc}", markup=False, highlight=False, soft_wrap=True
+        )
+        return 130
+    except (typer.Abort, KeyboardInterrupt):
         err_console.print("batchsim: aborted")
         return 130
     except Exception as exc:

@@ -21,6 +21,12 @@ class InputError(Exception):
         super().__init__(f"{prefix}: {message}" if prefix else message)
 
 
+class Interrupted(Exception):
+    """Ctrl-C stopped long work; the message says what was kept and how to go on."""
+
+    exit_code = 130
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (its type's name when it has none): how
     a library's error is quoted inside one InputError line."""

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sim.errors import InputError
+from sim.errors import InputError, Interrupted
 from sim.limits import DEFAULT, Limits, check
 from sim.metrics import SLO_NAMES
 from sim.scenario import load, parse
@@ -281,20 +281,23 @@ class Recommender:
     ) -> list[Candidate]:
         """Search every configuration (on Dask when workers > 1) and rank them."""
         if workers and workers > 1 and len(self.configs) > 1:
-            from dask.distributed import Client, LocalCluster, as_completed
+            from dask.distributed import as_completed
 
-            with (
-                LocalCluster(
-                    n_workers=workers, threads_per_worker=1, dashboard_address=None, silence_logs=50
-                ) as cluster,
-                Client(cluster) as client,
-            ):
-                futures = [client.submit(self.search, c, pure=False) for c in self.configs]
-                results = []
-                for future in as_completed(futures):
-                    results.append(future.result())
-                    if on_done:
-                        on_done(results[-1])
+            from sim.cluster import local_cluster
+
+            results = []
+            try:
+                with local_cluster(workers) as client:
+                    futures = [client.submit(self.search, c, pure=False) for c in self.configs]
+                    for future in as_completed(futures):
+                        results.append(future.result())
+                        if on_done:
+                            on_done(results[-1])
+            except KeyboardInterrupt:
+                raise Interrupted(
+                    f"{len(results)} of {len(self.configs)} configurations were searched; "
+                    "recommend does not resume yet, so a rerun starts again"
+                ) from None
         else:
             results = []
             for config in self.configs:

@@ -29,7 +29,7 @@ import numpy as np
 import yaml
 
 from sim import files
-from sim.errors import InputError
+from sim.errors import InputError, Interrupted
 from sim.limits import check
 from sim.metrics import METRICS, flatten
 from sim.outputs import check_out_dir, replacing, write_text
@@ -323,7 +323,7 @@ def run_sweep(
     on_result: Callable[[Point, dict[str, Any] | None, int, int], None] | None = None,
 ) -> pd.DataFrame:
     """Run every missing point on Dask, writing each as it finishes; return all results."""
-    from dask.distributed import Client, LocalCluster, as_completed
+    from dask.distributed import as_completed
 
     sweep.prepare_out()
     done = sweep.done()
@@ -333,43 +333,41 @@ def run_sweep(
     if on_result is not None:
         on_result(None, None, finished, total)
     if todo:
-        cluster = None
+        from sim.cluster import local_cluster
+
         if scheduler is None:
-            cluster = LocalCluster(
-                n_workers=workers or os.cpu_count() or 1,
-                threads_per_worker=1,
-                processes=True,
-                dashboard_address=None,
-                silence_logs=50,
-            )
-        if cluster is not None:
-            client = Client(cluster)
-        else:  # an address, or a client already connected to it (batchsim sweep's)
-            client = connect(scheduler) if isinstance(scheduler, str) else scheduler
+            clients = local_cluster(workers or os.cpu_count() or 1)
+        elif isinstance(scheduler, str):  # an address, or a client already connected to it
+            clients = connect(scheduler)
+        else:  # a connected Client: closed at the end, as the others
+            clients = scheduler
+        before = finished
         try:
-            futures = {
-                client.submit(
-                    run_point,
-                    sweep.base,
-                    sweep.base_dir,
-                    p.overrides,
-                    sweep.base_seed + p.replication,
-                    key=f"batchsim-{sweep.hash}-{p.name}",
-                    pure=False,
-                ): p
-                for p in todo
-            }
-            for future in as_completed(futures):
-                point = futures[future]
-                result = future.result()
-                sweep.write_point(point, result)
-                finished += 1
-                if on_result is not None:
-                    on_result(point, result, finished, total)
-        finally:
-            client.close()
-            if cluster is not None:
-                cluster.close()
+            with clients as client:
+                futures = {
+                    client.submit(
+                        run_point,
+                        sweep.base,
+                        sweep.base_dir,
+                        p.overrides,
+                        sweep.base_seed + p.replication,
+                        key=f"batchsim-{sweep.hash}-{p.name}",
+                        pure=False,
+                    ): p
+                    for p in todo
+                }
+                for future in as_completed(futures):
+                    point = futures[future]
+                    result = future.result()
+                    sweep.write_point(point, result)
+                    finished += 1
+                    if on_result is not None:
+                        on_result(point, result, finished, total)
+        except KeyboardInterrupt:
+            raise Interrupted(
+                f"{finished:,} of {total:,} points are saved in {sweep.out} ({finished - before:,} "
+                "new); run the same command again to go on from there"
+            ) from None
     results = sweep.results()
     summary, diffs = summarize_sweep(results, list(sweep.grid))
     with replacing(sweep.out / "results.parquet") as tmp:

@@ -330,3 +330,38 @@ def test_a_damaged_point_file_is_computed_again_with_a_warning(tmp_path):
     )
     after = pd.read_parquet(out / "results.parquet").drop(columns="wall_s")
     pd.testing.assert_frame_equal(before, after)  # the same point, the same seed, the same figures
+
+
+def test_ctrl_c_on_a_sweep_is_one_line_and_resumable(tmp_path):
+    """Ctrl-C reaches the whole process group (the Dask workers too): the sweep exits 130
+    with one line saying what is saved, no worker prints a traceback, and the same
+    command finishes the rest."""
+    from tests.conftest import BATCHSIM
+
+    out = tmp_path / "sw"
+    argv = [*BATCHSIM, "sweep", str(ROOT / "scenarios" / "aloha-pi0-fleet.yaml"), "--out",
+            str(out), "--grid", "policy.max_batch=1,2,4,8", "--replications", "10",
+            "--set", "duration_s=600", "--workers", "2", "--quiet"]  # fmt: skip
+    process = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        start_new_session=True,  # its own group, as a terminal's foreground job
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    deadline = time.monotonic() + 120
+    while not list((out / "points").glob("*.parquet")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("batchsim: interrupted: "), err
+    saved = len(list((out / "points").glob("*.parquet")))
+    assert f"{saved} of 40 points are saved" in lines[0]
+    done = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert len(list((out / "points").glob("*.parquet"))) == 40
