@@ -147,7 +147,12 @@ def summary_table(summary: dict[str, Any], command: str = "run") -> Table:
             "not a measurement",
         )
     table.add_row("throughput (req/s)", _fmt(v("throughput_rps")))
-    table.add_row("goodput (req/s)", _fmt(v("goodput_rps")))
+    # goodput counts requests answered by their deadline; without deadlines it is throughput
+    has_deadlines = summary["slo"]["attainment"] is not None
+    table.add_row(
+        "goodput (req/s)" + (", by their deadline" if has_deadlines else ", no deadlines: all"),
+        _fmt(v("goodput_rps")),
+    )
     table.add_row("latency (ms)", dist("latency"))
     table.add_row("queue delay (ms)", dist("queue_delay"))
     if v("batch_admitted_mean") is not None:  # step level: a batch is an iteration
@@ -199,11 +204,23 @@ def summary_table(summary: dict[str, Any], command: str = "run") -> Table:
         table.add_row(
             f"robots ({summary['robots']['count']})",
             f"stall {v('robots_stall_fraction'):.1%} (worst {v('robots_stall_fraction_max'):.1%}), "
-            f"deadline misses {'-' if miss is None else f'{miss:.1%}'}, "
             f"control rate {v('robots_control_rate_ratio'):.1%} of target "
             f"({v('robots_effective_control_hz'):.1f} Hz), chunks {v('robots_chunk_rate_hz'):.2f}/s, "
-            f"stale actions {v('robots_stale_actions'):,}, "
             f"Jain {_fmt(v('robots_jain_control_rate'), 3)}",
+        )
+        episodes = v("robots_stall_episodes")
+        table.add_row(
+            "robot stalls",
+            f"{episodes:,} freezes, mean {_fmt(v('robots_stall_episode_mean_ms'), 1)} ms, "
+            f"longest {_fmt(v('robots_stall_longest_ms'), 1)} ms"
+            if episodes
+            else "none",
+        )
+        stale = v("robots_stale_actions_per_chunk")
+        table.add_row(
+            "robot deadlines",
+            ("none (sync robots without slo.latency_ms)" if miss is None else f"{miss:.1%} missed")
+            + f"; stale actions {'-' if stale is None else f'{stale:.2f}'} per chunk",
         )
         table.add_row(
             "robot round trip (ms)",
@@ -261,6 +278,11 @@ def run(
     if not quiet:
         out_console.print(summary_table(summary))
         note = f"{records.arrival_s.size:,} requests simulated in {wall_s:.2f} s"
+        if loaded.scenario.warmup_s > 0:  # the table counts the window only; say both
+            note += (
+                f" ({summary['requests']['arrived']:,} after the {loaded.scenario.warmup_s:g} s "
+                "warm-up, in the table)"
+            )
         if out is not None:
             extra = ", robots.parquet" if records.robots is not None else ""
             note += (

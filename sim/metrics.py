@@ -89,6 +89,12 @@ REGISTRY: tuple[Metric, ...] = (
     Metric("robots_effective_control_hz", ("robots", "effective_control_hz"), "Hz", "control rate"),
     Metric("robots_chunk_rate_hz", ("robots", "chunk_rate_hz"), "Hz", "chunks"),
     Metric("robots_stale_actions", ("robots", "stale_actions"), "actions", "stale actions"),
+    Metric("robots_stale_actions_per_chunk", ("robots", "stale_actions_per_chunk"), "actions",
+           "stale actions per chunk"),
+    Metric("robots_stall_episodes", ("robots", "stall_episodes"), "episodes", "stall episodes"),
+    Metric("robots_stall_episode_mean_ms", ("robots", "stall_episode_mean_ms"), "ms",
+           "mean stall episode"),
+    Metric("robots_stall_longest_ms", ("robots", "stall_longest_ms"), "ms", "longest stall"),
     Metric("robots_jain_control_rate", ("robots", "jain_control_rate"), "index", "Jain"),
     *(
         Metric(f"robots_round_trip_{stat}_ms", ("robots", "round_trip_ms", stat), "ms",
@@ -261,6 +267,14 @@ def robots_columns(rec: RunRecords) -> dict[str, list[Any]]:
                     st.window_misses / answered if answered and p.has_deadlines else None
                 ),
                 "stall_fraction": float(st.window_stall_s) / window_s,
+                # freezes: how many, how long on average, the longest (within the window)
+                "stall_episodes": st.window_stall_episodes,
+                "stall_episode_mean_ms": (
+                    st.window_stall_s / st.window_stall_episodes * 1000.0
+                    if st.window_stall_episodes
+                    else None
+                ),
+                "stall_longest_ms": st.window_stall_longest_s * 1000.0,
                 "effective_control_hz": st.window_executed / window_s,
                 "control_rate_ratio": st.window_executed / window_s / p.control_hz,
                 "chunk_rate_hz": st.window_responses / window_s,
@@ -295,6 +309,10 @@ def robots_summary(rec: RunRecords) -> dict[str, Any]:
     total_answered = sum(c.stats.window_responses + c.stats.window_failures for c in with_deadlines)
     total_misses = sum(c.stats.window_misses for c in with_deadlines)
     stall = np.asarray(columns["stall_fraction"], dtype=float)
+    episodes = sum(c.stats.window_stall_episodes for c in rec.robots)
+    stalled_s = sum(c.stats.window_stall_s for c in rec.robots)
+    chunks = sum(c.stats.responses for c in rec.robots)
+    stale = int(np.sum(columns["stale_actions"]))
     return {
         "count": int(stall.size),
         "stall_fraction": float(stall.mean()),
@@ -303,7 +321,12 @@ def robots_summary(rec: RunRecords) -> dict[str, Any]:
         "effective_control_hz": float(np.mean(columns["effective_control_hz"])),
         "control_rate_ratio": float(np.mean(columns["control_rate_ratio"])),
         "chunk_rate_hz": float(np.mean(columns["chunk_rate_hz"])),
-        "stale_actions": int(np.sum(columns["stale_actions"])),
+        "stall_episodes": episodes,
+        "stall_episode_mean_ms": stalled_s / episodes * 1000.0 if episodes else None,
+        "stall_longest_ms": float(np.max(columns["stall_longest_ms"])),
+        "stale_actions": stale,
+        # of each chunk received, how many actions were already past (async robots)
+        "stale_actions_per_chunk": stale / chunks if chunks else None,
         "unused_actions": int(np.sum(columns["unused_actions"])),
         "replaced_actions": int(np.sum(columns["replaced_actions"])),
         "round_trip_ms": distribution(trips),

@@ -283,6 +283,12 @@ class RobotGroup(Strict):
     def _execute_within_chunk(self) -> RobotGroup:
         if self.execute is not None and self.execute > self.chunk:
             raise ValueError(f"execute ({self.execute}) cannot exceed chunk ({self.chunk})")
+        if self.mode == "sync" and "threshold" in self.model_fields_set:
+            # a key that would do nothing is refused, not silently ignored
+            raise ValueError(
+                "threshold applies to async robots (when they ask for the next chunk); a "
+                "sync robot asks when its chunk runs out: drop threshold or set mode: async"
+            )
         return self
 
     @property

@@ -641,6 +641,10 @@ TABLE: dict[str, Case] = {
         ),  # fmt: skip
         ["one replica with a shared queue"],
     ),
+    "robots: threshold on sync robots": (
+        scenario(with_value(FLEET, "workload.threshold", 0.3)),
+        ["workload", "threshold applies to async robots", "mode: async"],
+    ),
     # 13. observe and validate --records (issue 17)
     "observe: target not a websocket": (
         command("observe", "{ok}", "--target", "http://127.0.0.1:8000"),

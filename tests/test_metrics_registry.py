@@ -23,9 +23,13 @@ STEP_LEVEL = ("batch_admitted_mean", "steps_mean", "steps_degraded_share")
 
 def test_every_metric_is_where_the_registry_says():
     open_loop, fleet = summary_of("quickstart"), summary_of("lerobot-async-fleet")
+    stalling = summary_of("aloha-pi0-fleet")  # the async fleet never freezes
     staged = summary_of("pi0-continuous", **{"policy.min_steps": 4})
     for metric in REGISTRY:
         summary = fleet if metric.name.startswith("robots_") else open_loop
+        if metric.name == "robots_stall_episode_mean_ms":
+            assert metric_value(fleet, metric.name) is None  # no freeze, no mean
+            summary = stalling
         if metric.name in STEP_LEVEL:
             assert metric_value(open_loop, metric.name) is None  # request level, K steps
             summary = staged

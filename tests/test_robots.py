@@ -114,8 +114,9 @@ def test_actions_are_conserved(
     execute = max(1, int(chunk * execute_frac))
     workload = {
         "count": count, "control_hz": hz, "chunk": chunk, "execute": execute, "mode": mode,
-        "threshold": threshold, "start": start, "jitter_ms": jitter,
+        "start": start, "jitter_ms": jitter,
         "network_ms": {"uplink": uplink, "downlink": uplink / 2, "jitter": jitter},
+        **({"threshold": threshold} if mode == "async" else {}),  # sync robots refuse it
     }  # fmt: skip
     admission = {"admission": {"max_queue": max_queue}} if max_queue else {}
     _, records = fleet(workload, lambda b: latency_ms + b, duration_s=8.0, **admission)
@@ -209,3 +210,29 @@ def test_run_prints_and_writes_robot_metrics(tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["robots"]["count"] == 48
     assert summary["robots"]["stall_fraction"] == pytest.approx(frame.stall_fraction.mean())
+
+
+def test_stall_episodes_by_hand():
+    """One sync robot, 20 ms answers, 10 actions at 50 Hz: it freezes for exactly 20 ms
+    before every chunk (the first from the start), so a cycle is 220 ms: in 10 s, 46
+    freezes (the last from 9.90 to 9.92 s), each exactly 20 ms."""
+    from sim.metrics import robots_summary
+    from sim.scenario import load
+    from sim.simulate import simulate
+
+    loaded = load(
+        {
+            "duration_s": 10,
+            "profile": {"batch_size": [1], "latency_ms": [20]},
+            "workload": {"kind": "robots", "count": 1, "control_hz": 50, "chunk": 10},
+            "policy": {"kind": "dynamic", "max_batch": 1},
+        }
+    )
+    block = robots_summary(simulate(loaded))
+    cycles = 10 / 0.22  # 45.45: 45 whole cycles, then a freeze and part of a chunk
+    assert block["stall_episodes"] == int(cycles) + 1
+    assert block["stall_longest_ms"] == pytest.approx(20.0)
+    stalled_s = block["stall_fraction"] * 10
+    assert block["stall_episode_mean_ms"] == pytest.approx(stalled_s / 46 * 1000)
+    assert stalled_s == pytest.approx(46 * 0.020)
+    assert block["stale_actions_per_chunk"] == 0

@@ -94,6 +94,8 @@ class RobotStats:
     window_sent: int = 0
     window_misses: int = 0
     window_failures: int = 0
+    window_stall_episodes: int = 0  # freezes within the window (one still going at the end counts)
+    window_stall_longest_s: float = 0.0
     round_trips_s: Sequence[float] = field(default_factory=list)
 
 
@@ -117,7 +119,8 @@ class RobotClient:
         # running totals (RobotStats)
         "sent", "responses", "failures", "misses", "executed_actions", "stale_actions",
         "replaced_actions", "window_executed", "window_stall_s", "window_responses",
-        "window_sent", "window_misses", "window_failures", "round_trips_s",
+        "window_sent", "window_misses", "window_failures", "window_stall_episodes",
+        "window_stall_longest_s", "round_trips_s",
     )  # fmt: skip
 
     def __init__(
@@ -144,6 +147,8 @@ class RobotClient:
         self.window_executed = self.window_responses = self.window_sent = 0
         self.window_misses = self.window_failures = 0
         self.window_stall_s = 0.0
+        self.window_stall_episodes = 0
+        self.window_stall_longest_s = 0.0
         self.round_trips_s = array("d")  # seconds, as a buffer numpy reads without a copy
         self.next_send_s: float | None = self._jittered(params.start_s)
         # the network delays of the next (or in-flight) request, drawn by draw_network()
@@ -172,6 +177,8 @@ class RobotClient:
             window_sent=self.window_sent,
             window_misses=self.window_misses,
             window_failures=self.window_failures,
+            window_stall_episodes=self.window_stall_episodes,
+            window_stall_longest_s=self.window_stall_longest_s,
             round_trips_s=self.round_trips_s,
         )
 
@@ -309,7 +316,11 @@ class RobotClient:
     def _add_stall(self, start_s: float, end_s: float) -> None:
         lo = start_s if start_s >= self.warmup_s else self.warmup_s
         if end_s > lo:
-            self.window_stall_s += end_s - lo
+            frozen_s = end_s - lo
+            self.window_stall_s += frozen_s
+            self.window_stall_episodes += 1
+            if frozen_s > self.window_stall_longest_s:
+                self.window_stall_longest_s = frozen_s
 
     def _jittered(self, t_s: float) -> float:
         if self._jitter_s > 0:
