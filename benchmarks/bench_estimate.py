@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from sim.estimate import estimate
+from sim.estimation import estimate
 from sim.gpus import GPUS
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -311,7 +311,7 @@ def sweep(
     quiet: QuietOption = False,
 ) -> None:
     """Run a grid of scenario variants x replications on Dask; resumable."""
-    from sim.sweep import Sweep, connect, parse_grid, run_sweep, summarize_sweep
+    from sim.sweeps import Sweep, connect, parse_grid, run_sweep, summarize_sweep
 
     if workers is not None and scheduler is not None:
         raise InputError("give --workers or --scheduler, not both", source="--scheduler")
@@ -407,7 +407,7 @@ def recommend(
     out: Annotated[Path | None, typer.Option("--out", help="folder for recommend.json")] = None,
 ) -> None:
     """Find the best configuration that meets an SLO, by capacity search."""
-    from sim.recommend import Recommender
+    from sim.search import Recommender
 
     if workers < 1:
         raise InputError("must be >= 1", source="--workers")
@@ -517,7 +517,7 @@ def validate(
                     "is for live runs; --records compares runs already made", source=flag
                 )
         check_out_dir(out)
-        from sim.validate import validate_records
+        from sim.validation import validate_records
 
         result = validate_records(
             scenario,
@@ -535,7 +535,7 @@ def validate(
     repeats = 3 if repeats is None else repeats
     check_out_dir(out)  # before the live runs, which take minutes
     try:
-        from sim.validate import validate as run_validation
+        from sim.validation import validate as run_validation
     except ImportError as exc:
         raise InputError(
             f"validate needs torch and transformers ({exc})", source="validate"
@@ -836,8 +836,8 @@ def estimate(
     ] = None,
 ) -> None:
     """Estimate a profile on a GPU you don't own: a calibrated roofline transfer of a measured one."""
-    from sim.estimate import estimate as run_estimate
-    from sim.estimate import parse_shape, write
+    from sim.estimation import estimate as run_estimate
+    from sim.estimation import parse_shape, write
     from sim.gpus import load_gpu
 
     target = load_gpu(gpu)

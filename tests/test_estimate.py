@@ -16,7 +16,7 @@ from tests.conftest import ROOT, run_cli
 
 torch = pytest.importorskip("torch")
 
-from sim.estimate import Factors, estimate, fit, parts  # noqa: E402
+from sim.estimation import Factors, estimate, fit, parts  # noqa: E402
 from sim.gpus import GPUS, GpuSpec  # noqa: E402
 from sim.work import CallWork, StageWork, count, meta_bundle  # noqa: E402
 

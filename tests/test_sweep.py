@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from sim.recommend import Recommender
+from sim.search import Recommender
 from tests.conftest import ROOT, run_cli
 
 BIN = Path(sys.executable).parent

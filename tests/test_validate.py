@@ -16,7 +16,7 @@ from sim.engine.records import COMPLETED, FAILED  # noqa: E402
 from sim.live import run_live  # noqa: E402
 from sim.scenario import scenario_from_dict  # noqa: E402
 from sim.simulate import simulate  # noqa: E402
-from sim.validate import render_report  # noqa: E402
+from sim.validation import render_report  # noqa: E402
 from tests.conftest import ROOT, run_cli  # noqa: E402
 
 
@@ -253,7 +253,7 @@ def test_profiling_passes_are_scaled_to_the_median_speed_before_pooling():
     the median speed, both passes give the same samples; the spread within a pass stays."""
     import pandas as pd
 
-    from sim.validate import normalise_drift
+    from sim.validation import normalise_drift
 
     rows = [
         {"batch_size": b, "latency_ms": factor * base * b, "idle_ms": idle, "run": run}
@@ -292,7 +292,7 @@ def test_a_server_that_wakes_late_matches_the_simulation_with_that_wake_latency(
 
 
 def test_comparison_rows_take_medians_of_live_runs_and_of_simulation_draws():
-    from sim.validate import comparison_rows, target_verdicts
+    from sim.validation import comparison_rows, target_verdicts
 
     def summary(thr, p50, p99):
         return {"throughput_rps": thr, "latency_ms": {"p50": p50, "p99": p99}}

@@ -588,7 +588,7 @@ def _passes_line(passes: list[dict[str, Any]]) -> list[str]:
         f"the live runs and one after each, pooled; the live policy planned with the first. "
         f"Median at batch {largest} back to back, pass by pass: {medians} ms; speeds "
         f"(relative to all passes) {speeds}: each pass is scaled to the median speed before "
-        "pooling (sim.validate.normalise_drift).",
+        "pooling (sim.validation.normalise_drift).",
         "",
     ]
 

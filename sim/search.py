@@ -23,7 +23,7 @@ from sim.errors import InputError, Interrupted
 from sim.limits import DEFAULT, Limits, check
 from sim.metrics import SLO_NAMES
 from sim.scenario import load, parse
-from sim.sweep import confidence_interval, parse_grid, run_point
+from sim.sweeps import confidence_interval, parse_grid, run_point
 
 OBJECTIVES = {
     "max-throughput": ("workload.rate_rps", "max"),

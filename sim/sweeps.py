@@ -268,7 +268,8 @@ def summarize_sweep(
         row: dict[str, Any] = {"config": config, "replications": len(group)}
         row.update({c: group[c].iloc[0] for c in grid_cols})
         drow: dict[str, Any] = dict(row)
-        paired = group.set_index("replication").join(base, rsuffix="_base", how="inner")
+        # every column is in both: suffix them all (join's rsuffix is deprecated)
+        paired = group.set_index("replication").join(base.add_suffix("_base"), how="inner")
         for metric in METRICS:  # every figure of the metrics registry the points have
             if metric not in group or group[metric].isna().all():
                 continue
@@ -364,8 +365,9 @@ def run_sweep(
                     if on_result is not None:
                         on_result(point, result, finished, total)
         except KeyboardInterrupt:
+            saved = len(sweep.done())  # what is on disk (a point may land as Ctrl-C comes)
             raise Interrupted(
-                f"{finished:,} of {total:,} points are saved in {sweep.out} ({finished - before:,} "
+                f"{saved:,} of {total:,} points are saved in {sweep.out} ({saved - before:,} "
                 "new); run the same command again to go on from there"
             ) from None
     results = sweep.results()
