@@ -162,6 +162,7 @@ class Recommendation:
 
     ranked: list[Any]  # sim.search.Candidate: config, best probe (None: infeasible), probes
     explanation: str
+    warnings: list[str] = field(default_factory=list)  # e.g. an answer that rests on phase-locking
 
     @property
     def best(self) -> Any | None:
@@ -187,4 +188,4 @@ def recommend(
         space = [f"{k}={','.join(json.dumps(v) for v in values)}" for k, values in space.items()]
     rec = Recommender(scenario, terms, objective, list(space), replications, None, list(overrides))
     ranked = rec.run(workers)
-    return Recommendation(ranked, rec.explain(ranked))
+    return Recommendation(ranked, rec.explain(ranked), rec.phase_lock_warnings(ranked))

@@ -406,47 +406,85 @@ def recommend(
     set_: SetOption = None,
     out: Annotated[Path | None, typer.Option("--out", help="folder for recommend.json")] = None,
 ) -> None:
-    """Find the best configuration that meets an SLO, by capacity search."""
-    from sim.search import Recommender
+    """Find the best configuration that meets an SLO, by capacity search (resumable with --out)."""
+    from sim.search import ProbeLog, Recommender, describe_probe
 
     if workers < 1:
         raise InputError("must be >= 1", source="--workers")
     if out is not None:
         check_out_dir(out)
     rec = Recommender(scenario, slo or [], objective, space or [], replications, search, set_ or [])
+    log = ProbeLog(out / "probes.jsonl", rec.identity()) if out is not None else None
+    for config, why in ((c, rec.floors.get(_key(c))) for c in rec.configs):
+        if why:  # refused before any probe, with the numbers
+            err_console.print(f"recommend: {config or '(scenario)'}: {why}", markup=False)
+    terminal = err_console.is_terminal
+
+    def on_probe(config, ev, reused):
+        # one line per probe, on a terminal or in a log: what ran, at what load, the result
+        verdict = "pass" if ev.feasible else "FAIL " + ", ".join(ev.failed)
+        where = " ".join(f"{k}={v}" for k, v in config.items()) or "(scenario)"
+        err_console.print(
+            f"probe {where} {rec.search_key}={ev.load:g}: {describe_probe(ev, rec.slo)}: "
+            f"{verdict}{' (saved)' if reused else ''}",
+            markup=False,
+            highlight=False,
+        )
+
     with Progress(
         TextColumn("[bold]recommend[/]"),
         BarColumn(),
         TextColumn("{task.completed}/{task.total} configurations"),
         TimeElapsedColumn(),
         console=err_console,
+        disable=not terminal,
     ) as bar:
         task = bar.add_task("", total=len(rec.configs))
-        ranked = rec.run(workers, on_done=lambda c: bar.advance(task))
+        ranked = rec.run(workers, on_done=lambda c: bar.advance(task), on_probe=on_probe, log=log)
     table = _table(
         title=f"frontier: {objective}, {' and '.join(str(t) for t in rec.slo)}", header_style="bold"
     )
     for key in rec.space:
         table.add_column(key, overflow="fold")
     table.add_column(rec.search_key, justify="right")
-    table.add_column("throughput req/s", justify="right")
-    table.add_column("p99 ms", justify="right")
+    shown = ["throughput_rps", "latency_p99_ms"]
+    shown += [t.metric for t in rec.slo if t.metric not in shown]  # every constrained metric
+    names = {t.metric: str(t) for t in rec.slo}
+    for metric in shown:
+        table.add_column(names.get(metric, metric), justify="right")
     for cand in ranked:
         m = cand.best.metrics if cand.best else {}
+        cells = []
+        for metric in shown:
+            mean, half = m.get(metric, (None, None))
+            ci = "" if half is None or half != half or half == 0 else f" ± {half:.2g}"
+            cells.append("-" if mean is None else f"{mean:.4g}{ci}")
         table.add_row(
             *[str(cand.config[k]) for k in rec.space],
             "infeasible" if cand.best is None else f"{cand.best.load:g}",
-            _fmt(m.get("throughput_rps", (None,))[0], 1),
-            _fmt(m.get("latency_p99_ms", (None,))[0], 1),
+            *cells,
         )
     out_console.print(table)
+    for cand in ranked:
+        if cand.best is None:
+            where = " ".join(f"{k}={v}" for k, v in cand.config.items()) or "(scenario)"
+            out_console.print(f"infeasible {where}: {rec.infeasible_line(cand)}")
     out_console.print(rec.explain(ranked))
+    rec.warnings = rec.phase_lock_warnings(ranked)
+    for line in rec.warnings:
+        err_console.print(f"batchsim: warning: {line}", markup=False, highlight=False)
     if out is not None:
         import json
 
         write_text(
             out / "recommend.json", json.dumps(rec.report(ranked), indent=2, default=str) + "\n"
         )
+
+
+def _key(config: dict) -> str:
+    from sim.search import _config_key
+
+    return _config_key(config)
 
 
 @app.command()

@@ -12,6 +12,7 @@ SLO metric must lie on the right side of its bound.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -58,6 +59,18 @@ class SloTerm:
             raise InputError(f"'{text}': the bound must be a finite number", source="--slo")
         return cls(name, SLO_NAMES[name], op, float(bound))
 
+    def shortfall(self, values: Sequence[float | None]) -> float:
+        """How far the worst side of the 95% interval lies past the bound, relative to the
+        bound's size (<= 0: met; inf: no value)."""
+        if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in values):
+            return math.inf
+        mean, half = confidence_interval(values)
+        half = 0.0 if math.isnan(half) else half
+        scale = abs(self.bound) or 1.0
+        if self.op in ("<=", "<"):
+            return (mean + half - self.bound) / scale
+        return (self.bound - (mean - half)) / scale
+
     def met(self, values: Sequence[float | None]) -> bool:
         """True when the 95% interval of the values lies within the bound (the value itself
         with one replication)."""
@@ -80,6 +93,9 @@ class Evaluation:
     load: float
     feasible: bool
     metrics: dict[str, tuple[float, float]]  # metric -> (mean, ci95 half-width)
+    failed: list[str] = field(default_factory=list)  # the SLO terms it missed
+    # how far its worst SLO term is past its bound, relative to the bound (<= 0: met)
+    shortfall: float = 0.0
 
 
 @dataclass
@@ -87,6 +103,14 @@ class Candidate:
     config: dict[str, Any]
     best: Evaluation | None = None  # the extreme feasible load found
     evaluations: list[Evaluation] = field(default_factory=list)
+    note: str | None = None  # why the search stopped where it did (infeasible ones)
+
+    def closest(self) -> Evaluation | None:
+        """An infeasible configuration's nearest miss: the probe whose worst SLO term came
+        closest to its bound."""
+        if self.best is not None or not self.evaluations:
+            return None
+        return min(self.evaluations, key=lambda e: e.shortfall)
 
 
 def parse_space(items: Sequence[str], limits: Limits = DEFAULT) -> dict[str, list[Any]]:
@@ -167,10 +191,66 @@ class Recommender:
             )
         self.start = start
         self.configs = [dict(zip(self.space, combo, strict=True)) for combo in _product(self.space)]
+        self.floors: dict[str, str] = {}  # configuration -> why no load can meet the SLO
+        self.warnings: list[str] = []  # what the CLI should say beside the answer
         for config in self.configs:  # every configuration must load before any work
-            load(self.base, config, base=parsed.base, origin=str(self.scenario_path),
-                 flag="--space")  # fmt: skip
+            loaded = load(self.base, config, base=parsed.base, origin=str(self.scenario_path),
+                          flag="--space")  # fmt: skip
+            floor = self.floor(loaded)
+            if floor is not None:
+                self.floors[_config_key(config)] = floor
         self.max_value = max_value or self._ceiling(256 if self.integer else start * 4096)
+
+    def floor(self, loaded: Any) -> str | None:
+        """Why this configuration cannot meet the SLO at any load or replica count, or None:
+        no request is served faster than the profile's fastest batch, and a sync robot
+        stalls for at least that plus its network delays every chunk."""
+        fastest_ms = loaded.profile.min_latency_s * 1000.0
+        workload = loaded.scenario.workload
+        for term in self.slo:
+            upper = term.op in ("<=", "<")
+
+            def beaten(floor: float, term: SloTerm = term) -> bool:
+                return floor > term.bound if term.op == "<=" else floor >= term.bound
+
+            if upper and term.metric.startswith(("latency_", "robots_round_trip_")):
+                network_ms = 0.0
+                if term.metric.startswith("robots_") and workload.kind == "robots":
+                    network_ms = min(
+                        g.network_ms.uplink + g.network_ms.downlink for g in workload.groups
+                    )
+                floor_ms = fastest_ms + network_ms
+                if beaten(floor_ms):
+                    return (
+                        f"{term} cannot be met: no request is answered faster than the profile's "
+                        f"fastest batch, {fastest_ms:.1f} ms"
+                        + (f", plus {network_ms:g} ms of network" if network_ms else "")
+                    )
+            if upper and term.metric == "robots_stall_fraction" and workload.kind == "robots":
+                groups = workload.groups
+                if any(g.mode != "sync" for g in groups):
+                    continue  # an async robot can hide its round trip
+                parts, details = [], []
+                for g in groups:
+                    trip_ms = fastest_ms + g.network_ms.uplink + g.network_ms.downlink
+                    motion_ms = g.actions_per_chunk / g.control_hz * 1000.0
+                    parts.append((g.count, trip_ms / (trip_ms + motion_ms)))
+                    budget_ms = (
+                        term.bound * motion_ms / (1 - term.bound) if term.bound < 1 else math.inf
+                    )
+                    details.append((trip_ms, motion_ms, budget_ms, g))
+                floor = sum(n * f for n, f in parts) / sum(n for n, _ in parts)
+                if beaten(floor):
+                    trip_ms, motion_ms, budget_ms, g = details[0]
+                    network = g.network_ms.uplink + g.network_ms.downlink
+                    return (
+                        f"{term} cannot be met: a sync robot stalls for every round trip, at "
+                        f"least {trip_ms:.1f} ms (the profile's fastest batch {fastest_ms:.1f} ms"
+                        + (f" + {network:g} ms of network" if network else "")
+                        + f") per {motion_ms:.0f} ms of motion, a stall of at least {floor:.1%}; "
+                        f"{term.bound:g} allows {budget_ms:.1f} ms per round trip"
+                    )
+        return None
 
     def _ceiling(self, wanted: float) -> float:
         """The highest load the search may probe: `wanted`, halved until every
@@ -203,16 +283,32 @@ class Recommender:
             values = [row.get(name) for row in rows]
             if all(v is not None for v in values):
                 metrics[name] = confidence_interval(values)
-        feasible = all(t.met([row.get(t.metric) for row in rows]) for t in self.slo)
-        return Evaluation(float(load), feasible, metrics)
+        failed = [str(t) for t in self.slo if not t.met([row.get(t.metric) for row in rows])]
+        shortfall = max(t.shortfall([row.get(t.metric) for row in rows]) for t in self.slo)
+        return Evaluation(float(load), not failed, metrics, failed, shortfall)
 
-    def search(self, config: dict[str, Any]) -> Candidate:
-        """The extreme feasible load for one configuration (max, or min for replicas)."""
+    def search(
+        self,
+        config: dict[str, Any],
+        on_probe: Callable[[dict[str, Any], Evaluation, bool], None] | None = None,
+        known: dict[str, Evaluation] | None = None,
+    ) -> Candidate:
+        """The extreme feasible load for one configuration (max, or min for replicas).
+        `on_probe(config, evaluation, reused)` hears of every probe as it ends; `known`
+        holds earlier probes (probe_key -> Evaluation), reused instead of rerun."""
         cand = Candidate(config)
+        floor = self.floors.get(_config_key(config))
+        if floor is not None:  # no load can beat it: refused before any probe
+            cand.note = floor
+            return cand
 
         def probe(x: float) -> bool:
-            ev = self.evaluate(config, x)
+            key = probe_key(config, float(x))
+            reused = known is not None and key in known
+            ev = known[key] if reused else self.evaluate(config, x)
             cand.evaluations.append(ev)
+            if on_probe is not None:
+                on_probe(config, ev, reused)
             return ev.feasible
 
         def keep(x: float) -> None:
@@ -259,6 +355,22 @@ class Recommender:
                     good = x
                 else:
                     lo_bad = x
+                    # doubling again is pointless when the last two doublings did not bring
+                    # the worst SLO term 1% of its bound closer than the best before them
+                    evs = cand.evaluations
+                    if (
+                        len(evs) >= 3
+                        and min(e.shortfall for e in evs[-2:]) > evs[-3].shortfall - 0.01
+                    ):
+                        cand.note = (
+                            f"more {self.search_key.split('.')[-1]} stopped helping: the worst "
+                            f"term was {evs[-3].shortfall:+.1%} past its bound at "
+                            f"{_fmt(evs[-3].load)}, then "
+                            + " and ".join(
+                                f"{e.shortfall:+.1%} at {_fmt(e.load)}" for e in evs[-2:]
+                            )
+                        )
+                        break
                     x *= 2
             if good is None:
                 return cand
@@ -276,34 +388,71 @@ class Recommender:
             return hi - lo > 1
         return (hi - lo) / hi > self.tolerance
 
+    def identity(self) -> dict[str, Any]:
+        """What makes two searches the same (a probe log's header)."""
+        return {
+            "scenario": self.base,
+            "space": self.space,
+            "slo": [str(t) for t in self.slo],
+            "objective": self.objective,
+            "search_key": self.search_key,
+            "replications": self.replications,
+        }
+
     def run(
-        self, workers: int | None = None, on_done: Callable[[Candidate], None] | None = None
+        self,
+        workers: int | None = None,
+        on_done: Callable[[Candidate], None] | None = None,
+        on_probe: Callable[[dict[str, Any], Evaluation, bool], None] | None = None,
+        log: ProbeLog | None = None,
     ) -> list[Candidate]:
-        """Search every configuration (on Dask when workers > 1) and rank them."""
-        if workers and workers > 1 and len(self.configs) > 1:
-            from dask.distributed import as_completed
+        """Search every configuration (on Dask when workers > 1) and rank them. Every probe
+        is reported to `on_probe` and kept in `log` as it ends (on Dask: as its
+        configuration ends), and a probe `log` already holds is not run again."""
+        known = log.known if log is not None else None
 
-            from sim.cluster import local_cluster
+        def heard(config: dict[str, Any], ev: Evaluation, reused: bool) -> None:
+            if log is not None:
+                log.add(config, ev)
+            if on_probe is not None:
+                on_probe(config, ev, reused)
 
-            results = []
-            try:
+        results: list[Candidate] = []
+        try:
+            if workers and workers > 1 and len(self.configs) > 1:
+                from dask.distributed import as_completed
+
+                from sim.cluster import local_cluster
+
                 with local_cluster(workers) as client:
-                    futures = [client.submit(self.search, c, pure=False) for c in self.configs]
+                    futures = [
+                        client.submit(self.search, c, None, known, pure=False) for c in self.configs
+                    ]
                     for future in as_completed(futures):
-                        results.append(future.result())
+                        cand = future.result()
+                        for ev in cand.evaluations:
+                            heard(
+                                cand.config,
+                                ev,
+                                known is not None and probe_key(cand.config, ev.load) in known,
+                            )
+                        results.append(cand)
                         if on_done:
-                            on_done(results[-1])
-            except KeyboardInterrupt:
-                raise Interrupted(
-                    f"{len(results)} of {len(self.configs)} configurations were searched; "
-                    "recommend does not resume yet, so a rerun starts again"
-                ) from None
-        else:
-            results = []
-            for config in self.configs:
-                results.append(self.search(config))
-                if on_done:
-                    on_done(results[-1])
+                            on_done(cand)
+            else:
+                for config in self.configs:
+                    results.append(self.search(config, heard, known))
+                    if on_done:
+                        on_done(results[-1])
+        except KeyboardInterrupt:
+            kept = (
+                f"{len(log.known)} probes are saved in {log.path}; the same command reuses them"
+                if log is not None
+                else "nothing is saved (give --out to keep the probes and resume)"
+            )
+            raise Interrupted(
+                f"{len(results)} of {len(self.configs)} configurations searched; {kept}"
+            ) from None
         return self.rank(results)
 
     def rank(self, candidates: list[Candidate]) -> list[Candidate]:
@@ -331,6 +480,70 @@ class Recommender:
                 text += f" ({win.best.load / r.best.load - 1:+.1%} for the winner)"
         return text
 
+    def phase_lock_warnings(self, ranked: list[Candidate]) -> list[str]:
+        """A fleet whose robots all send exactly on their ticks (jitter_ms 0) can phase-lock:
+        the same robots share every batch. Each configuration's answer (its best load, or
+        its nearest miss) is probed again with 1 ms of send jitter; where feasibility flips,
+        or the worst SLO term moves by 5% of its bound, the answer depends on the lockstep."""
+        loaded = load(self.base, {}, base=Path(self.base_dir), origin=str(self.scenario_path))
+        workload = loaded.scenario.workload
+        if workload.kind != "robots" or any(g.jitter_ms > 0 for g in workload.groups):
+            return []
+
+        def moved(a: Evaluation, b: Evaluation) -> bool:
+            for t in self.slo:
+                ma, mb = a.metrics.get(t.metric, (None,))[0], b.metrics.get(t.metric, (None,))[0]
+                if ma is not None and mb is not None and abs(ma - mb) > 0.05 * (abs(t.bound) or 1):
+                    return True
+            return a.feasible != b.feasible
+
+        lines = []
+        for cand in ranked:
+            # the answer (best load or nearest miss) and the search's last probe
+            points = {e.load: e for e in (cand.best or cand.closest(), *cand.evaluations[-1:]) if e}
+            for ev in points.values():
+                jittered = self.evaluate({**cand.config, "workload.jitter_ms": 1.0}, ev.load)
+                if not moved(ev, jittered):
+                    continue
+                where = " ".join(f"{k}={v}" for k, v in cand.config.items()) or "(scenario)"
+                lines.append(
+                    f"{where} at {self.search_key}={_fmt(ev.load)}: "
+                    f"{describe_probe(ev, self.slo)} with jitter_ms 0, "
+                    f"{describe_probe(jittered, self.slo)} with 1 ms "
+                    f"({'pass' if jittered.feasible else 'fail'}): the robots phase-lock (the "
+                    "same robots share every batch); the answer depends on it, so set "
+                    "workload.jitter_ms to what your robots do"
+                )
+                break  # one warning per configuration
+        return lines
+
+    def _why_not(self, cand: Candidate) -> dict[str, Any]:
+        """For an infeasible configuration: its nearest miss and the SLO terms it failed, or
+        why no probe was run."""
+        if cand.best is not None:
+            return {}
+        out: dict[str, Any] = {"why": cand.note}
+        near = cand.closest()
+        if near is not None:
+            out["closest"] = {
+                "load": near.load,
+                "failed": near.failed,
+                "metrics": {k: {"mean": m, "ci95": h} for k, (m, h) in near.metrics.items()},
+                "shortfall": near.shortfall if math.isfinite(near.shortfall) else None,
+            }
+        return out
+
+    def infeasible_line(self, cand: Candidate) -> str:
+        """One line on why a configuration has no feasible load."""
+        near = cand.closest()
+        if near is None:
+            return cand.note or "no probe ran"
+        text = (
+            f"closest at {self.search_key}={_fmt(near.load)}: {describe_probe(near, self.slo)}; "
+            f"failed {', '.join(near.failed)}"
+        )
+        return text + (f"; {cand.note}" if cand.note else "")
+
     def report(self, ranked: list[Candidate]) -> dict[str, Any]:
         return {
             "objective": self.objective,
@@ -338,6 +551,7 @@ class Recommender:
             "slo": [str(t) for t in self.slo],
             "replications": self.replications,
             "explanation": self.explain(ranked),
+            "warnings": list(self.warnings),
             "frontier": [
                 {
                     "config": c.config,
@@ -347,10 +561,83 @@ class Recommender:
                     if c.best is None
                     else {k: {"mean": m, "ci95": h} for k, (m, h) in c.best.metrics.items()},
                     "probes": len(c.evaluations),
+                    **self._why_not(c),
                 }
                 for c in ranked
             ],
         }
+
+
+def describe_probe(ev: Evaluation, slo: Sequence[SloTerm]) -> str:
+    """A probe's constrained figures, each against its bound: "p99_ms 94.2 +- 1.3 (<=100)"."""
+    parts = []
+    for term in slo:
+        mean, half = ev.metrics.get(term.metric, (None, None))
+        if mean is None:
+            parts.append(f"{term.name} - ({term.op}{term.bound:g})")
+            continue
+        ci = "" if half is None or math.isnan(half) or half == 0 else f" +- {half:.3g}"
+        parts.append(f"{term.name} {mean:.4g}{ci} ({term.op}{term.bound:g})")
+    return ", ".join(parts)
+
+
+def _config_key(config: dict[str, Any]) -> str:
+    return json.dumps(config, sort_keys=True, default=str)
+
+
+def probe_key(config: dict[str, Any], load: float) -> str:
+    """One probe's identity in a probe log: its configuration and load."""
+    return json.dumps([config, load], sort_keys=True, default=str)
+
+
+class ProbeLog:
+    """recommend's probes, one JSON line each in OUT/probes.jsonl, appended as they end: a
+    killed search rerun with the same --out reuses them instead of simulating again. The
+    first line names the search (scenario, space, SLO, objective, replications); a log of
+    another search is refused."""
+
+    def __init__(self, path: Path, search: dict[str, Any]):
+        self.path = path
+        self.known: dict[str, Evaluation] = {}
+        header = json.dumps({"search": search}, sort_keys=True, default=str)
+        if path.exists():
+            lines = path.read_text().splitlines()
+            if lines and lines[0] != header:
+                raise InputError(
+                    "holds the probes of a different search (scenario, --space, --slo, "
+                    "--objective or --replications differ); use another --out",
+                    source=str(path),
+                )
+            for line in lines[1:]:
+                try:
+                    row = json.loads(line)
+                    ev = Evaluation(
+                        row["load"], row["feasible"],
+                        {k: tuple(v) for k, v in row["metrics"].items()},
+                        row["failed"], row["shortfall"],
+                    )  # fmt: skip
+                except (ValueError, KeyError, TypeError):
+                    continue  # a line cut by a kill: that probe runs again
+                self.known[probe_key(row["config"], row["load"])] = ev
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(header + "\n")
+
+    def add(self, config: dict[str, Any], ev: Evaluation) -> None:
+        key = probe_key(config, ev.load)
+        if key in self.known:
+            return
+        self.known[key] = ev
+        row = {
+            "config": config,
+            "load": ev.load,
+            "feasible": ev.feasible,
+            "metrics": ev.metrics,
+            "failed": ev.failed,
+            "shortfall": ev.shortfall if math.isfinite(ev.shortfall) else 1e300,
+        }
+        with self.path.open("a") as f:
+            f.write(json.dumps(row, default=str) + "\n")
 
 
 def _fmt(x: float) -> str:

@@ -1,0 +1,64 @@
+"""recommend as a fleet engineer meets it (issue 19): a line per probe, probes kept and
+reused with --out, infeasibility explained and found early, replica probing that stops,
+and the phase-locking warning."""
+
+from __future__ import annotations
+
+import json
+
+from tests.conftest import ROOT, run_cli
+
+FLEET = str(ROOT / "scenarios" / "aloha-pi0-fleet.yaml")
+FLEET40 = ["--set", "workload.count=40", "--set", "duration_s=60", "--set", "cluster.replicas=1"]
+
+
+def test_a_slo_below_the_batch_1_floor_is_refused_with_the_numbers():
+    """The issue's fleet: 40 sync robots, 50 Hz, 25 of 50 actions, 3 cameras, stall <= 5%.
+    5% of 500 ms of motion allows 26.3 ms per round trip; the fastest batch is 25.2 ms and
+    the network 4 ms, so no replica count can do it: said at once, no probe run."""
+    done = run_cli("recommend", FLEET, "--slo", "stall<=0.05", "--objective", "min-replicas",
+                   "--space", "policy.max_batch=1,8", *FLEET40)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "probe " not in done.stderr
+    assert "allows 26.3 ms per round trip" in done.stderr
+    assert "fastest batch 25.2 ms + 4 ms of network" in done.stderr
+    assert done.stdout.count("infeasible policy.max_batch=") == 2
+
+
+def test_probes_stream_are_kept_and_a_rerun_reuses_them(tmp_path):
+    argv = ["recommend", str(ROOT / "scenarios" / "quickstart.yaml"), "--slo", "p99_ms<=100",
+            "--space", "policy.max_wait_ms=0,5", "--set", "duration_s=30", "--replications", "1",
+            "--out", str(tmp_path / "r")]  # fmt: skip
+    first = run_cli(*argv)
+    assert first.returncode == 0, first.stderr
+    probes = [line for line in first.stderr.splitlines() if line.startswith("probe ")]
+    report = json.loads((tmp_path / "r" / "recommend.json").read_text())
+    assert len(probes) == sum(c["probes"] for c in report["frontier"]) > 4
+    assert all("p99_ms " in line and ("pass" in line or "FAIL" in line) for line in probes)
+    assert "p99_ms<=100" in first.stdout.splitlines()[2]  # the constrained metric is a column
+    again = run_cli(*argv)
+    reused = [line for line in again.stderr.splitlines() if line.startswith("probe ")]
+    assert len(reused) == len(probes) and all(line.endswith("(saved)") for line in reused)
+    assert (
+        json.loads((tmp_path / "r" / "recommend.json").read_text())["frontier"]
+        == report["frontier"]
+    )
+    other = run_cli(*argv[:-2], "--slo", "p99_ms<=90", "--out", str(tmp_path / "r"))
+    assert other.returncode == 2 and "probes of a different search" in other.stderr
+
+
+def test_infeasible_is_explained_replicas_stop_and_phase_locking_is_warned(tmp_path):
+    """max_batch 8 with jitter 0: the robots phase-lock, and more replicas make the stall
+    worse (0.12 at 1, 0.14 at 2 and 4): the search stops at 4, says how close it came and
+    which term failed, and warns that 1 ms of jitter changes the answer."""
+    done = run_cli("recommend", FLEET, "--slo", "stall<=0.1", "--objective", "min-replicas",
+                   "--space", "policy.max_batch=1,8", *FLEET40, "--set", "workload.jitter_ms=0",
+                   "--out", str(tmp_path / "r"))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "r" / "recommend.json").read_text())
+    bad = next(c for c in report["frontier"] if c["config"] == {"policy.max_batch": 8})
+    assert not bad["feasible"] and bad["probes"] <= 4  # 1, 2, 4: not on to 256
+    assert bad["closest"]["failed"] == ["stall<=0.1"] and bad["closest"]["load"] == 1
+    assert "stopped helping" in bad["why"]
+    assert "infeasible policy.max_batch=8: closest at cluster.replicas=1: stall 0.12" in done.stdout
+    assert "phase-lock" in done.stderr and report["warnings"]
