@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -402,15 +403,20 @@ def recommend(
         str | None, typer.Option("--search", help="the load key to search (default by objective)")
     ] = None,
     replications: Annotated[int, typer.Option("--replications", help="seeds per probe")] = 2,
-    workers: Annotated[int, typer.Option("--workers", help="Dask worker processes")] = 1,
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", help="local Dask worker processes (default: all cores)"),
+    ] = None,
     set_: SetOption = None,
     out: Annotated[Path | None, typer.Option("--out", help="folder for recommend.json")] = None,
 ) -> None:
     """Find the best configuration that meets an SLO, by capacity search (resumable with --out)."""
     from sim.search import ProbeLog, Recommender, describe_probe
+    from sim.sweeps import label
 
-    if workers < 1:
+    if workers is not None and workers < 1:
         raise InputError("must be >= 1", source="--workers")
+    workers = workers or os.cpu_count() or 1  # as sweep: every core
     if out is not None:
         check_out_dir(out)
     rec = Recommender(scenario, slo or [], objective, space or [], replications, search, set_ or [])
@@ -423,7 +429,7 @@ def recommend(
     def on_probe(config, ev, reused):
         # one line per probe, on a terminal or in a log: what ran, at what load, the result
         verdict = "pass" if ev.feasible else "FAIL " + ", ".join(ev.failed)
-        where = " ".join(f"{k}={v}" for k, v in config.items()) or "(scenario)"
+        where = " ".join(f"{k}={label(v)}" for k, v in config.items()) or "(scenario)"
         err_console.print(
             f"probe {where} {rec.search_key}={ev.load:g}: {describe_probe(ev, rec.slo)}: "
             f"{verdict}{' (saved)' if reused else ''}",
@@ -460,14 +466,14 @@ def recommend(
             ci = "" if half is None or half != half or half == 0 else f" ± {half:.2g}"
             cells.append("-" if mean is None else f"{mean:.4g}{ci}")
         table.add_row(
-            *[str(cand.config[k]) for k in rec.space],
+            *[str(label(cand.config[k])) for k in rec.space],
             "infeasible" if cand.best is None else f"{cand.best.load:g}",
             *cells,
         )
     out_console.print(table)
     for cand in ranked:
         if cand.best is None:
-            where = " ".join(f"{k}={v}" for k, v in cand.config.items()) or "(scenario)"
+            where = " ".join(f"{k}={label(v)}" for k, v in cand.config.items()) or "(scenario)"
             out_console.print(f"infeasible {where}: {rec.infeasible_line(cand)}")
     out_console.print(rec.explain(ranked))
     rec.warnings = rec.phase_lock_warnings(ranked)

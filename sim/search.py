@@ -472,10 +472,10 @@ class Recommender:
         win = ranked[0] if ranked else None
         if win is None or win.best is None:
             return f"no configuration meets {slo} at any {unit} tried"
-        text = f"winner {win.config or '(scenario as is)'} {what} {unit}={_fmt(win.best.load)} within {slo}"
+        text = f"winner {_named(win.config)} {what} {unit}={_fmt(win.best.load)} within {slo}"
         if len(ranked) > 1 and ranked[1].best is not None:
             r = ranked[1]
-            text += f"; runner-up {r.config} {what} {_fmt(r.best.load)}"
+            text += f"; runner-up {_named(r.config)} {what} {_fmt(r.best.load)}"
             if self.direction == "max" and r.best.load > 0:
                 text += f" ({win.best.load / r.best.load - 1:+.1%} for the winner)"
         return text
@@ -485,6 +485,8 @@ class Recommender:
         the same robots share every batch. Each configuration's answer (its best load, or
         its nearest miss) is probed again with 1 ms of send jitter; where feasibility flips,
         or the worst SLO term moves by 5% of its bound, the answer depends on the lockstep."""
+        from sim.sweeps import label
+
         loaded = load(self.base, {}, base=Path(self.base_dir), origin=str(self.scenario_path))
         workload = loaded.scenario.workload
         if workload.kind != "robots" or any(g.jitter_ms > 0 for g in workload.groups):
@@ -505,7 +507,7 @@ class Recommender:
                 jittered = self.evaluate({**cand.config, "workload.jitter_ms": 1.0}, ev.load)
                 if not moved(ev, jittered):
                     continue
-                where = " ".join(f"{k}={v}" for k, v in cand.config.items()) or "(scenario)"
+                where = " ".join(f"{k}={label(v)}" for k, v in cand.config.items()) or "(scenario)"
                 lines.append(
                     f"{where} at {self.search_key}={_fmt(ev.load)}: "
                     f"{describe_probe(ev, self.slo)} with jitter_ms 0, "
@@ -579,6 +581,13 @@ def describe_probe(ev: Evaluation, slo: Sequence[SloTerm]) -> str:
         ci = "" if half is None or math.isnan(half) or half == 0 else f" +- {half:.3g}"
         parts.append(f"{term.name} {mean:.4g}{ci} ({term.op}{term.bound:g})")
     return ", ".join(parts)
+
+
+def _named(config: dict[str, Any]) -> str:
+    """A configuration as the tables show it: {'policy': 'deadline max_batch=32'}."""
+    from sim.sweeps import label
+
+    return str({k: label(v) for k, v in config.items()}) if config else "(scenario as is)"
 
 
 def _config_key(config: dict[str, Any]) -> str:

@@ -18,6 +18,7 @@ import itertools
 import json
 import math
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -70,6 +71,10 @@ def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
             )
         if not raw.strip():
             raise InputError("needs at least one value", source=f"--grid {item}", field=key)
+        # @FILE values: quoted, since YAML reserves a bare "@"
+        raw = re.sub(
+            r"(^|,)\s*@([^,\[\]{}]+)", lambda m: f'{m.group(1)}"@{m.group(2).strip()}"', raw
+        )
         try:
             values = files.parse_yaml(f"[{raw}]", "--grid")
         except InputError:
@@ -78,8 +83,36 @@ def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
             ) from None
         if key in grid:
             raise InputError("the same key is given twice", source=f"--grid {item}", field=key)
-        grid[key] = values
+        grid[key] = [_from_file(v, f"--grid {item}") for v in values]
     return grid
+
+
+def _from_file(value: Any, source: str) -> Any:
+    """`@FILE.yaml`: the YAML mapping in that file (a whole policy section, say)."""
+    if not (isinstance(value, str) and value.startswith("@")):
+        return value
+    data = files.read_yaml(Path(value[1:]), "grid value")
+    if not isinstance(data, dict):
+        raise InputError(f"{value[1:]} must hold a YAML mapping (e.g. a policy)", source=source)
+    return data
+
+
+def label(value: Any) -> Any:
+    """A grid value as a short readable label: a mapping with a kind as "kind key=value
+    ...", another as "key=value ...", scalars as they are."""
+    if isinstance(value, dict):
+        parts = [str(value["kind"])] if "kind" in value else []
+        parts += [f"{k}={_flat(v)}" for k, v in value.items() if k != "kind"]
+        return " ".join(parts)
+    if isinstance(value, int | float | str | bool) or value is None:
+        return value
+    return _flat(value)
+
+
+def _flat(value: Any) -> str:
+    if isinstance(value, int | float | str | bool) or value is None:
+        return str(value)
+    return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip()
 
 
 @dataclass(frozen=True)
@@ -231,10 +264,8 @@ class Sweep:
 
 
 def _cell(value: Any) -> Any:
-    """Grid values as Parquet cells: scalars stay, structures become YAML text."""
-    if isinstance(value, (int, float, str, bool)) or value is None:
-        return value
-    return yaml.safe_dump(value, default_flow_style=True).strip()
+    """Grid values as Parquet cells: scalars stay, structures become their labels."""
+    return label(value)
 
 
 def confidence_interval(values: Iterable[float], level: float = 0.95) -> tuple[float, float]:

@@ -62,3 +62,28 @@ def test_infeasible_is_explained_replicas_stop_and_phase_locking_is_warned(tmp_p
     assert "stopped helping" in bad["why"]
     assert "infeasible policy.max_batch=8: closest at cluster.replicas=1: stall 0.12" in done.stdout
     assert "phase-lock" in done.stderr and report["warnings"]
+
+
+def test_policies_are_a_search_dimension_with_short_labels(tmp_path):
+    """--space/--grid policy=@a.yaml,@b.yaml (or inline mappings) compares whole policy
+    sections, whatever keys each kind has, labelled "kind key=value" in every table."""
+    (tmp_path / "dynamic.yaml").write_text("{kind: dynamic, max_batch: 16, max_wait_ms: 5}\n")
+    (tmp_path / "deadline.yaml").write_text("kind: deadline\nmax_batch: 32\n")
+    quick = str(ROOT / "scenarios" / "quickstart.yaml")
+    done = run_cli("recommend", quick, "--slo", "attainment>=0.9", "--space",
+                   "policy=@dynamic.yaml,@deadline.yaml", "--set", "duration_s=30",
+                   "--replications", "1", "--workers", "1", cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "| dynamic max_batch=16 max_wait_ms=5 |" in done.stdout
+    assert "| deadline max_batch=32" in done.stdout
+    assert "probe policy=deadline max_batch=32 workload.rate_rps=" in done.stderr
+    swept = run_cli("sweep", quick, "--grid",
+                    "policy={kind: static, batch_size: 8, timeout_ms: 20},@deadline.yaml",
+                    "--set", "duration_s=20", "--workers", "1", "--out", str(tmp_path / "sw"),
+                    cwd=tmp_path)  # fmt: skip
+    assert swept.returncode == 0, swept.stderr
+    assert "| static batch_size=8 timeout_ms=20 |" in swept.stdout
+    import pandas as pd
+
+    labels = set(pd.read_parquet(tmp_path / "sw" / "results.parquet")["grid.policy"])
+    assert labels == {"static batch_size=8 timeout_ms=20", "deadline max_batch=32"}
