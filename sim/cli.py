@@ -247,6 +247,13 @@ def run(
     ] = None,
     set_: SetOption = None,
     quiet: QuietOption = False,
+    trace: Annotated[
+        Path | None,
+        typer.Option(
+            "--trace",
+            help="also write the batch timeline (and robot stalls) as a Perfetto/Chrome trace JSON",
+        ),
+    ] = None,
 ) -> None:
     """Simulate one scenario and print its summary."""
     from sim.scenario import load_scenario
@@ -254,6 +261,8 @@ def run(
 
     if out is not None:
         check_out_dir(out, owned=RUN_FILES)
+    if trace is not None:
+        check_out_file(trace, "--trace")
     loaded = load_scenario(scenario, set_ or [])
     started = time.perf_counter()
     show_progress = err_console.is_terminal and not quiet
@@ -267,15 +276,23 @@ def run(
             transient=True,
         ) as bar:
             task = bar.add_task(loaded.scenario.name, total=1.0)
-            records = simulate(loaded, progress=lambda f: bar.update(task, completed=f))
+            records = simulate(
+                loaded,
+                progress=lambda f: bar.update(task, completed=f),
+                log_stalls=trace is not None,
+            )
     else:
-        records = simulate(loaded)
+        records = simulate(loaded, log_stalls=trace is not None)
     wall_s = time.perf_counter() - started
     summary = run_summary(loaded, records)
     if out is not None:
         # the wall time goes to run.json: summary.json is the same bytes on every rerun
         run_log = {"wall_s": wall_s, "argv": sys.argv[1:], "batchsim": _version()}
         write_outputs(out, summary, records, loaded.raw, run_log)
+    if trace is not None:
+        from sim.trace import write_trace
+
+        write_trace(records, trace, loaded.scenario.name)
     if not quiet:
         out_console.print(summary_table(summary))
         note = f"{records.arrival_s.size:,} requests simulated in {wall_s:.2f} s"
@@ -289,6 +306,8 @@ def run(
             note += (
                 f"; wrote {out}/summary.json, requests.parquet, batches.parquet{extra}, run.json"
             )
+        if trace is not None:
+            note += f"; wrote {trace} (open it in ui.perfetto.dev)"
         out_console.print(note)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from array import array
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -88,16 +89,24 @@ def service_model(loaded: LoadedScenario, service_rng: np.random.Generator) -> S
 
 
 def simulate(
-    loaded: LoadedScenario, progress: ProgressFn | None = None, service_draw: int = 0
+    loaded: LoadedScenario,
+    progress: ProgressFn | None = None,
+    service_draw: int = 0,
+    log_stalls: bool = False,
 ) -> RunRecords:
     """Generate the scenario's traffic and run it through the engine; deterministic under the seed.
 
     `service_draw` k > 0: the same traffic with another draw of service times.
+    `log_stalls`: every robot also keeps each freeze's start and end (for a trace).
     """
     s = loaded.scenario
     rngs = loaded.rngs(service_draw)
+    traffic = traffic_of(loaded, rngs)
+    if log_stalls and isinstance(traffic, Fleet):
+        for client in traffic.clients:
+            client.stall_log = array("d")
     engine = Engine(
-        traffic_of(loaded, rngs),
+        traffic,
         server_spec(loaded, rngs),
         service_model(loaded, rngs["service"]),
         horizon_s=s.duration_s,

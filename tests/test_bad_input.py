@@ -645,6 +645,10 @@ TABLE: dict[str, Case] = {
         scenario(with_value(FLEET, "workload.threshold", 0.3)),
         ["workload", "threshold applies to async robots", "mode: async"],
     ),
+    "run: --trace is a folder": (
+        command("run", "{ok}", "-q", "--trace", "{tmp}"),
+        ["--trace"],
+    ),
     # 13. observe and validate --records (issue 17)
     "observe: target not a websocket": (
         command("observe", "{ok}", "--target", "http://127.0.0.1:8000"),

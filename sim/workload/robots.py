@@ -120,7 +120,7 @@ class RobotClient:
         "sent", "responses", "failures", "misses", "executed_actions", "stale_actions",
         "replaced_actions", "window_executed", "window_stall_s", "window_responses",
         "window_sent", "window_misses", "window_failures", "window_stall_episodes",
-        "window_stall_longest_s", "round_trips_s",
+        "window_stall_longest_s", "round_trips_s", "stall_log",
     )  # fmt: skip
 
     def __init__(
@@ -150,6 +150,7 @@ class RobotClient:
         self.window_stall_episodes = 0
         self.window_stall_longest_s = 0.0
         self.round_trips_s = array("d")  # seconds, as a buffer numpy reads without a copy
+        self.stall_log: array | None = None  # (start, end) of each freeze, when asked (traces)
         self.next_send_s: float | None = self._jittered(params.start_s)
         # the network delays of the next (or in-flight) request, drawn by draw_network()
         self.uplink_s = params.uplink_s
@@ -315,6 +316,8 @@ class RobotClient:
 
     def _add_stall(self, start_s: float, end_s: float) -> None:
         lo = start_s if start_s >= self.warmup_s else self.warmup_s
+        if self.stall_log is not None and end_s > start_s:
+            self.stall_log.extend((start_s, end_s))
         if end_s > lo:
             frozen_s = end_s - lo
             self.window_stall_s += frozen_s
