@@ -519,11 +519,18 @@ def plot(
     load: Annotated[
         str | None, typer.Option("--load", help="swept key on the x axis of attainment")
     ] = None,
+    x: Annotated[
+        str | None, typer.Option("--x", help="sweep: a swept key (or metric) on the x axis")
+    ] = None,
+    y: Annotated[
+        str | None,
+        typer.Option("--y", help="sweep: a metric on the y axis, e.g. robots_stall_fraction"),
+    ] = None,
 ) -> None:
-    """Draw the figures of a run or a sweep into FOLDER/plots/."""
+    """Draw the figures of a run or a sweep into FOLDER/plots/ (one file per figure and parameters)."""
     from sim.plots import plot_dir
 
-    for path in plot_dir(folder, hue, load):
+    for path in plot_dir(folder, hue, load, x, y):
         out_console.print(f"wrote {path}")
 
 

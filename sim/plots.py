@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")  # files, never a window
 import matplotlib.pyplot as plt  # noqa: E402
@@ -20,41 +21,102 @@ from sim.outputs import check_out_dir, replacing  # noqa: E402
 sns.set_theme(style="whitegrid", context="notebook")
 
 
+def _axis_label(name: str) -> str:
+    """A metric's axis label from the registry (its label and unit), else the name."""
+    from sim.metrics import METRICS
+
+    metric = METRICS.get(name.removeprefix("grid."))
+    if metric is None:
+        return name.removeprefix("grid.")
+    return f"{metric.label} ({metric.unit})"
+
+
+def _error_bars(values: pd.Series, ci: pd.Series | None, log: bool) -> np.ndarray | None:
+    """Asymmetric error bars; on a log axis the lower bar stops above zero (an interval
+    reaching below 0 would be drawn down to -infinity)."""
+    if ci is None:
+        return None
+    half = ci.fillna(0).to_numpy(dtype=float)
+    y = values.to_numpy(dtype=float)
+    lower = np.minimum(half, 0.9 * y) if log else half
+    return np.vstack([lower, half])
+
+
+def metric_plot(
+    summary: pd.DataFrame,
+    x: str,
+    y: str,
+    hue: str | None = None,
+    subtitle: str = "",
+    x_is_metric: bool = False,
+):
+    """One metric against a swept key (or another metric), mean and 95% CI over
+    replications, one line per `hue` value. A log axis is used when the values span more
+    than 30x; the intervals never cross its floor."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    groups = [(None, summary)] if hue is None else list(summary.groupby(hue, sort=True))
+    palette = sns.color_palette("colorblind", max(len(groups), 1))
+    values = summary[y].dropna()
+    log = bool(len(values) and values.min() > 0 and values.max() / values.min() > 30)
+    for color, (label, group) in zip(palette, groups, strict=False):
+        group = group.sort_values(x)
+        yerr = _error_bars(group[y], group.get(f"{y}_ci95"), log)
+        xerr = _error_bars(group[x], group.get(f"{x}_ci95"), False) if x_is_metric else None
+        ax.errorbar(group[x], group[y], xerr=xerr, yerr=yerr, fmt="o-", color=color, capsize=3,
+                    label=None if label is None else f"{hue.removeprefix('grid.')}={label}")  # fmt: skip
+        if yerr is not None:
+            ax.fill_between(
+                group[x], group[y] - yerr[0], group[y] + yerr[1], color=color, alpha=0.15
+            )
+    if log:
+        ax.set_yscale("log")  # overloaded points would flatten the rest
+    if pd.api.types.is_integer_dtype(summary[x]):  # replicas, robots: whole ticks
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.set_xlabel(_axis_label(x))
+    ax.set_ylabel(_axis_label(y))
+    _titles(ax, f"{_axis_label(y)} vs {_axis_label(x)} (mean, 95% CI over replications)", subtitle)
+    if hue is not None:
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
 def frontier(
     summary: pd.DataFrame,
     hue: str | None = None,
     x: str = "throughput_rps",
     y: str = "latency_p99_ms",
+    subtitle: str = "",
 ):
     """Latency vs throughput per configuration, with 95% CI bars; one line per `hue` value."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    groups = [(None, summary)] if hue is None else list(summary.groupby(hue, sort=True))
-    palette = sns.color_palette("colorblind", max(len(groups), 1))
-    for color, (label, group) in zip(palette, groups, strict=False):
-        group = group.sort_values(x)
-        ax.errorbar(
-            group[x],
-            group[y],
-            xerr=group.get(f"{x}_ci95"),
-            yerr=group.get(f"{y}_ci95"),
-            fmt="o-",
-            color=color,
-            capsize=3,
-            label=None if label is None else f"{hue.removeprefix('grid.')}={label}",
-        )
-        lo = group[y] - group.get(f"{y}_ci95", 0).fillna(0)
-        hi = group[y] + group.get(f"{y}_ci95", 0).fillna(0)
-        ax.fill_between(group[x], lo, hi, color=color, alpha=0.15)
-    ax.set_xlabel("throughput (requests/s)")
-    ax.set_ylabel(y.replace("_ms", " (ms)").replace("_", " "))
-    values = summary[y].dropna()
-    if len(values) and values.min() > 0 and values.max() / values.min() > 30:
-        ax.set_yscale("log")  # overloaded points would flatten the rest
-    ax.set_title("latency vs throughput (mean, 95% CI over replications)")
-    if hue is not None:
-        ax.legend(fontsize="small")
-    fig.tight_layout()
-    return fig
+    return metric_plot(summary, x, y, hue, subtitle, x_is_metric=True)
+
+
+def _titles(ax, title: str, subtitle: str) -> None:
+    ax.set_title(title + (f"\n{subtitle}" if subtitle else ""), fontsize="medium")
+
+
+def describe_setup(
+    scenario: str, provenance: dict, slo_ms: float | None, extra: str = "", source: str = ""
+) -> str:
+    """A figure's subtitle: the scenario, the profile (GPU, dtype, measured or ESTIMATED;
+    or where it came from) and the SLO."""
+    estimate = provenance.get("estimate")
+    gpu = provenance.get("gpu") or provenance.get("device")
+    if estimate:
+        target, measured = estimate["target_gpu"]["name"], estimate["source_gpu"]["name"]
+        source = f"ESTIMATED for {target} from {measured}"
+    elif gpu:
+        source = f"measured on {gpu}"
+    else:
+        source = "inline" if source in ("", "<inline>") else Path(source).name
+    dtype = str(provenance.get("dtype", "")).removeprefix("torch.")
+    parts = [scenario, f"profile {source}" + (f", {dtype}" if dtype else "")]
+    if slo_ms is not None:
+        parts.append(f"SLO {slo_ms:g} ms")
+    if extra:
+        parts.append(extra)
+    return " | ".join(parts)
 
 
 def attainment_vs_load(summary: pd.DataFrame, load: str, hue: str | None = None):
@@ -120,18 +182,24 @@ def gantt(batches: pd.DataFrame, start_s: float | None = None, span_s: float = 1
         start_s = float(batches.start.median()) if len(batches) else 0.0
     window = batches[(batches.end > start_s) & (batches.start < start_s + span_s)]
     replicas = sorted(batches.replica.unique()) if len(batches) else [0]
-    fig, ax = plt.subplots(figsize=(9, 1.2 + 0.5 * len(replicas)))
+    fig, ax = plt.subplots(figsize=(10, 1.6 + 0.55 * len(replicas)))
     cmap = plt.get_cmap("viridis")
     top = max(int(batches["size"].max()), 1) if len(batches) else 1
+    norm = matplotlib.colors.Normalize(vmin=1, vmax=max(top, 2))
     for row in window.itertuples():
+        color = cmap(norm(row.size))
         ax.barh(row.replica, (row.end - row.start) * 1000, left=(row.start - start_s) * 1000,
-                color=cmap(row.size / top), edgecolor="white", height=0.6)  # fmt: skip
-        if (row.end - row.start) / span_s > 0.03:
-            ax.text((row.start - start_s + (row.end - row.start) / 2) * 1000, row.replica, str(row.size),
-                    ha="center", va="center", fontsize=7, color="white")  # fmt: skip
+                color=color, edgecolor="white", height=0.6)  # fmt: skip
+        if (row.end - row.start) / span_s > 0.015:  # a count where it fits, dark on light
+            light = 0.299 * color[0] + 0.587 * color[1] + 0.114 * color[2] > 0.5
+            ax.text((row.start - start_s + (row.end - row.start) / 2) * 1000, row.replica,
+                    str(row.size), ha="center", va="center", fontsize=7,
+                    color="black" if light else "white")  # fmt: skip
     ax.set_yticks(replicas, [f"replica {r}" for r in replicas])
     ax.set_xlim(0, span_s * 1000)
     ax.set_xlabel(f"time (ms) from t = {start_s:.3f} s; numbers: requests in the batch")
+    fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, pad=0.01,
+                 label="requests in the batch")  # fmt: skip
     fig.tight_layout()
     return fig
 
@@ -176,8 +244,44 @@ def save(fig, path: Path) -> Path:
     return path
 
 
-def plot_dir(folder: str | Path, hue: str | None = None, load: str | None = None) -> list[Path]:
-    """Figures for a sweep folder (sweep.json) or a run folder (summary.json) into FOLDER/plots."""
+def _name(y: str, x: str, hue: str | None) -> str:
+    """One file per figure and parameter set: what is drawn against what, by what."""
+    key = lambda c: c.removeprefix("grid.")  # noqa: E731
+    return f"{key(y)}_vs_{key(x)}" + (f"_by_{key(hue)}" if hue else "") + ".png"
+
+
+def _sweep_subtitle(folder: Path) -> str:
+    """The sweep's scenario, profile and SLO, from sweep.json (nothing when it cannot say)."""
+    from sim.files import read_json
+    from sim.scenario import load
+
+    try:
+        meta = read_json(folder / "sweep.json", "sweep")
+        base = meta["base"]
+        loaded = load(base, base=Path(meta["scenario"]).parent, origin=meta["scenario"])
+    except (InputError, KeyError, TypeError):
+        return ""
+    return describe_setup(
+        loaded.scenario.name,
+        dict(loaded.profile.provenance),
+        loaded.scenario.slo.latency_ms,
+        source=loaded.profile.source,
+    )
+
+
+def plot_dir(
+    folder: str | Path,
+    hue: str | None = None,
+    load: str | None = None,
+    x: str | None = None,
+    y: str | None = None,
+) -> list[Path]:
+    """Figures for a sweep folder (sweep.json) or a run folder (summary.json) into
+    FOLDER/plots, one file per figure and parameter set. A sweep: the latency-throughput
+    frontier, attainment against the load key, a robot fleet's stall against the swept
+    key, and with `x` and `y` any metric against any swept key (or metric)."""
+    from sim.metrics import METRICS
+
     folder = Path(folder)
     out = folder / "plots"
     written: list[Path] = []
@@ -188,7 +292,27 @@ def plot_dir(folder: str | Path, hue: str | None = None, load: str | None = None
         )
         keys = [c for c in summary.columns if c.startswith("grid.")]
         hue = _grid_col(hue, keys) if hue else _default_hue(summary, keys)
-        written.append(save(frontier(summary, hue), out / "frontier.png"))
+        subtitle = _sweep_subtitle(folder)
+        if x is not None or y is not None:
+            if x is None or y is None:
+                raise InputError("give both --x and --y", source="--x/--y")
+            if y not in METRICS or y not in summary:
+                raise InputError(
+                    f"'{y}' is not a metric of this sweep; e.g. "
+                    + ", ".join(m for m in METRICS if m in summary)[:300],
+                    source="--y",
+                )
+            x_metric = x in METRICS and x in summary
+            x_col = x if x_metric else _grid_col(x, keys)
+            other = hue if hue != x_col else None
+            fig = metric_plot(summary, x_col, y, other, subtitle, x_is_metric=x_metric)
+            return [save(fig, out / _name(y, x_col, other))]
+        written.append(
+            save(
+                frontier(summary, hue, subtitle=subtitle),
+                out / _name("latency_p99_ms", "throughput_rps", hue),
+            )  # fmt: skip
+        )
         load = (
             _grid_col(load, keys)
             if load
@@ -200,16 +324,46 @@ def plot_dir(folder: str | Path, hue: str | None = None, load: str | None = None
             and summary["slo_attainment"].notna().any()
         ):
             other = hue if hue != load else None
+            fig = attainment_vs_load(summary, load, other)
+            _titles(fig.axes[0], "SLO attainment vs load", subtitle)
+            written.append(save(fig, out / _name("slo_attainment", load, other)))
+        varying = [k for k in keys if summary[k].nunique() > 1 and k != hue]
+        if (
+            "robots_stall_fraction" in summary
+            and summary["robots_stall_fraction"].notna().any()
+            and varying
+        ):
+            along = varying[0]
+            fig = metric_plot(
+                summary, along, "robots_stall_fraction", hue if hue != along else None, subtitle
+            )
             written.append(
-                save(attainment_vs_load(summary, load, other), out / "attainment_vs_load.png")
+                save(
+                    fig, out / _name("robots_stall_fraction", along, hue if hue != along else None)
+                )
             )
         return written
     if (folder / "summary.json").exists():
+        from sim.files import read_json
+
+        summary_json = read_json(folder / "summary.json", "summary")
+        if x is not None or y is not None:
+            raise InputError("--x and --y are for sweep folders", source="--x/--y")
+        subtitle = describe_setup(
+            str(summary_json.get("scenario", folder.name)),
+            dict((summary_json.get("profile") or {}).get("provenance") or {}),
+            (summary_json.get("slo") or {}).get("latency_ms"),
+            source=str((summary_json.get("profile") or {}).get("source", "")),
+        )
         requests = _table(folder / "requests.parquet", "run's requests", REQUEST_COLUMNS)
         batches = _table(folder / "batches.parquet", "run's batches", BATCH_COLUMNS)
-        written.append(save(latency_cdfs({folder.name: requests}), out / "latency_cdf.png"))
-        written.append(save(batch_size_hist(batches), out / "batch_sizes.png"))
-        written.append(save(gantt(batches), out / "gantt.png"))
+        for fig, name, title in (
+            (latency_cdfs({folder.name: requests}), "latency_cdf.png", "server latency CDF"),
+            (batch_size_hist(batches), "batch_sizes.png", "batch sizes"),
+            (gantt(batches), "gantt.png", "one second of batches per replica"),
+        ):
+            _titles(fig.axes[0], title, subtitle)
+            written.append(save(fig, out / name))
         return written
     raise InputError(
         "is neither a run folder (summary.json) nor a sweep folder (sweep.json)", source=str(folder)

@@ -240,13 +240,24 @@ def test_plot_writes_figures_for_runs_and_sweeps(tmp_path):
         == 0
     )
     assert run_cli("run", str(path), "-q", "--out", str(run_out)).returncode == 0
-    for folder, names in ((sweep_out, {"frontier.png", "attainment_vs_load.png"}),
+    frontier = "latency_p99_ms_vs_throughput_rps_by_policy.max_batch.png"
+    attainment = "slo_attainment_vs_workload.rate_rps_by_policy.max_batch.png"
+    for folder, names in ((sweep_out, {frontier, attainment}),
                           (run_out, {"latency_cdf.png", "batch_sizes.png", "gantt.png"})):  # fmt: skip
         result = run_cli("plot", str(folder))
         assert result.returncode == 0, result.stderr
         written = {p.name for p in (folder / "plots").iterdir()}
         assert written == names
         assert all((folder / "plots" / n).stat().st_size > 10_000 for n in names)
+    # any metric against any swept key, in its own file beside the others
+    result = run_cli("plot", str(sweep_out), "--x", "workload.rate_rps", "--y", "batch_size_mean")
+    assert result.returncode == 0, result.stderr
+    assert (
+        sweep_out / "plots" / "batch_size_mean_vs_workload.rate_rps_by_policy.max_batch.png"
+    ).exists()
+    assert len(list((sweep_out / "plots").iterdir())) == 3
+    bad = run_cli("plot", str(sweep_out), "--x", "workload.rate_rps", "--y", "nonsense")
+    assert bad.returncode == 2 and "'nonsense' is not a metric of this sweep" in bad.stderr
 
 
 @pytest.mark.parametrize(
@@ -365,3 +376,14 @@ def test_ctrl_c_on_a_sweep_is_one_line_and_resumable(tmp_path):
     done = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert len(list((out / "points").glob("*.parquet"))) == 40
+
+
+def test_intervals_never_cross_a_log_axis_floor():
+    import pandas as pd
+
+    from sim.plots import _error_bars
+
+    values, half = pd.Series([1.0, 100.0, 1000.0]), pd.Series([5.0, 1.0, float("nan")])
+    lower, upper = _error_bars(values, half, log=True)
+    assert (values - lower > 0).all() and list(upper) == [5.0, 1.0, 0.0]
+    assert list(_error_bars(values, half, log=False)[0]) == [5.0, 1.0, 0.0]
