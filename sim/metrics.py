@@ -291,6 +291,32 @@ def robots_columns(rec: RunRecords) -> dict[str, list[Any]]:
     return {key: [row[key] for row in rows] for key in rows[0]} if rows else {}
 
 
+def round_trip_columns(rec: RunRecords) -> dict[str, np.ndarray]:
+    """round_trips.parquet: every robot round trip in the window (send to answer at the
+    robot, network included), with its robot and group."""
+    robots = rec.robots or []
+    trips = [np.asarray(c.stats.round_trips_s, dtype=float) for c in robots]
+    groups = sorted({c.p.group for c in robots})
+    code = {g: i for i, g in enumerate(groups)}
+    return {
+        "robot": np.concatenate(
+            [np.full(t.size, c.id, dtype=np.int32) for c, t in zip(robots, trips, strict=True)]
+            or [np.zeros(0, np.int32)]
+        ),
+        "group": (
+            np.concatenate(
+                [
+                    np.full(t.size, code[c.p.group], dtype=np.int32)
+                    for c, t in zip(robots, trips, strict=True)
+                ]
+                or [np.zeros(0, np.int32)]
+            ),
+            tuple(groups),
+        ),
+        "round_trip_ms": np.concatenate(trips or [np.zeros(0)]) * 1000.0,
+    }
+
+
 def robots_frame(rec: RunRecords) -> pd.DataFrame:
     """robots.parquet as a frame: one row per robot."""
     import pandas as pd

@@ -26,6 +26,7 @@ RUN_FILES = frozenset(
         "requests.parquet",
         "batches.parquet",
         "robots.parquet",
+        "round_trips.parquet",
         "scenario.yaml",
         "run.json",
         "plots",

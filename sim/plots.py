@@ -156,6 +156,22 @@ def latency_cdfs(runs: dict[str, pd.DataFrame]):
     return fig
 
 
+def round_trip_cdfs(trips: pd.DataFrame):
+    """Empirical CDFs of the robots' round trips (ms, send to answer at the robot), one
+    line per robot group."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for group, frame in trips.groupby("group", observed=True):
+        values = np.sort(frame.round_trip_ms.to_numpy())
+        if values.size:
+            ax.plot(values, np.arange(1, values.size + 1) / values.size,
+                    label=f"{group} ({frame.robot.nunique()} robots)")  # fmt: skip
+    ax.set_xlabel("robot round trip (ms): send to answer, network included")
+    ax.set_ylabel("fraction of round trips")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
 def batch_size_hist(batches: pd.DataFrame):
     """How often each batch size ran (real and padded)."""
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -198,8 +214,10 @@ def gantt(batches: pd.DataFrame, start_s: float | None = None, span_s: float = 1
     ax.set_yticks(replicas, [f"replica {r}" for r in replicas])
     ax.set_xlim(0, span_s * 1000)
     ax.set_xlabel(f"time (ms) from t = {start_s:.3f} s; numbers: requests in the batch")
-    fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, pad=0.01,
-                 label="requests in the batch")  # fmt: skip
+    bar = fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, pad=0.01,
+                       label="requests in the batch")  # fmt: skip
+    bar.locator = matplotlib.ticker.MaxNLocator(integer=True)  # batch sizes are whole
+    bar.update_ticks()
     fig.tight_layout()
     return fig
 
@@ -326,6 +344,7 @@ def plot_dir(
             other = hue if hue != load else None
             fig = attainment_vs_load(summary, load, other)
             _titles(fig.axes[0], "SLO attainment vs load", subtitle)
+            fig.tight_layout()
             written.append(save(fig, out / _name("slo_attainment", load, other)))
         varying = [k for k in keys if summary[k].nunique() > 1 and k != hue]
         if (
@@ -357,12 +376,21 @@ def plot_dir(
         )
         requests = _table(folder / "requests.parquet", "run's requests", REQUEST_COLUMNS)
         batches = _table(folder / "batches.parquet", "run's batches", BATCH_COLUMNS)
-        for fig, name, title in (
+        figures = [
             (latency_cdfs({folder.name: requests}), "latency_cdf.png", "server latency CDF"),
             (batch_size_hist(batches), "batch_sizes.png", "batch sizes"),
             (gantt(batches), "gantt.png", "one second of batches per replica"),
-        ):
+        ]
+        if (folder / "round_trips.parquet").exists():  # a fleet: what the robots waited
+            trips = _table(
+                folder / "round_trips.parquet",
+                "run's round trips",
+                ("robot", "group", "round_trip_ms"),
+            )
+            figures.append((round_trip_cdfs(trips), "round_trip_cdf.png", "robot round-trip CDF"))
+        for fig, name, title in figures:
             _titles(fig.axes[0], title, subtitle)
+            fig.tight_layout()  # room for the title
             written.append(save(fig, out / name))
         return written
     raise InputError(

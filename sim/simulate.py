@@ -21,7 +21,13 @@ from sim.engine import (
 )
 from sim.engine.records import write_parquet
 from sim.engine.service import ServiceModel, StagedService
-from sim.metrics import robots_columns, robots_summary, steps_summary, summarize
+from sim.metrics import (
+    robots_columns,
+    robots_summary,
+    round_trip_columns,
+    steps_summary,
+    summarize,
+)
 from sim.profile import Profile, ServiceSampler, Variants
 from sim.scenario import LoadedScenario
 from sim.workload.traffic import Fleet, OpenTraffic
@@ -165,7 +171,7 @@ def write_outputs(
 
     names = ["summary.json", "requests.parquet", "batches.parquet", "scenario.yaml"]
     if records.robots is not None:
-        names.append("robots.parquet")
+        names += ["robots.parquet", "round_trips.parquet"]
     if run_log is not None:
         names.append("run.json")
     with staged_dir(out) as stage:
@@ -175,6 +181,7 @@ def write_outputs(
         (stage / "scenario.yaml").write_text(yaml.safe_dump(scenario, sort_keys=False))
         if records.robots is not None:
             write_parquet(robots_columns(records), stage / "robots.parquet")
+            write_parquet(round_trip_columns(records), stage / "round_trips.parquet")
         if run_log is not None:
             (stage / "run.json").write_text(json.dumps(run_log, indent=2) + "\n")
     return [out / name for name in names]

@@ -236,3 +236,27 @@ def test_stall_episodes_by_hand():
     assert block["stall_episode_mean_ms"] == pytest.approx(stalled_s / 46 * 1000)
     assert stalled_s == pytest.approx(46 * 0.020)
     assert block["stale_actions_per_chunk"] == 0
+
+
+def test_round_trips_file_agrees_with_robots_and_is_plotted(tmp_path):
+    """round_trips.parquet holds every window round trip: per robot its median is the
+    robots.parquet p50; `batchsim plot` draws their CDF beside the server's latency."""
+    import pandas as pd
+
+    from tests.conftest import ROOT, run_cli
+
+    out = tmp_path / "r"
+    scenario = str(ROOT / "scenarios" / "aloha-pi0-fleet.yaml")
+    assert (
+        run_cli("run", scenario, "--set", "duration_s=40", "--out", str(out), "-q").returncode == 0
+    )
+    trips = pd.read_parquet(out / "round_trips.parquet")
+    robots = pd.read_parquet(out / "robots.parquet").set_index("robot")
+    medians = trips.groupby("robot").round_trip_ms.median()
+    assert np.allclose(medians.to_numpy(), robots.round_trip_p50_ms.loc[medians.index].to_numpy())
+    # every window response sent in the window; at most one per robot was sent before it
+    answered = robots.responses.sum()
+    assert answered - 24 <= len(trips) <= answered
+    done = run_cli("plot", str(out))
+    assert done.returncode == 0, done.stderr
+    assert (out / "plots" / "round_trip_cdf.png").stat().st_size > 10_000
