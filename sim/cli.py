@@ -354,9 +354,9 @@ def sweep(
         TextColumn("ETA"),
         TimeRemainingColumn(),
         console=err_console,
-        disable=quiet,
+        disable=quiet or not err_console.is_terminal,  # a log gets lines instead, below
     )
-    resumed = {"n": 0}
+    resumed = {"n": 0, "said": 0}
 
     def on_result(point, result, finished, total):
         if point is None:
@@ -365,7 +365,12 @@ def sweep(
             return
         elapsed = time.perf_counter() - started
         fresh = finished - resumed["n"]
-        progress.update(task, completed=finished, rate=f"{fresh / elapsed * 60:.1f} points/min")
+        rate = f"{fresh / elapsed * 60:.1f} points/min"
+        progress.update(task, completed=finished, rate=rate)
+        tenth = finished * 10 // max(total, 1)
+        if not err_console.is_terminal and not quiet and tenth > resumed["said"]:
+            resumed["said"] = tenth  # off a terminal: a line at every tenth of the sweep
+            err_console.print(f"sweep: {finished:,}/{total:,} points, {rate}", highlight=False)
 
     with progress:
         task = progress.add_task(plan.scenario_path.name, total=len(plan.points()), rate="")
