@@ -445,7 +445,7 @@ def recommend(
         check_out_dir(out)
     rec = Recommender(scenario, slo or [], objective, space or [], replications, search, set_ or [])
     log = ProbeLog(out / "probes.jsonl", rec.identity()) if out is not None else None
-    for config, why in ((c, rec.floors.get(_key(c))) for c in rec.configs):
+    for config, why in ((c, rec.floor_of(c)) for c in rec.configs):
         if why:  # refused before any probe, with the numbers
             err_console.print(f"recommend: {config or '(scenario)'}: {why}", markup=False)
     terminal = err_console.is_terminal
@@ -509,12 +509,6 @@ def recommend(
         write_text(
             out / "recommend.json", json.dumps(rec.report(ranked), indent=2, default=str) + "\n"
         )
-
-
-def _key(config: dict) -> str:
-    from sim.search import _config_key
-
-    return _config_key(config)
 
 
 @app.command()

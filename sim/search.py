@@ -201,6 +201,10 @@ class Recommender:
                 self.floors[_config_key(config)] = floor
         self.max_value = max_value or self._ceiling(256 if self.integer else start * 4096)
 
+    def floor_of(self, config: dict[str, Any]) -> str | None:
+        """Why this configuration was refused before any probe (see floor), or None."""
+        return self.floors.get(_config_key(config))
+
     def floor(self, loaded: Any) -> str | None:
         """Why this configuration cannot meet the SLO at any load or replica count, or None:
         no request is served faster than the profile's fastest batch, and a sync robot
@@ -297,7 +301,7 @@ class Recommender:
         `on_probe(config, evaluation, reused)` hears of every probe as it ends; `known`
         holds earlier probes (probe_key -> Evaluation), reused instead of rerun."""
         cand = Candidate(config)
-        floor = self.floors.get(_config_key(config))
+        floor = self.floor_of(config)
         if floor is not None:  # no load can beat it: refused before any probe
             cand.note = floor
             return cand
