@@ -171,8 +171,8 @@ def whole_process(path: Path, out: Path) -> tuple[float, float]:
 
 
 def engine_only(path: Path):
-    from sim.scenario import load_scenario
-    from sim.simulate import simulate
+    from sim.config.scenario import load_scenario
+    from sim.engine.pipeline import simulate
 
     loaded = load_scenario(path)
     start = time.perf_counter()

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from sim.estimation import estimate
-from sim.gpus import GPUS
+from sim.profiles.estimate.gpus import GPUS
+from sim.profiles.estimate.roofline import estimate
 
 ROOT = Path(__file__).resolve().parents[1]
 H100 = ROOT / "profiles/h100/pi0-cudagraph.csv"

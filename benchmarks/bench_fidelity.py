@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sim.validation import TARGETS, validate, validate_records  # noqa: E402
+from sim.validation.live import TARGETS, validate, validate_records  # noqa: E402
 
 METRICS = tuple(TARGETS)
 

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from sim import models  # noqa: E402
-from sim.profiler import ProfileOptions, Profiler  # noqa: E402
+from sim.profiles.profiler import ProfileOptions, Profiler  # noqa: E402
 
 GAPS_MS = (0, 5, 50, 300)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sim.sweeps import Sweep, run_sweep  # noqa: E402
+from sim.experiments.sweep import Sweep, run_sweep  # noqa: E402
 
 
 def main() -> None:

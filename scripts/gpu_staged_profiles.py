@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from sim import models
     from sim.errors import InputError
-    from sim.profiler import ProfileOptions, profile_model, write_profile
+    from sim.profiles.profiler import ProfileOptions, profile_model, write_profile
 
     if args.device == "cuda" and not torch.cuda.is_available():
         print("gpu_staged_profiles: error: no CUDA device here", file=sys.stderr)

@@ -21,11 +21,11 @@ _API = {
     "recommend": "sim.api",
     "Recommendation": "sim.api",
     "project_dir": "sim.api",
-    "validate": "sim.validation",
-    "validate_records": "sim.validation",
-    "estimate": "sim.estimation",
-    "GPUS": "sim.gpus",
-    "confidence_interval": "sim.sweeps",
+    "validate": "sim.validation.live",
+    "validate_records": "sim.validation.live",
+    "estimate": "sim.profiles.estimate.roofline",
+    "GPUS": "sim.profiles.estimate.gpus",
+    "confidence_interval": "sim.experiments.sweep",
     "InputError": "sim.errors",
 }
 __all__ = sorted(_API)

@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pandas and the scenario schema load on first use, not on `import sim`
     import pandas as pd
 
-    from sim.engine.records import RunRecords
-    from sim.scenario import LoadedScenario
+    from sim.config.scenario import LoadedScenario
+    from sim.core.records import RunRecords
 
 Overrides = Mapping[str, Any] | Sequence[str] | None
 
@@ -56,7 +56,7 @@ def load(
     """A scenario, validated and resolved (its profile read, its policy built): from a YAML
     file, or a mapping written in Python (relative paths in it resolve against `base`, by
     default the current folder)."""
-    from sim.scenario import load as load_scenario
+    from sim.config.scenario import load as load_scenario
 
     if isinstance(scenario, Mapping):
         return load_scenario(scenario, overrides or (), base=base or Path.cwd(), origin="<dict>")
@@ -64,7 +64,7 @@ def load(
 
 
 def _loaded(scenario: Any, overrides: Overrides) -> LoadedScenario:
-    from sim.scenario import LoadedScenario
+    from sim.config.scenario import LoadedScenario
 
     if isinstance(scenario, LoadedScenario):
         if overrides:
@@ -84,8 +84,8 @@ class Run:
     summary: dict[str, Any] = field(repr=False)
 
     def metric(self, name: str) -> float | None:
-        """A figure by its registry name (sim.metrics: latency_p99_ms, robots_stall_fraction, ...)."""
-        from sim.metrics import METRICS, metric_value
+        """A figure by its registry name (sim.metrics.summary: latency_p99_ms, robots_stall_fraction, ...)."""
+        from sim.metrics.summary import METRICS, metric_value
 
         if name not in METRICS:
             from sim.errors import InputError
@@ -106,14 +106,14 @@ class Run:
     @cached_property
     def robots(self) -> pd.DataFrame | None:
         """One row per robot (robots.parquet), for a fleet; None for open-loop traffic."""
-        from sim.metrics import robots_frame
+        from sim.metrics.summary import robots_frame
 
         return None if self.records.robots is None else robots_frame(self.records)
 
     def write(self, out: str | Path) -> list[Path]:
         """The files `batchsim run --out` writes, into `out` (written whole)."""
-        from sim.outputs import RUN_FILES, check_out_dir
-        from sim.simulate import write_outputs
+        from sim.engine.pipeline import write_outputs
+        from sim.io.outputs import RUN_FILES, check_out_dir
 
         check_out_dir(Path(out), owned=RUN_FILES)
         return write_outputs(Path(out), self.summary, self.records, self.scenario.raw)
@@ -121,7 +121,7 @@ class Run:
 
 def run(scenario: Any, overrides: Overrides = None) -> Run:
     """Simulate a scenario once (its seed: the same result every time)."""
-    from sim.simulate import run_summary, simulate
+    from sim.engine.pipeline import run_summary, simulate
 
     loaded = _loaded(scenario, overrides)
     records = simulate(loaded)
@@ -142,7 +142,7 @@ def sweep(
     point persisted in `out` as it finishes (a rerun resumes). Returns the summary: per
     configuration, each metric's mean and 95% confidence interval over replications."""
     from sim.errors import InputError
-    from sim.sweeps import Sweep, run_sweep, summarize_sweep
+    from sim.experiments.sweep import Sweep, run_sweep, summarize_sweep
 
     if not isinstance(grid, Mapping) or not grid:
         raise InputError("grid must map dotted keys to lists of values", source="sim.sweep")
@@ -160,7 +160,9 @@ class Recommendation:
     """recommend's answer: every configuration ranked (best first), and the sentence the CLI
     prints about the winner."""
 
-    ranked: list[Any]  # sim.search.Candidate: config, best probe (None: infeasible), probes
+    ranked: list[
+        Any
+    ]  # sim.experiments.search.Candidate: config, best probe (None: infeasible), probes
     explanation: str
     warnings: list[str] = field(default_factory=list)  # e.g. an answer that rests on phase-locking
 
@@ -181,7 +183,7 @@ def recommend(
 ) -> Recommendation:
     """The configurations of `space` searched for the most load (or fewest replicas) that
     meets every SLO term ("p99_ms<=100", "stall<=0.05"), as `batchsim recommend`."""
-    from sim.search import Recommender
+    from sim.experiments.search import Recommender
 
     terms = [slo] if isinstance(slo, str) else list(slo)
     if isinstance(space, Mapping):  # as --space: KEY=V1,V2 with YAML (here JSON) values

@@ -46,7 +46,9 @@ def simulate_arrays(
     warmup_s: float = 0.0,
 ):
     """Run the engine on explicit arrival times."""
-    from sim.engine import Engine, PlainService, ServerSpec
+    from sim.core.server import ServerSpec
+    from sim.engine.engine import Engine
+    from sim.engine.service import PlainService
     from sim.workload import Arrivals
     from sim.workload.traffic import OpenTraffic
 

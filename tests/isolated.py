@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 _CONTEXT = mp.get_context("forkserver")
-_CONTEXT.set_forkserver_preload(["sim.cli", "sim.scenario", "sim.simulate", "pandas", "pyarrow"])
+_CONTEXT.set_forkserver_preload(
+    ["sim.cli", "sim.config.scenario", "sim.engine.pipeline", "pandas", "pyarrow"]
+)
 
 
 @dataclass(frozen=True)

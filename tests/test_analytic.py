@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from sim.metrics import summarize
+from sim.metrics.summary import summarize
 from sim.policies import DynamicPolicy
-from sim.profile import Profile
+from sim.profiles.profile import Profile
 from sim.workload import poisson_arrivals
 from tests.conftest import simulate_arrays
 

@@ -22,10 +22,10 @@ def test_import_sim_loads_nothing_heavy():
 
 
 def test_the_api_names_are_functions_even_after_the_modules_load():
-    import sim.estimation
-    import sim.search
-    import sim.sweeps
-    import sim.validation  # noqa: F401
+    import sim.experiments.search
+    import sim.experiments.sweep
+    import sim.profiles.estimate.roofline
+    import sim.validation.live  # noqa: F401
 
     for name in ("load", "run", "sweep", "recommend", "validate", "validate_records", "estimate"):
         assert callable(getattr(sim, name)) and not isinstance(getattr(sim, name), type(sim)), name

@@ -953,7 +953,7 @@ def _killed_while_writing(scenario_path: str, out: str, after: str) -> None:
     import os
     import signal
 
-    import sim.simulate as simulate
+    import sim.engine.pipeline as simulate
     from sim.cli import main
 
     real = simulate.write_parquet

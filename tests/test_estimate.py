@@ -16,9 +16,9 @@ from tests.conftest import ROOT, run_cli
 
 torch = pytest.importorskip("torch")
 
-from sim.estimation import Factors, estimate, fit, parts  # noqa: E402
-from sim.gpus import GPUS, GpuSpec  # noqa: E402
-from sim.work import CallWork, StageWork, count, meta_bundle  # noqa: E402
+from sim.profiles.estimate.gpus import GPUS, GpuSpec  # noqa: E402
+from sim.profiles.estimate.roofline import Factors, estimate, fit, parts  # noqa: E402
+from sim.profiles.estimate.work import CallWork, StageWork, count, meta_bundle  # noqa: E402
 
 H100_GRAPHS = ROOT / "profiles/h100/pi0-cudagraph.csv"
 H200_GRAPHS = ROOT / "profiles/h200/pi0-cudagraph.csv"
@@ -247,7 +247,7 @@ def test_a_spec_file_stands_for_a_table_gpu(tmp_path):
     """--gpu FILE: the H200's figures in a file give the table's H200 estimate."""
     import yaml
 
-    from sim.gpus import load_gpu
+    from sim.profiles.estimate.gpus import load_gpu
 
     spec = GPUS["h200"].as_dict()
     spec.pop("device_names")

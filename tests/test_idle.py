@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from sim.config.scenario import scenario_from_dict
+from sim.engine.pipeline import simulate
 from sim.errors import InputError
-from sim.profile import Profile
-from sim.scenario import scenario_from_dict
-from sim.simulate import simulate
+from sim.profiles.profile import Profile
 
 
 @pytest.fixture

@@ -7,9 +7,9 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sim.engine.records import COMPLETED, DROPPED, IN_SERVICE, QUEUED, REJECTED
+from sim.core.records import COMPLETED, DROPPED, IN_SERVICE, QUEUED, REJECTED
 from sim.policies import DynamicPolicy, Launch, StaticPolicy, Wait
-from sim.profile import Profile
+from sim.profiles.profile import Profile
 from sim.workload import gamma_arrivals, periodic_arrivals, poisson_arrivals
 from tests.conftest import simulate_arrays
 
@@ -269,8 +269,8 @@ def test_invariants_hold_for_random_runs(data):
 
 
 def test_progress_reports_reach_completion():
-    from sim.scenario import scenario_from_dict
-    from sim.simulate import simulate
+    from sim.config.scenario import scenario_from_dict
+    from sim.engine.pipeline import simulate
 
     loaded = scenario_from_dict(
         {
@@ -318,8 +318,8 @@ def test_the_simulator_never_needs_torch(tmp_path):
 
 def test_another_service_draw_keeps_the_traffic_and_redraws_service_times():
     """validate's simulation draws: the same arrivals (and robot phases), other service times."""
-    from sim.scenario import scenario_from_dict
-    from sim.simulate import simulate
+    from sim.config.scenario import scenario_from_dict
+    from sim.engine.pipeline import simulate
 
     data = {
         "seed": 11,

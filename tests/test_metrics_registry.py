@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from sim.metrics import METRICS, REGISTRY, SLO_NAMES, flatten, metric_value
-from sim.scenario import load
-from sim.search import SloTerm
-from sim.simulate import run_summary, simulate
-from sim.validation import COMPARED
+from sim.config.scenario import load
+from sim.engine.pipeline import run_summary, simulate
+from sim.experiments.search import SloTerm
+from sim.metrics.summary import METRICS, REGISTRY, SLO_NAMES, flatten, metric_value
+from sim.validation.live import COMPARED
 from tests.conftest import ROOT
 
 
@@ -71,7 +71,7 @@ def test_every_slo_name_recommend_knew_still_works(slo, metric):
 
 def test_validate_and_the_sweep_columns_come_from_the_registry():
     assert set(COMPARED) <= set(METRICS)
-    from sim.sweeps import run_point
+    from sim.experiments.sweep import run_point
 
     row = run_point(
         {

@@ -12,8 +12,8 @@ torch = pytest.importorskip("torch")
 
 from sim.errors import InputError  # noqa: E402
 from sim.models import build  # noqa: E402
-from sim.profile import Profile  # noqa: E402
-from sim.profiler import (  # noqa: E402
+from sim.profiles.profile import Profile  # noqa: E402
+from sim.profiles.profiler import (  # noqa: E402
     ProfileOptions,
     Profiler,
     check_same_stamp,
@@ -118,11 +118,11 @@ def test_idle_levels_sleep_right_before_their_timed_calls(tmp_path, monkeypatch)
     """With idle levels each round times every (size, level): the back-to-back calls first,
     then each call straight after a sleep of its level; the rows carry idle_ms and load as
     a profile with idle levels."""
-    import sim.profiler
+    import sim.profiles.profiler
 
     bundle = build("act", "tiny")
     events = []
-    monkeypatch.setattr(sim.profiler.time, "sleep", lambda s: events.append(("sleep", s)))
+    monkeypatch.setattr(sim.profiles.profiler.time, "sleep", lambda s: events.append(("sleep", s)))
     opts = ProfileOptions(
         threads=1, warmup=1, min_reps=3, max_reps=3, budget_s=0, interleave=True, idle_ms=(0, 20),
         busy_lead_ms=0,
@@ -155,11 +155,11 @@ def test_idle_levels_sleep_right_before_their_timed_calls(tmp_path, monkeypatch)
 
 
 def test_busy_repeats_time_more_back_to_back_calls_per_round(monkeypatch):
-    import sim.profiler
+    import sim.profiles.profiler
 
     bundle = build("act", "tiny")
     events = []
-    monkeypatch.setattr(sim.profiler.time, "sleep", lambda s: events.append("sleep"))
+    monkeypatch.setattr(sim.profiles.profiler.time, "sleep", lambda s: events.append("sleep"))
     opts = ProfileOptions(
         threads=1, warmup=1, min_reps=2, max_reps=2, interleave=True, idle_ms=(0, 20),
         busy_repeats=3, busy_lead_ms=0,
@@ -180,11 +180,11 @@ def test_busy_repeats_time_more_back_to_back_calls_per_round(monkeypatch):
 def test_untimed_calls_lead_into_each_busy_block_after_idle_waits(monkeypatch):
     """The first calls after an idle wait run slower for a while, so each round's busy
     block starts after busy_lead_ms of untimed calls; the samples are the same in number."""
-    import sim.profiler
+    import sim.profiles.profiler
 
     bundle = build("act", "tiny")
     events = []
-    monkeypatch.setattr(sim.profiler.time, "sleep", lambda s: events.append("sleep"))
+    monkeypatch.setattr(sim.profiles.profiler.time, "sleep", lambda s: events.append("sleep"))
     opts = ProfileOptions(
         threads=1, warmup=1, min_reps=2, max_reps=2, interleave=True, idle_ms=(0, 20),
         busy_lead_ms=5,
@@ -359,7 +359,7 @@ def test_cuda_code_paths_with_a_mocked_device(monkeypatch):
     from torch import nn
 
     from sim.models import ModelBundle
-    from sim.profiler import Profiler, provenance
+    from sim.profiles.profiler import Profiler, provenance
 
     class HostOnly(nn.Linear):
         def to(self, *args, **kwargs):  # keep the weights on the CPU whatever device is asked
@@ -451,7 +451,7 @@ def test_staged_profile_of_a_tiny_model_loads_as_stages(tmp_path):
         {"name": "vision", "repeat": 1}, {"name": "prefix", "repeat": 1},
         {"name": "step", "repeat": 10},
     ]  # fmt: skip
-    from sim.scenario import load
+    from sim.config.scenario import load
 
     loaded = load({"requests": 10, "profile": str(out), "workload": {"kind": "poisson", "rate_rps": 10},
                    "policy": {"kind": "continuous", "max_batch": 2}})  # fmt: skip
@@ -489,7 +489,7 @@ def test_the_prepared_gpu_script_runs_its_cpu_smoke_test(tmp_path):
     result = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     path = tmp_path / "pi0-staged-eager.csv"
-    from sim.scenario import load
+    from sim.config.scenario import load
 
     loaded = load({"requests": 5, "profile": {"path": str(path), "cameras": 3},
                    "workload": {"kind": "poisson", "rate_rps": 5},

@@ -234,8 +234,8 @@ def test_validate_records_on_the_shipped_recorded_runs_reproduces_their_report(t
 def test_a_users_log_in_the_documented_schema_reads_as_the_run_folder(tmp_path):
     """observed-1 rewritten as a user's CSV log (arrival, start, end, batch_size): the
     same requests, batches and latencies as the run folder."""
-    from sim.metrics import summarize
-    from sim.recorded import read_recorded
+    from sim.metrics.summary import summarize
+    from sim.real.recorded import read_recorded
 
     folder = SHIPPED / "observed-1"
     requests = pd.read_parquet(folder / "requests.parquet")

@@ -81,8 +81,8 @@ def test_the_plugin_runs_in_recommend(tmp_path):
 
 def test_the_plugin_runs_in_the_live_runner_as_the_built_in_does(tmp_path):
     pytest.importorskip("torch")
-    from sim.live import run_live
-    from sim.scenario import load
+    from sim.config.scenario import load
+    from sim.real.live import run_live
     from tests.test_validate import FakeClock
 
     path = copy_example(tmp_path)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pytest
 
 from sim.policies import AdaptivePolicy, DeadlinePolicy, Drop, Launch, LazyPolicy, Wait
-from sim.profile import Profile
+from sim.profiles.profile import Profile
 from tests.conftest import ListQueue
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from sim.errors import InputError
-from sim.profile import Profile
+from sim.profiles.profile import Profile
 from tests.conftest import ROOT
 
 

@@ -12,8 +12,8 @@ from functools import cache
 
 import pytest
 
-from sim.scenario import load
-from sim.simulate import run_summary, simulate
+from sim.config.scenario import load
+from sim.engine.pipeline import run_summary, simulate
 from tests.conftest import ROOT
 
 README = re.sub(r"\s+", " ", (ROOT / "README.md").read_text())

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sim.metrics import robots_frame
-from sim.scenario import scenario_from_dict
-from sim.simulate import run_summary, simulate
+from sim.config.scenario import scenario_from_dict
+from sim.engine.pipeline import run_summary, simulate
+from sim.metrics.summary import robots_frame
 
 
 def fleet(workload: dict, latency_ms, duration_s: float, warmup_s: float = 0.0, **extra) -> tuple:
@@ -216,9 +216,9 @@ def test_stall_episodes_by_hand():
     """One sync robot, 20 ms answers, 10 actions at 50 Hz: it freezes for exactly 20 ms
     before every chunk (the first from the start), so a cycle is 220 ms: in 10 s, 46
     freezes (the last from 9.90 to 9.92 s), each exactly 20 ms."""
-    from sim.metrics import robots_summary
-    from sim.scenario import load
-    from sim.simulate import simulate
+    from sim.config.scenario import load
+    from sim.engine.pipeline import simulate
+    from sim.metrics.summary import robots_summary
 
     loaded = load(
         {

@@ -8,10 +8,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sim.config.scenario import load_scenario, scenario_from_dict
+from sim.engine.pipeline import run_summary, simulate
 from sim.errors import InputError
-from sim.metrics import jain_index
-from sim.scenario import load_scenario, scenario_from_dict
-from sim.simulate import run_summary, simulate
+from sim.metrics.summary import jain_index
 from tests.conftest import ROOT
 
 

@@ -9,10 +9,10 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sim.engine.queue import expires_at_s
-from sim.engine.records import COMPLETED, DROPPED
-from sim.scenario import scenario_from_dict
-from sim.simulate import simulate
+from sim.config.scenario import scenario_from_dict
+from sim.core.queue import expires_at_s
+from sim.core.records import COMPLETED, DROPPED
+from sim.engine.pipeline import simulate
 
 
 def in_system_just_before(records, i: int) -> list[int]:

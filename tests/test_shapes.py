@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import yaml
 
-from sim.scenario import scenario_from_dict
-from sim.simulate import simulate
+from sim.config.scenario import scenario_from_dict
+from sim.engine.pipeline import simulate
 from tests.conftest import ROOT, run_cli
 
 

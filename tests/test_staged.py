@@ -10,11 +10,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sim.engine.records import COMPLETED, IN_SERVICE
+from sim.config.scenario import load
+from sim.core.records import COMPLETED, IN_SERVICE
+from sim.engine.pipeline import run_summary, simulate
 from sim.errors import InputError
-from sim.profile import Profile, combined
-from sim.scenario import load
-from sim.simulate import run_summary, simulate
+from sim.profiles.profile import Profile, combined
 
 EPS = 1e-9
 # the hand-computed case: prefix 10 ms and step 2 ms flat, K = 3
@@ -270,7 +270,7 @@ def _run(data):
 
 
 def test_steps_are_lowered_only_when_the_deadline_would_be_missed():
-    from sim.engine.steps import Steps
+    from sim.core.steps import Steps
 
     steps = Steps(10, 3)
     assert steps.choose(0.0, 0.030, 0.010, 0.002) == 10  # 10 + 10 x 2 = 30 ms: meets it

@@ -12,11 +12,11 @@ import yaml
 
 pytest.importorskip("torch")
 
-from sim.engine.records import COMPLETED, FAILED  # noqa: E402
-from sim.live import run_live  # noqa: E402
-from sim.scenario import scenario_from_dict  # noqa: E402
-from sim.simulate import simulate  # noqa: E402
-from sim.validation import render_report  # noqa: E402
+from sim.config.scenario import scenario_from_dict  # noqa: E402
+from sim.core.records import COMPLETED, FAILED  # noqa: E402
+from sim.engine.pipeline import simulate  # noqa: E402
+from sim.real.live import run_live  # noqa: E402
+from sim.validation.live import render_report  # noqa: E402
 from tests.conftest import ROOT, run_cli  # noqa: E402
 
 
@@ -219,7 +219,7 @@ def test_live_robot_fleet_matches_the_simulation_bit_for_bit(mode, policy):
     clock (a model that takes exactly the profile's time) give the simulation's requests,
     batches and robot figures exactly. Robots' deadlines come out of arrival order, so the
     deadline policy checks that both serve from the same (EDF) queue."""
-    from sim.metrics import robots_summary
+    from sim.metrics.summary import robots_summary
 
     loaded = scenario(
         duration_s=30,
@@ -253,7 +253,7 @@ def test_profiling_passes_are_scaled_to_the_median_speed_before_pooling():
     the median speed, both passes give the same samples; the spread within a pass stays."""
     import pandas as pd
 
-    from sim.validation import normalise_drift
+    from sim.validation.live import normalise_drift
 
     rows = [
         {"batch_size": b, "latency_ms": factor * base * b, "idle_ms": idle, "run": run}
@@ -292,7 +292,7 @@ def test_a_server_that_wakes_late_matches_the_simulation_with_that_wake_latency(
 
 
 def test_comparison_rows_take_medians_of_live_runs_and_of_simulation_draws():
-    from sim.validation import comparison_rows, target_verdicts
+    from sim.validation.live import comparison_rows, target_verdicts
 
     def summary(thr, p50, p99):
         return {"throughput_rps": thr, "latency_ms": {"p50": p50, "p99": p99}}

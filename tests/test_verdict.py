@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sim.verdict import indistinguishable, ks, live_spread, tost
+from sim.validation.verdict import indistinguishable, ks, live_spread, tost
 
 
 def test_leave_one_out_errors_by_hand():

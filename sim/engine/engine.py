@@ -14,8 +14,8 @@ from collections.abc import Callable
 
 import simpy
 
-from sim.engine.records import RunRecords
-from sim.engine.server import ServerCore, ServerSpec, Start
+from sim.core.records import RunRecords
+from sim.core.server import ServerCore, ServerSpec, Start
 from sim.engine.service import ServiceModel
 from sim.workload.traffic import Fleet, OpenTraffic
 

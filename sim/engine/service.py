@@ -10,7 +10,7 @@
 - `StagedService`: by stage, for batches that run a chosen number of steps (request
   level: the prefix and `steps` steps at the padded size) or step by step (an iteration:
   the prefix of the admitted requests and one step of those in flight). A batch's stages
-  share one uniform, as a staged profile's draws do (sim.profile.combined).
+  share one uniform, as a staged profile's draws do (sim.profiles.profile.combined).
 
 Each is called as `service(replica, now_s, start)` with the core's `Start` and returns
 seconds.
@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from sim.profile import Profile, ServiceSampler
+from sim.profiles.profile import Profile, ServiceSampler
 
 
 class PlainService:

@@ -8,7 +8,7 @@ computed once, and an action expert (width 1024, 18 layers) that attends to them
 
 Every block is pre-norm (LayerNorm), with biased linear layers and a 4x GELU MLP; the
 language embedding is Gemma's 257,152-token table. Needs torch only (no transformers),
-so its work can be counted on the meta device (sim.work) without weights or a GPU.
+so its work can be counted on the meta device (sim.profiles.estimate.work) without weights or a GPU.
 """
 
 from __future__ import annotations

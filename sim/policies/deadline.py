@@ -6,7 +6,7 @@ import math
 from typing import Literal
 
 from sim.policies.base import Capped, Decision, Drop, Launch, QueueView, Wait
-from sim.profile import Profile
+from sim.profiles.profile import Profile
 
 # comparisons against deadlines forgive a nanosecond of floating-point noise
 TOLERANCE_S = 1e-9

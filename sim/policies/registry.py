@@ -33,8 +33,8 @@ from pydantic import (
     model_validator,
 )
 
+from sim.config.limits import BatchSize
 from sim.errors import InputError, one_line
-from sim.limits import BatchSize
 from sim.policies.adaptive import AdaptivePolicy
 from sim.policies.base import Policy, every_size_up_to
 from sim.policies.continuous import ContinuousPolicy
@@ -42,7 +42,7 @@ from sim.policies.deadline import DeadlinePolicy
 from sim.policies.dynamic import DynamicPolicy
 from sim.policies.pathological import LazyPolicy
 from sim.policies.static import StaticPolicy
-from sim.profile import Profile
+from sim.profiles.profile import Profile
 
 PLUGIN = "MODULE:CLASS"  # how a plug-in's kind is written, in error lines
 

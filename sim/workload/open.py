@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from sim.errors import InputError
-from sim.files import cell, column_list, read_csv
+from sim.io.files import cell, column_list, read_csv
 from sim.workload.phases import phase_offsets_s
 
 

@@ -30,8 +30,8 @@ from typing import Any
 import pandas as pd
 
 from sim.errors import InputError, one_line
-from sim.files import read_csv, read_json
-from sim.outputs import replacing, write_text
+from sim.io.files import read_csv, read_json
+from sim.io.outputs import replacing, write_text
 
 DTYPES = ("float32", "bfloat16", "float16")
 # the provenance fields that must agree for two profiles to be combined
@@ -66,7 +66,7 @@ class ProfileOptions:
     # every call, as a server meets them (see Profiler.measure_interleaved)
     interleave: bool = False
     # with interleave: idle levels (ms) to wait before timed calls, e.g. (0, 10, 200); each
-    # round times every (size, level); rows get an idle_ms column (see sim.profile)
+    # round times every (size, level); rows get an idle_ms column (see sim.profiles.profile)
     idle_ms: tuple[float, ...] = ()
     # with interleave: wall seconds of timed rounds (idle waits included), in place of
     # budget_s; rounds stop before they would overrun it, within min_reps..max_reps

@@ -29,12 +29,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import yaml
 
-from sim import files
+from sim.config.limits import check
+from sim.config.scenario import ParsedScenario, SweepSection, load, parse
 from sim.errors import InputError, Interrupted
-from sim.limits import check
-from sim.metrics import METRICS, flatten
-from sim.outputs import check_out_dir, replacing, write_text
-from sim.scenario import ParsedScenario, SweepSection, load, parse
+from sim.io import files
+from sim.io.outputs import check_out_dir, replacing, write_text
+from sim.metrics.summary import METRICS, flatten
 
 if TYPE_CHECKING:  # pandas and scipy load in a second: not before a refusal
     import pandas as pd
@@ -44,7 +44,7 @@ def run_point(
     base: dict[str, Any], base_dir: str, overrides: dict[str, Any], seed: int
 ) -> dict[str, Any]:
     """Run one configuration with one seed; what a Dask worker executes."""
-    from sim.simulate import run_summary, simulate
+    from sim.engine.pipeline import run_summary, simulate
 
     loaded = load(
         base,
@@ -365,7 +365,7 @@ def run_sweep(
     if on_result is not None:
         on_result(None, None, finished, total)
     if todo:
-        from sim.cluster import local_cluster
+        from sim.experiments.executor import local_cluster
 
         if scheduler is None:
             clients = local_cluster(workers or os.cpu_count() or 1)

@@ -159,7 +159,7 @@ def load_gpu(name_or_path: str, source: str = "--gpu") -> GpuSpec:
             "l2_cache_mb, source)",
             source=source,
         )
-    from sim.files import read_yaml
+    from sim.io.files import read_yaml
 
     data = read_yaml(path, "GPU spec")  # YAML, and so JSON too
     if not isinstance(data, dict):

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from sim.engine.records import COMPLETED, FAILED, QUEUED, RunRecords, finalize_outcomes
+from sim.core.records import COMPLETED, FAILED, QUEUED, RunRecords, finalize_outcomes
 from sim.errors import InputError, first_line
 
 MAX_CONNECTIONS = 1024  # one thread and one socket each
@@ -173,7 +173,7 @@ def choose_observation(scenario: Any, metadata: Any, target: str) -> Observation
 def load_for_observe(path: Any, overrides: list[str]) -> Any:
     """The scenario for observe: only its traffic is used, so one with a model: and no
     profile: is loaded with a stand-in profile (nothing is simulated)."""
-    from sim.scenario import load, parse
+    from sim.config.scenario import load, parse
 
     parsed = parse(path, overrides)
     if parsed.scenario.profile is not None:
@@ -498,7 +498,7 @@ def observe(
 ) -> tuple[RunRecords, dict[str, Any]]:
     """Drive the scenario's traffic against `target`; returns the records and the summary
     (its `observe` block says what the client saw)."""
-    from sim.simulate import run_summary, traffic_of
+    from sim.engine.pipeline import run_summary, traffic_of
 
     s = loaded.scenario
     closed = s.workload.kind == "robots"

@@ -29,13 +29,13 @@ from operator import attrgetter
 
 import numpy as np
 
-from sim.engine.dispatch import ReplicaLoad, make_dispatcher
-from sim.engine.queue import Admission, expires_at_s, queue_factory
-from sim.engine.records import DROPPED, FAILED, RunRecords, finalize_outcomes
-from sim.engine.steps import Steps
+from sim.core.dispatch import ReplicaLoad, make_dispatcher
+from sim.core.queue import Admission, expires_at_s, queue_factory
+from sim.core.records import DROPPED, FAILED, RunRecords, finalize_outcomes
+from sim.core.steps import Steps
 from sim.errors import InputError
 from sim.policies.base import Drop, Launch, Policy, Wait
-from sim.profile import Profile
+from sim.profiles.profile import Profile
 from sim.workload.traffic import Fleet, OpenTraffic
 
 _NAN = math.nan

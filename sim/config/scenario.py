@@ -32,13 +32,13 @@ from pydantic import (
     model_validator,
 )
 
-from sim import files
-from sim.engine.steps import Steps
+from sim.config.limits import BatchSize, ClientCount, Limits, ReplicaCount, check
+from sim.core.steps import Steps
 from sim.errors import InputError
-from sim.limits import BatchSize, ClientCount, Limits, ReplicaCount, check
+from sim.io import files
 from sim.policies import Policy
 from sim.policies.registry import PLUGIN, PluginPolicyConfig, PolicySpec, Strict, is_step_level
-from sim.profile import Profile, Stage, StagedModel, Variants, sidecar_stages
+from sim.profiles.profile import Profile, Stage, StagedModel, Variants, sidecar_stages
 from sim.workload import open as open_loop
 from sim.workload.open import Arrivals
 from sim.workload.phases import phase_offset_s
@@ -647,7 +647,7 @@ def _limits_of(data: dict[str, Any]) -> Limits:
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """A scenario file's mapping (sim.files reads it: UTF-8, unique keys, bounded)."""
+    """A scenario file's mapping (sim.io.files reads it: UTF-8, unique keys, bounded)."""
     path = Path(path)
     data = files.read_yaml(path, "scenario")
     if data is None:

@@ -20,9 +20,9 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from sim.config.limits import DEFAULT as DEFAULT_LIMITS
 from sim.errors import InputError, Interrupted
-from sim.limits import DEFAULT as DEFAULT_LIMITS
-from sim.outputs import RUN_FILES, check_out_dir, check_out_file, write_text
+from sim.io.outputs import RUN_FILES, check_out_dir, check_out_file, write_text
 
 app = typer.Typer(
     name="batchsim",
@@ -116,8 +116,8 @@ def _fmt(value: Any, digits: int = 2) -> str:
 
 def summary_table(summary: dict[str, Any], command: str = "run") -> Table:
     """The figures of one run as a rich table (every figure read through the metrics
-    registry, sim.metrics)."""
-    from sim.metrics import metric_value
+    registry, sim.metrics.summary)."""
+    from sim.metrics.summary import metric_value
 
     def v(name: str) -> Any:
         return metric_value(summary, name)
@@ -256,8 +256,8 @@ def run(
     ] = None,
 ) -> None:
     """Simulate one scenario and print its summary."""
-    from sim.scenario import load_scenario
-    from sim.simulate import run_summary, simulate, write_outputs
+    from sim.config.scenario import load_scenario
+    from sim.engine.pipeline import run_summary, simulate, write_outputs
 
     if out is not None:
         check_out_dir(out, owned=RUN_FILES)
@@ -290,7 +290,7 @@ def run(
         run_log = {"wall_s": wall_s, "argv": sys.argv[1:], "batchsim": _version()}
         write_outputs(out, summary, records, loaded.raw, run_log)
     if trace is not None:
-        from sim.trace import write_trace
+        from sim.io.trace import write_trace
 
         write_trace(records, trace, loaded.scenario.name)
     if not quiet:
@@ -331,7 +331,7 @@ def sweep(
     quiet: QuietOption = False,
 ) -> None:
     """Run a grid of scenario variants x replications on Dask; resumable."""
-    from sim.sweeps import Sweep, connect, parse_grid, run_sweep, summarize_sweep
+    from sim.experiments.sweep import Sweep, connect, parse_grid, run_sweep, summarize_sweep
 
     if workers is not None and scheduler is not None:
         raise InputError("give --workers or --scheduler, not both", source="--scheduler")
@@ -385,7 +385,7 @@ def sweep(
 
 
 def sweep_table(summary: Any, keys: list[str]) -> Table:
-    from sim.metrics import METRICS
+    from sim.metrics.summary import METRICS
 
     table = _table(title="sweep: mean ± 95% CI over replications", header_style="bold")
     for key in keys:
@@ -435,8 +435,8 @@ def recommend(
     out: Annotated[Path | None, typer.Option("--out", help="folder for recommend.json")] = None,
 ) -> None:
     """Find the best configuration that meets an SLO, by capacity search (resumable with --out)."""
-    from sim.search import ProbeLog, Recommender, describe_probe
-    from sim.sweeps import label
+    from sim.experiments.search import ProbeLog, Recommender, describe_probe
+    from sim.experiments.sweep import label
 
     if workers is not None and workers < 1:
         raise InputError("must be >= 1", source="--workers")
@@ -527,7 +527,7 @@ def plot(
     ] = None,
 ) -> None:
     """Draw the figures of a run or a sweep into FOLDER/plots/ (one file per figure and parameters)."""
-    from sim.plots import plot_dir
+    from sim.io.plots import plot_dir
 
     for path in plot_dir(folder, hue, load, x, y):
         out_console.print(f"wrote {path}")
@@ -586,7 +586,7 @@ def validate(
                     "is for live runs; --records compares runs already made", source=flag
                 )
         check_out_dir(out)
-        from sim.validation import validate_records
+        from sim.validation.live import validate_records
 
         result = validate_records(
             scenario,
@@ -604,7 +604,7 @@ def validate(
     repeats = 3 if repeats is None else repeats
     check_out_dir(out)  # before the live runs, which take minutes
     try:
-        from sim.validation import validate as run_validation
+        from sim.validation.live import validate as run_validation
     except ImportError as exc:
         raise InputError(
             f"validate needs torch and transformers ({exc})", source="validate"
@@ -796,7 +796,7 @@ def profile(
     check_out_file(out)
     try:
         from sim import models
-        from sim.profiler import (
+        from sim.profiles.profiler import (
             ProfileOptions,
             check_append_target,
             profile_model,
@@ -855,8 +855,8 @@ def profile(
 
 
 def _plot_profile(path: Path) -> None:
-    from sim.files import read_csv
-    from sim.plots import profile_figure, save
+    from sim.io.files import read_csv
+    from sim.io.plots import profile_figure, save
 
     frame = read_csv(path, "profile")
     png = save(profile_figure(frame, path.stem), path.with_suffix(".png"))
@@ -866,8 +866,8 @@ def _plot_profile(path: Path) -> None:
 @app.command("plot-profile")
 def plot_profile(path: Annotated[Path, typer.Argument(help="a profile CSV")]) -> None:
     """Draw a profile: latency and per-request latency vs batch size, and memory."""
-    from sim.files import read_csv
-    from sim.profile import Profile
+    from sim.io.files import read_csv
+    from sim.profiles.profile import Profile
 
     columns = read_csv(path, "profile").columns  # a readable file, before its .png is named
     check_out_file(path.with_suffix(".png"), "plot-profile")
@@ -905,9 +905,9 @@ def estimate(
     ] = None,
 ) -> None:
     """Estimate a profile on a GPU you don't own: a calibrated roofline transfer of a measured one."""
-    from sim.estimation import estimate as run_estimate
-    from sim.estimation import parse_shape, write
-    from sim.gpus import load_gpu
+    from sim.profiles.estimate.gpus import load_gpu
+    from sim.profiles.estimate.roofline import estimate as run_estimate
+    from sim.profiles.estimate.roofline import parse_shape, write
 
     target = load_gpu(gpu)
     shapes = parse_shape(shape, "--shape")
@@ -1002,7 +1002,7 @@ def serve(
     set_: SetOption = None,
 ) -> None:
     """Serve the scenario's model over openpi's websocket protocol, batching across robots."""
-    from sim.scenario import load_scenario
+    from sim.config.scenario import load_scenario
 
     if not 0 <= port <= 65535:
         raise InputError(f"must be from 0 to 65,535 (got {port})", source="--port")
@@ -1010,7 +1010,7 @@ def serve(
         check_out_dir(out, owned=RUN_FILES)
     loaded = load_scenario(scenario, set_ or [])
     try:
-        from sim.serve import serve_scenario
+        from sim.real.serve import serve_scenario
     except ImportError as exc:
         raise InputError(
             f"serve needs websockets, msgpack and openpi-client ({exc}); run make test",
@@ -1053,7 +1053,7 @@ def observe(
     ] = 30.0,
 ) -> None:
     """Drive the scenario's traffic (robots or arrivals) against an openpi policy server."""
-    from sim.observe import MAX_CONNECTIONS, check_target, load_for_observe
+    from sim.real.observe import MAX_CONNECTIONS, check_target, load_for_observe
 
     check_target(target)
     if connections is not None and not 1 <= connections <= MAX_CONNECTIONS:
@@ -1064,13 +1064,13 @@ def observe(
         check_out_dir(out, owned=RUN_FILES)
     loaded = load_for_observe(scenario, set_ or [])
     try:
-        from sim.observe import observe as drive
+        from sim.real.observe import observe as drive
     except ImportError as exc:  # pragma: no cover - the serve extra is missing
         raise InputError(
             f"observe needs websockets, msgpack and openpi-client ({exc}); run make test",
             source="observe",
         ) from None
-    from sim.simulate import write_outputs
+    from sim.engine.pipeline import write_outputs
 
     records, summary = drive(
         loaded,
@@ -1095,7 +1095,7 @@ def observe(
 @app.command()
 def gpus() -> None:
     """The GPU table `batchsim estimate` uses: dense bf16 TFLOPS, bandwidth, memory, sources."""
-    from sim.gpus import GPUS
+    from sim.profiles.estimate.gpus import GPUS
 
     table = _table(title="GPUs (dense bf16; a spec file adds others)", header_style="bold")
     for column in ("name", "bf16 TFLOPS", "GB/s", "memory GB", "L2 MB", "source"):

@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # pandas is imported where a CSV or a frame is handled, not t
     import pandas as pd
 
 from sim.errors import InputError
-from sim.files import cell, column_list, read_csv, read_json
+from sim.io.files import cell, column_list, read_csv, read_json
 
 REQUIRED_COLUMNS = ("batch_size", "latency_ms")
 MEMORY_COLUMN = "peak_mem_mb"

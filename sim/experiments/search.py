@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sim.config.limits import DEFAULT, Limits, check
+from sim.config.scenario import load, parse
 from sim.errors import InputError, Interrupted
-from sim.limits import DEFAULT, Limits, check
-from sim.metrics import SLO_NAMES
-from sim.scenario import load, parse
-from sim.sweeps import confidence_interval, parse_grid, run_point
+from sim.experiments.sweep import confidence_interval, parse_grid, run_point
+from sim.metrics.summary import SLO_NAMES
 
 OBJECTIVES = {
     "max-throughput": ("workload.rate_rps", "max"),
@@ -426,7 +426,7 @@ class Recommender:
             if workers and workers > 1 and len(self.configs) > 1:
                 from dask.distributed import as_completed
 
-                from sim.cluster import local_cluster
+                from sim.experiments.executor import local_cluster
 
                 with local_cluster(workers) as client:
                     futures = [
@@ -489,7 +489,7 @@ class Recommender:
         the same robots share every batch. Each configuration's answer (its best load, or
         its nearest miss) is probed again with 1 ms of send jitter; where feasibility flips,
         or the worst SLO term moves by 5% of its bound, the answer depends on the lockstep."""
-        from sim.sweeps import label
+        from sim.experiments.sweep import label
 
         loaded = load(self.base, {}, base=Path(self.base_dir), origin=str(self.scenario_path))
         workload = loaded.scenario.workload
@@ -589,7 +589,7 @@ def describe_probe(ev: Evaluation, slo: Sequence[SloTerm]) -> str:
 
 def _named(config: dict[str, Any]) -> str:
     """A configuration as the tables show it: {'policy': 'deadline max_batch=32'}."""
-    from sim.sweeps import label
+    from sim.experiments.sweep import label
 
     return str({k: label(v) for k, v in config.items()}) if config else "(scenario as is)"
 

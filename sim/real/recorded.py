@@ -14,7 +14,7 @@ requests.parquet, in this schema (docs/records.md):
     outcome                  optional: completed | failed | dropped | rejected | queued |
                              in_service (default: completed where `end` is set, else queued)
 
-Each is read into the simulator's own columns (sim.engine.records.RunRecords), so every
+Each is read into the simulator's own columns (sim.core.records.RunRecords), so every
 figure of a recorded run is computed by the same code as a simulated one.
 """
 
@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sim import files
-from sim.engine.records import COMPLETED, OUTCOME_NAMES, QUEUED, RunRecords
+from sim.core.records import COMPLETED, OUTCOME_NAMES, QUEUED, RunRecords
 from sim.errors import InputError
+from sim.io import files
 
 NEEDED = "arrival, start, end, and batch or batch_size (docs/records.md)"
 MAX_ROWS = 20_000_000  # the simulator's own default request limit

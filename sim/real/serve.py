@@ -8,7 +8,7 @@ error goes out as a text frame, then the connection closes. `GET /healthz` answe
 
 Unlike openpi's server, which answers each connection's `infer` in turn, requests from
 all connections join one queue and are batched by the scenario's policy, through the
-same server core as the simulator (sim.engine.server.ServerCore): the requests arrive
+same server core as the simulator (sim.core.server.ServerCore): the requests arrive
 into an `Inbox`, the closed-loop traffic of a real server. The model runs in a worker
 thread, so the event loop goes on accepting while a batch runs. Every request and batch
 is recorded in the simulator's columns; SIGINT or SIGTERM writes them with a summary.
@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from sim.engine.server import ServerCore, Start
+from sim.core.server import ServerCore, Start
 from sim.errors import InputError
 from sim.workload.traffic import Fleet
 
@@ -168,7 +168,7 @@ class ModelRunner:
         """A CUDA graph per padded size the policy can launch, captured before serving."""
         import torch
 
-        from sim.profiler import capture_cuda_graph
+        from sim.profiles.profiler import capture_cuda_graph
 
         for size in sizes:
             static = {
@@ -194,7 +194,7 @@ def build_runner(model_section: Any) -> ModelRunner:
     import torch
 
     from sim import models
-    from sim.work import torch_dtype
+    from sim.profiles.estimate.work import torch_dtype
 
     if model_section.device == "cuda" and not torch.cuda.is_available():
         raise InputError("is cuda, but this torch sees no CUDA device", field="model.device")
@@ -229,7 +229,7 @@ class PolicyServer:
     connections: int = 0
 
     def __post_init__(self) -> None:
-        from sim.simulate import server_spec
+        from sim.engine.pipeline import server_spec
 
         self.core = ServerCore(self.inbox, server_spec(self.loaded, self.loaded.rngs()))
         self.t0 = self.clock()
@@ -387,7 +387,7 @@ def serve_scenario(
     loaded: Any, host: str, port: int, out: Path | None, ready: Callable[[int], None]
 ) -> dict[str, Any]:
     """Serve until SIGINT or SIGTERM; then write the records (with `out`) and return the summary."""
-    from sim.simulate import run_summary, write_outputs
+    from sim.engine.pipeline import run_summary, write_outputs
 
     s = loaded.scenario
     if s.model is None:
@@ -398,7 +398,7 @@ def serve_scenario(
         raise InputError(
             "serve runs one replica with a shared queue", source=loaded.source, field="cluster"
         )
-    from sim.live import check_servable
+    from sim.real.live import check_servable
 
     check_servable(s, loaded.source)
     runner = build_runner(s.model)

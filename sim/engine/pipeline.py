@@ -10,26 +10,25 @@ from typing import Any
 
 import numpy as np
 
-from sim.engine import (
+from sim.config.scenario import LoadedScenario
+from sim.core.records import RunRecords, write_parquet
+from sim.core.server import ServerSpec
+from sim.engine.engine import Engine, ProgressFn
+from sim.engine.service import (
     AfterIdleService,
-    Engine,
     PlainService,
-    ProgressFn,
-    RunRecords,
-    ServerSpec,
+    ServiceModel,
     ShapedService,
+    StagedService,
 )
-from sim.engine.records import write_parquet
-from sim.engine.service import ServiceModel, StagedService
-from sim.metrics import (
+from sim.metrics.summary import (
     robots_columns,
     robots_summary,
     round_trip_columns,
     steps_summary,
     summarize,
 )
-from sim.profile import Profile, ServiceSampler, Variants
-from sim.scenario import LoadedScenario
+from sim.profiles.profile import Profile, ServiceSampler, Variants
 from sim.workload.traffic import Fleet, OpenTraffic
 
 
@@ -164,10 +163,10 @@ def write_outputs(
 ) -> list[Path]:
     """summary.json, requests.parquet, batches.parquet, the resolved scenario.yaml (and
     robots.parquet for a fleet, run.json for `run_log`), written whole: the folder is
-    staged and swapped in (sim.outputs), so a killed run leaves the old one or the new."""
+    staged and swapped in (sim.io.outputs), so a killed run leaves the old one or the new."""
     import yaml
 
-    from sim.outputs import staged_dir
+    from sim.io.outputs import staged_dir
 
     names = ["summary.json", "requests.parquet", "batches.parquet", "scenario.yaml"]
     if records.robots is not None:

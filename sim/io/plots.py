@@ -15,15 +15,15 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from sim.errors import InputError  # noqa: E402
-from sim.files import read_parquet  # noqa: E402
-from sim.outputs import check_out_dir, replacing  # noqa: E402
+from sim.io.files import read_parquet  # noqa: E402
+from sim.io.outputs import check_out_dir, replacing  # noqa: E402
 
 sns.set_theme(style="whitegrid", context="notebook")
 
 
 def _axis_label(name: str) -> str:
     """A metric's axis label from the registry (its label and unit), else the name."""
-    from sim.metrics import METRICS
+    from sim.metrics.summary import METRICS
 
     metric = METRICS.get(name.removeprefix("grid."))
     if metric is None:
@@ -270,8 +270,8 @@ def _name(y: str, x: str, hue: str | None) -> str:
 
 def _sweep_subtitle(folder: Path) -> str:
     """The sweep's scenario, profile and SLO, from sweep.json (nothing when it cannot say)."""
-    from sim.files import read_json
-    from sim.scenario import load
+    from sim.config.scenario import load
+    from sim.io.files import read_json
 
     try:
         meta = read_json(folder / "sweep.json", "sweep")
@@ -298,7 +298,7 @@ def plot_dir(
     FOLDER/plots, one file per figure and parameter set. A sweep: the latency-throughput
     frontier, attainment against the load key, a robot fleet's stall against the swept
     key, and with `x` and `y` any metric against any swept key (or metric)."""
-    from sim.metrics import METRICS
+    from sim.metrics.summary import METRICS
 
     folder = Path(folder)
     out = folder / "plots"
@@ -363,7 +363,7 @@ def plot_dir(
             )
         return written
     if (folder / "summary.json").exists():
-        from sim.files import read_json
+        from sim.io.files import read_json
 
         summary_json = read_json(folder / "summary.json", "summary")
         if x is not None or y is not None:

@@ -1,6 +1,6 @@
 """`batchsim estimate`: a measured profile moved to another GPU, or another input shape.
 
-A calibrated roofline, per kernel. sim.work counts every kernel of one call on the meta
+A calibrated roofline, per kernel. sim.profiles.estimate.work counts every kernel of one call on the meta
 device (FLOPs; bytes of weights, and of activations and KV cache). On a GPU a kernel
 takes
 
@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 
 from sim.errors import InputError
-from sim.files import column_list
-from sim.gpus import GpuSpec, gpu_for_device, load_gpu
+from sim.io.files import column_list
+from sim.profiles.estimate.gpus import GpuSpec, gpu_for_device, load_gpu
 
 MIB = 2**20
 # factors a fit may reach (efficiencies are shares of the peak; times in microseconds)
@@ -69,7 +69,7 @@ class Parts:
 
 
 def parts(work: Any, gpu: GpuSpec, factors: Factors) -> Parts:
-    """The roofline time of one call (sim.work.CallWork) on `gpu` with these factors."""
+    """The roofline time of one call (sim.profiles.estimate.work.CallWork) on `gpu` with these factors."""
     peak_flops = factors.compute_efficiency * gpu.bf16_dense_tflops * 1e12
     bandwidth = factors.memory_efficiency * gpu.memory_bandwidth_gbs * 1e9
     cache_bytes = gpu.l2_cache_mb * 1e6 / 2
@@ -127,14 +127,14 @@ def fit(
 
 @lru_cache(maxsize=256)
 def _bundle(model: str, size: str) -> Any:
-    from sim.work import meta_bundle
+    from sim.profiles.estimate.work import meta_bundle
 
     return meta_bundle(model, size)
 
 
 @lru_cache(maxsize=1024)
 def _count(model: str, size: str, batch_size: int, shape: tuple, dtype: str) -> Any:
-    from sim.work import count, torch_dtype
+    from sim.profiles.estimate.work import count, torch_dtype
 
     return count(_bundle(model, size), batch_size, dict(shape), torch_dtype(dtype))
 
@@ -220,7 +220,7 @@ def estimate(
     """Estimate the profile at `path` on `target` (and at `shape`, if given)."""
     import pandas as pd
 
-    from sim.profile import (
+    from sim.profiles.profile import (
         IDLE_COLUMN,
         IGNORED_COLUMNS,
         MEMORY_COLUMN,
@@ -477,8 +477,8 @@ def _sidecar(
 
 def write(est: Estimate, out: Path) -> Path:
     """The estimated profile CSV and its NAME.meta.json, each written whole."""
-    from sim.outputs import replacing, write_text
-    from sim.profile import meta_path_for
+    from sim.io.outputs import replacing, write_text
+    from sim.profiles.profile import meta_path_for
 
     with replacing(out) as tmp:
         est.frame.to_csv(tmp, index=False)

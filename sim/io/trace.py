@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from sim.engine.records import RunRecords
+from sim.core.records import RunRecords
 from sim.errors import InputError
 
 MAX_EVENTS = 2_000_000  # about 300 MB of JSON: a trace no viewer opens is no use
@@ -81,7 +81,7 @@ def chrome_trace(records: RunRecords, name: str = "batchsim") -> dict[str, Any]:
 
 
 def write_trace(records: RunRecords, path: Path, name: str = "batchsim") -> Path:
-    from sim.outputs import write_text
+    from sim.io.outputs import write_text
 
     write_text(path, json.dumps(chrome_trace(records, name)))
     return path

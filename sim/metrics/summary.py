@@ -30,7 +30,7 @@ import numpy as np
 if TYPE_CHECKING:
     import pandas as pd
 
-from sim.engine.records import COMPLETED, DROPPED, FAILED, IN_SERVICE, QUEUED, REJECTED, RunRecords
+from sim.core.records import COMPLETED, DROPPED, FAILED, IN_SERVICE, QUEUED, REJECTED, RunRecords
 
 PERCENTILES = (50, 90, 95, 99)
 

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from sim.engine.records import DROPPED, REJECTED
+from sim.core.records import DROPPED, REJECTED
 
 
 def expires_at_s(arrival_s: float, timeout_s: float) -> float:

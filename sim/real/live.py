@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from sim.engine.records import RunRecords
-from sim.engine.server import ServerCore, Start
+from sim.config.scenario import LoadedScenario, Scenario
+from sim.core.records import RunRecords
+from sim.core.server import ServerCore, Start
 from sim.errors import InputError
-from sim.scenario import LoadedScenario, Scenario
 
 
 @dataclass
@@ -62,7 +62,7 @@ def run_live(
     A batch whose model call raises is recorded as failed (its requests' outcome; robots get
     a failure notice) and the server goes on.
     """
-    from sim.simulate import server_spec, traffic_of
+    from sim.engine.pipeline import server_spec, traffic_of
 
     s = loaded.scenario
     if s.cluster.replicas != 1 or s.cluster.queue != "shared":

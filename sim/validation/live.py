@@ -30,11 +30,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sim.engine.records import RunRecords
+from sim.config.scenario import LoadedScenario, ParsedScenario, load, parse
+from sim.core.records import RunRecords
 from sim.errors import InputError
-from sim.metrics import metric_value, robots_summary, summarize
-from sim.profile import Profile
-from sim.scenario import LoadedScenario, ParsedScenario, load, parse
+from sim.metrics.summary import metric_value, robots_summary, summarize
+from sim.profiles.profile import Profile
 
 # the figures compared, live against simulated (names of the metrics registry)
 COMPARED = (
@@ -132,11 +132,11 @@ def noise_aware(
     margin: float = 0.05,
     kind: str = "sim",
 ) -> dict[str, Any]:
-    """The verdict that knows the live runs' own noise (sim.verdict): per figure, whether
+    """The verdict that knows the live runs' own noise (sim.validation.verdict): per figure, whether
     the prediction is indistinguishable from a rerun (needs two or more live runs), and a
     TOST equivalence test of the mean latency within `margin`; `kind`: which simulation
     of the comparison rows is judged."""
-    from sim.verdict import indistinguishable, tost
+    from sim.validation.verdict import indistinguishable, tost
 
     per_metric = {}
     for row in rows:
@@ -291,7 +291,7 @@ def set_up(
             source=parsed.source,
             field="model",
         )
-    from sim.live import check_servable
+    from sim.real.live import check_servable
 
     check_servable(parsed.scenario, parsed.source)
     out = Path(out)
@@ -305,9 +305,15 @@ def measure(
     """Profile the model in interleaved passes before, between and after the live runs
     (or take `profile_path`), and replay the traffic live `repeats` times."""
     from sim import models
-    from sim.live import run_live
-    from sim.profiler import ProfileOptions, Profiler, provenance, sample_rows, write_profile
-    from sim.simulate import run_summary, write_outputs
+    from sim.engine.pipeline import run_summary, write_outputs
+    from sim.profiles.profiler import (
+        ProfileOptions,
+        Profiler,
+        provenance,
+        sample_rows,
+        write_profile,
+    )
+    from sim.real.live import run_live
 
     scenario, out, repeats = setup.scenario, setup.out, setup.repeats
     spec = scenario.model
@@ -416,7 +422,7 @@ def predict(setup: Setup, measured: Measured, stage: Callable[[str], None]) -> P
     """Simulate the live traffic `sim_draws` times three ways: with the live per-batch
     overhead and wake lateness fed back (the prediction), with the profile as measured,
     and with the live runs' own batch times (the queueing model alone)."""
-    from sim.simulate import run_summary, simulate, write_outputs
+    from sim.engine.pipeline import run_summary, simulate, write_outputs
 
     out, sim_draws, lives = setup.out, setup.sim_draws, measured.lives
     cameras = setup.scenario.model.cameras
@@ -499,8 +505,8 @@ def predict(setup: Setup, measured: Measured, stage: Callable[[str], None]) -> P
 def compare(setup: Setup, measured: Measured, predicted: Predicted) -> dict[str, Any]:
     """The live runs against the predictions: comparison rows and target verdicts, the KS
     statistic on latency, the CDF figure, validation.json and report.md."""
-    from sim.plots import latency_cdfs, save
-    from sim.verdict import ks as two_sample_ks
+    from sim.io.plots import latency_cdfs, save
+    from sim.validation.verdict import ks as two_sample_ks
 
     out, repeats, sim_draws, lives = setup.out, setup.repeats, setup.sim_draws, measured.lives
     slo_ms = setup.scenario.slo.latency_ms
@@ -588,7 +594,7 @@ def _passes_line(passes: list[dict[str, Any]]) -> list[str]:
         f"the live runs and one after each, pooled; the live policy planned with the first. "
         f"Median at batch {largest} back to back, pass by pass: {medians} ms; speeds "
         f"(relative to all passes) {speeds}: each pass is scaled to the median speed before "
-        "pooling (sim.validation.normalise_drift).",
+        "pooling (sim.validation.live.normalise_drift).",
         "",
     ]
 
@@ -702,14 +708,14 @@ def validate_records(
     stage: Callable[[str], None] = lambda message: None,
 ) -> dict[str, Any]:
     """Compare the scenario's simulation with recorded runs of the same traffic (observe,
-    serve, validate's live runs, or a user's log: sim.recorded). The prediction draws its
+    serve, validate's live runs, or a user's log: sim.real.recorded). The prediction draws its
     service times from the scenario's profile, or, with `profile_from_records` or when the
     scenario has none, from the records' own batch times (the model and everything the
     server did around it, per batch); with both at hand both are reported."""
-    from sim.plots import latency_cdfs, save
-    from sim.recorded import batch_times_ms, describe, read_recorded
-    from sim.simulate import run_summary, simulate, write_outputs
-    from sim.verdict import ks as two_sample_ks
+    from sim.engine.pipeline import run_summary, simulate, write_outputs
+    from sim.io.plots import latency_cdfs, save
+    from sim.real.recorded import batch_times_ms, describe, read_recorded
+    from sim.validation.verdict import ks as two_sample_ks
 
     if sim_draws < 1:
         raise InputError("must be >= 1 (simulations of the same traffic)", source="--sim-draws")

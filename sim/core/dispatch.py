@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sim.engine.queue import Queue
-from sim.profile import Profile
+from sim.core.queue import Queue
+from sim.profiles.profile import Profile
 
 DISPATCHERS = ("round-robin", "shortest-queue", "least-work", "power-of-two")
 
