@@ -171,10 +171,10 @@ def whole_process(path: Path, out: Path) -> tuple[float, float]:
 
 
 def engine_only(path: Path):
-    from sim.config.scenario import load_scenario
+    from sim.config import load
     from sim.engine.pipeline import simulate
 
-    loaded = load_scenario(path)
+    loaded = load(path)
     start = time.perf_counter()
     records = simulate(loaded)
     return time.perf_counter() - start, records
@@ -221,7 +221,7 @@ def main() -> None:
     n_fleet = int((fleet_records.outcome == 1).sum())
     done = open_records.request_batch >= 0
     latency = float(np.mean(open_records.request_completion_s[done] - open_records.arrival_s[done]))
-    trips = np.concatenate([c.stats.round_trips_s for c in fleet_records.robots])
+    trips = fleet_records.robots.round_trips_s
     print(
         f"open loop: {args.requests:,} Poisson requests at {RATE_RPS:.1f} req/s; fleet: {ROBOTS} "
         f"sync robots, {CONTROL_HZ:g} Hz, {EXECUTE} of {CHUNK} actions, {args.fleet_hours:g} h "

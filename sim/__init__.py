@@ -16,7 +16,7 @@ __version__ = "0.1.0"
 _API = {
     "load": "sim.api",
     "run": "sim.api",
-    "Run": "sim.api",
+    "Run": "sim.engine.pipeline",
     "sweep": "sim.api",
     "recommend": "sim.api",
     "Recommendation": "sim.api",

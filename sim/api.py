@@ -19,15 +19,14 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pandas and the scenario schema load on first use, not on `import sim`
     import pandas as pd
 
-    from sim.config.scenario import LoadedScenario
-    from sim.core.records import RunRecords
+    from sim.config.resolve import ResolvedScenario
+    from sim.engine.pipeline import Run
 
 Overrides = Mapping[str, Any] | Sequence[str] | None
 
@@ -52,21 +51,21 @@ def load(
     overrides: Overrides = None,
     *,
     base: Path | None = None,
-) -> LoadedScenario:
-    """A scenario, validated and resolved (its profile read, its policy built): from a YAML
-    file, or a mapping written in Python (relative paths in it resolve against `base`, by
-    default the current folder)."""
-    from sim.config.scenario import load as load_scenario
+) -> ResolvedScenario:
+    """A scenario, validated and resolved (its profile read and checked against its policy):
+    from a YAML file, or a mapping written in Python (relative paths in it resolve against
+    `base`, by default the current folder)."""
+    from sim.config import load as load_scenario
 
     if isinstance(scenario, Mapping):
         return load_scenario(scenario, overrides or (), base=base or Path.cwd(), origin="<dict>")
     return load_scenario(scenario, overrides or ())
 
 
-def _loaded(scenario: Any, overrides: Overrides) -> LoadedScenario:
-    from sim.config.scenario import LoadedScenario
+def _loaded(scenario: Any, overrides: Overrides) -> ResolvedScenario:
+    from sim.config import ResolvedScenario
 
-    if isinstance(scenario, LoadedScenario):
+    if isinstance(scenario, ResolvedScenario):
         if overrides:
             from sim.errors import InputError
 
@@ -75,57 +74,12 @@ def _loaded(scenario: Any, overrides: Overrides) -> LoadedScenario:
     return load(scenario, overrides)
 
 
-@dataclass
-class Run:
-    """One simulated run: its scenario, records and summary (summary.json's contents)."""
-
-    scenario: LoadedScenario
-    records: RunRecords
-    summary: dict[str, Any] = field(repr=False)
-
-    def metric(self, name: str) -> float | None:
-        """A figure by its registry name (sim.metrics.summary: latency_p99_ms, robots_stall_fraction, ...)."""
-        from sim.metrics.summary import METRICS, metric_value
-
-        if name not in METRICS:
-            from sim.errors import InputError
-
-            raise InputError(f"unknown metric '{name}'; one of {', '.join(METRICS)}")
-        return metric_value(self.summary, name)
-
-    @cached_property
-    def requests(self) -> pd.DataFrame:
-        """One row per request, the columns of requests.parquet."""
-        return self.records.requests_frame()
-
-    @cached_property
-    def batches(self) -> pd.DataFrame:
-        """One row per batch, the columns of batches.parquet."""
-        return self.records.batches_frame()
-
-    @cached_property
-    def robots(self) -> pd.DataFrame | None:
-        """One row per robot (robots.parquet), for a fleet; None for open-loop traffic."""
-        from sim.metrics.summary import robots_frame
-
-        return None if self.records.robots is None else robots_frame(self.records)
-
-    def write(self, out: str | Path) -> list[Path]:
-        """The files `batchsim run --out` writes, into `out` (written whole)."""
-        from sim.engine.pipeline import write_outputs
-        from sim.io.outputs import RUN_FILES, check_out_dir
-
-        check_out_dir(Path(out), owned=RUN_FILES)
-        return write_outputs(Path(out), self.summary, self.records, self.scenario.raw)
-
-
 def run(scenario: Any, overrides: Overrides = None) -> Run:
-    """Simulate a scenario once (its seed: the same result every time)."""
-    from sim.engine.pipeline import run_summary, simulate
+    """Simulate a scenario once (its seed: the same result every time, however often it is
+    run). A `Run` has the summary, `metric(name)`, the records as DataFrames and `write`."""
+    from sim.engine import pipeline
 
-    loaded = _loaded(scenario, overrides)
-    records = simulate(loaded)
-    return Run(loaded, records, run_summary(loaded, records))
+    return pipeline.run(_loaded(scenario, overrides))
 
 
 def sweep(

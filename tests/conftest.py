@@ -47,10 +47,10 @@ def simulate_arrays(
 ):
     """Run the engine on explicit arrival times."""
     from sim.core.server import ServerSpec
+    from sim.core.traffic import OpenTraffic
     from sim.engine.engine import Engine
     from sim.engine.service import PlainService
     from sim.workload import Arrivals
-    from sim.workload.traffic import OpenTraffic
 
     arrivals = Arrivals(np.asarray(times, dtype=float), np.zeros(len(times), dtype=np.int32))
     spec = ServerSpec.shared(policy, profile, replicas, max_queue=max_queue, timeout_s=timeout_s)

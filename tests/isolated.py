@@ -18,7 +18,7 @@ from pathlib import Path
 
 _CONTEXT = mp.get_context("forkserver")
 _CONTEXT.set_forkserver_preload(
-    ["sim.cli", "sim.config.scenario", "sim.engine.pipeline", "pandas", "pyarrow"]
+    ["sim.cli", "sim.config", "sim.engine.pipeline", "pandas", "pyarrow"]
 )
 
 

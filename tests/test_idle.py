@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sim.config.scenario import scenario_from_dict
+from sim.config import load
 from sim.engine.pipeline import simulate
 from sim.errors import InputError
-from sim.profiles.profile import Profile
+from sim.profiles import store
 
 
 @pytest.fixture
@@ -32,7 +32,7 @@ def scenario(idle_csv, **extra):
         "policy": {"kind": "dynamic", "max_batch": 8, "max_wait_ms": 0},
         **extra,
     }
-    return scenario_from_dict(data)
+    return load(data)
 
 
 def test_each_batch_costs_the_level_its_idle_time_reached(idle_csv):
@@ -78,10 +78,10 @@ def test_a_level_is_picked_by_number_whatever_its_spelling(tmp_path):
 
 
 def test_idle_levels_round_trip_through_a_frame(idle_csv, tmp_path):
-    levels = Profile.after_idle_from_csv(idle_csv)
+    levels = _idle_levels(idle_csv)
     out = tmp_path / "again.csv"
-    Profile.levels_to_csv(levels, out)
-    again = Profile.after_idle_from_csv(out)
+    store.write_levels(levels, out)
+    again = _idle_levels(out)
     assert sorted(again) == sorted(levels)
     assert all(again[k].latency_ms(8) == levels[k].latency_ms(8) for k in levels)
 
@@ -99,3 +99,8 @@ def test_bad_idle_levels_are_refused(tmp_path):
     shaped.write_text("batch_size,latency_ms,idle_ms,cameras\n1,10,0,1\n1,12,50,1\n")
     with pytest.raises(InputError, match="shape-aware profile with several idle_ms levels"):
         scenario(shaped, profile={"path": str(shaped), "shape": "cameras"})
+
+
+def _idle_levels(path, select=None):
+    """A profile CSV's idle levels (seconds -> profile), as the loader reads them."""
+    return store.by_idle_level(store.read_table(path), select)

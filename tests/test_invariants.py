@@ -269,10 +269,10 @@ def test_invariants_hold_for_random_runs(data):
 
 
 def test_progress_reports_reach_completion():
-    from sim.config.scenario import scenario_from_dict
+    from sim.config import load
     from sim.engine.pipeline import simulate
 
-    loaded = scenario_from_dict(
+    loaded = load(
         {
             "duration_s": 10,
             "profile": {"batch_size": [1, 8], "latency_ms": [5, 12]},
@@ -318,7 +318,7 @@ def test_the_simulator_never_needs_torch(tmp_path):
 
 def test_another_service_draw_keeps_the_traffic_and_redraws_service_times():
     """validate's simulation draws: the same arrivals (and robot phases), other service times."""
-    from sim.config.scenario import scenario_from_dict
+    from sim.config import load
     from sim.engine.pipeline import simulate
 
     data = {
@@ -328,14 +328,14 @@ def test_another_service_draw_keeps_the_traffic_and_redraws_service_times():
         "workload": {"kind": "poisson", "rate_rps": 200},
         "policy": {"kind": "dynamic", "max_batch": 8, "max_wait_ms": 2},
     }
-    base, again, other = (simulate(scenario_from_dict(data), service_draw=k) for k in (0, 0, 1))
-    plain = simulate(scenario_from_dict(data))
+    base, again, other = (simulate(load(data), service_draw=k) for k in (0, 0, 1))
+    plain = simulate(load(data))
     assert np.array_equal(base.batch_end_s, plain.batch_end_s)  # draw 0 is the scenario's own
     assert np.array_equal(base.batch_end_s, again.batch_end_s)
     assert np.array_equal(base.arrival_s, other.arrival_s)
     assert not np.array_equal(base.batch_end_s, other.batch_end_s)
     fleet = {**data, "workload": {"kind": "robots", "count": 6, "control_hz": 30, "chunk": 20,
                                   "start": "random"}}  # fmt: skip
-    first, second = (simulate(scenario_from_dict(fleet), service_draw=k) for k in (0, 1))
+    first, second = (simulate(load(fleet), service_draw=k) for k in (0, 1))
     assert np.array_equal(first.arrival_s[:6], second.arrival_s[:6])  # the same first sends
     assert not np.array_equal(first.batch_end_s, second.batch_end_s)

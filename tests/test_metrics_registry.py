@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import pytest
 
-from sim.config.scenario import load
-from sim.engine.pipeline import run_summary, simulate
+from sim.config import load
+from sim.engine.pipeline import simulate, summarise
 from sim.experiments.search import SloTerm
-from sim.metrics.summary import METRICS, REGISTRY, SLO_NAMES, flatten, metric_value
+from sim.metrics.registry import METRICS, REGISTRY, SLO_NAMES, flatten, metric_value
 from sim.validation.live import COMPARED
 from tests.conftest import ROOT
 
 
 def summary_of(name: str, **overrides) -> dict:
     loaded = load(ROOT / "scenarios" / f"{name}.yaml", {"duration_s": 30, **overrides})
-    return run_summary(loaded, simulate(loaded))
+    return summarise(loaded, simulate(loaded))
 
 
 STEP_LEVEL = ("batch_admitted_mean", "steps_mean", "steps_degraded_share")

@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 
 from sim.errors import InputError  # noqa: E402
 from sim.models import build  # noqa: E402
-from sim.profiles.profile import Profile  # noqa: E402
+from sim.profiles import store  # noqa: E402
 from sim.profiles.profiler import (  # noqa: E402
     ProfileOptions,
     Profiler,
@@ -69,7 +69,7 @@ def test_profile_of_a_tiny_model_feeds_the_simulator(tmp_path):
     assert (
         meta_back["config_hash"] == bundle.config_hash and meta_back["params"] == bundle.param_count
     )
-    profile = Profile.from_csv(path, {"cameras": 2})
+    profile = store.read(path, {"cameras": 2})
     assert profile.sizes == (1, 2, 4) and profile.provenance["model"] == "pi0"
     scenario = tmp_path / "s.yaml"
     scenario.write_text(
@@ -149,7 +149,7 @@ def test_idle_levels_sleep_right_before_their_timed_calls(tmp_path, monkeypatch)
     }
     assert "idle_ms: 0, 20 ms" in meta["timing"]
     path = write_profile(frame, meta, tmp_path / "idle.csv")
-    assert sorted(Profile.after_idle_from_csv(path)) == [0.0, 0.02]
+    assert sorted(_idle_levels(path)) == [0.0, 0.02]
     with pytest.raises(InputError, match="interleaved"):
         ProfileOptions(idle_ms=(0, 20)).validate()
 
@@ -266,7 +266,7 @@ def test_cli_profiles_a_plugin_model(tmp_path):
         "--max-reps", "5", "--threads", "1", "--out", str(out), "--plot",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert Profile.from_csv(out).sizes == (1, 2)
+    assert store.read(out).sizes == (1, 2)
     assert out.with_suffix(".png").stat().st_size > 10_000
     interleaved = tmp_path / "mlp-interleaved.csv"
     result = run_cli(
@@ -295,7 +295,7 @@ def test_compiled_model_profiles_and_never_mixes_with_an_eager_profile(tmp_path)
     result = run_cli(*args, "--compile")
     assert result.returncode == 0, result.stderr
     meta = json.loads(out.with_suffix(".meta.json").read_text())
-    assert meta["compile"] is True and Profile.from_csv(out).sizes == (1, 2)
+    assert meta["compile"] is True and store.read(out).sizes == (1, 2)
     eager = run_cli(*args, "--append")
     assert eager.returncode == 2 and "compile differ" in eager.stderr
 
@@ -451,7 +451,7 @@ def test_staged_profile_of_a_tiny_model_loads_as_stages(tmp_path):
         {"name": "vision", "repeat": 1}, {"name": "prefix", "repeat": 1},
         {"name": "step", "repeat": 10},
     ]  # fmt: skip
-    from sim.config.scenario import load
+    from sim.config import load
 
     loaded = load({"requests": 10, "profile": str(out), "workload": {"kind": "poisson", "rate_rps": 10},
                    "policy": {"kind": "continuous", "max_batch": 2}})  # fmt: skip
@@ -489,10 +489,15 @@ def test_the_prepared_gpu_script_runs_its_cpu_smoke_test(tmp_path):
     result = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     path = tmp_path / "pi0-staged-eager.csv"
-    from sim.config.scenario import load
+    from sim.config import load
 
     loaded = load({"requests": 5, "profile": {"path": str(path), "cameras": 3},
                    "workload": {"kind": "poisson", "rate_rps": 5},
                    "policy": {"kind": "continuous", "max_batch": 2}})  # fmt: skip
     assert loaded.model.names == ("vision", "prefix", "step")
     assert json.loads(path.with_suffix(".meta.json").read_text())["derived"] is False
+
+
+def _idle_levels(path, select=None):
+    """A profile CSV's idle levels (seconds -> profile), as the loader reads them."""
+    return store.by_idle_level(store.read_table(path), select)

@@ -81,7 +81,7 @@ def test_the_plugin_runs_in_recommend(tmp_path):
 
 def test_the_plugin_runs_in_the_live_runner_as_the_built_in_does(tmp_path):
     pytest.importorskip("torch")
-    from sim.config.scenario import load
+    from sim.config import load
     from sim.real.live import run_live
     from tests.test_validate import FakeClock
 

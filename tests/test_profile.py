@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from sim.errors import InputError
+from sim.profiles import store
 from sim.profiles.profile import Profile
 from tests.conftest import ROOT
 
@@ -59,9 +60,9 @@ def test_csv_round_trip_keeps_samples_memory_and_provenance(tmp_path):
         peak_mem_mb={1: 100.0, 4: 250.0},
         provenance={"device": "test"},
     )
-    p.to_csv(tmp_path / "x.csv")
+    store.write(p, tmp_path / "x.csv")
     assert json.loads((tmp_path / "x.meta.json").read_text()) == {"device": "test"}
-    q = Profile.from_csv(tmp_path / "x.csv")
+    q = store.read(tmp_path / "x.csv")
     assert q.sizes == (1, 4)
     assert q.samples_ms[1].tolist() == [20.0, 21.0, 22.0]
     assert q.peak_memory_mb(4) == 250.0
@@ -71,7 +72,7 @@ def test_csv_round_trip_keeps_samples_memory_and_provenance(tmp_path):
 
 def test_csv_without_sidecar_loads_with_unknown_provenance(tmp_path):
     (tmp_path / "hand.csv").write_text("batch_size,latency_ms\n1,5\n2,6\n")
-    p = Profile.from_csv(tmp_path / "hand.csv")
+    p = store.read(tmp_path / "hand.csv")
     assert p.provenance == {"provenance": "unknown"}
     assert p.peak_mem_mb is None
 
@@ -87,7 +88,7 @@ H100_CUDAGRAPH_MEDIANS = {1: 18.2, 2: 22.0, 4: 28.2, 8: 41.7, 16: 70.8, 32: 133.
 
 
 def test_shipped_h100_profile_matches_its_published_medians():
-    p = Profile.from_csv(ROOT / "profiles" / "h100" / "pi0-cudagraph.csv", {"cameras": 1})
+    p = store.read(ROOT / "profiles" / "h100" / "pi0-cudagraph.csv", {"cameras": 1})
     assert p.sizes == tuple(H100_CUDAGRAPH_MEDIANS)
     for size, median in H100_CUDAGRAPH_MEDIANS.items():
         assert p.latency_ms(size) == pytest.approx(median, abs=0.06)
@@ -105,7 +106,7 @@ def test_every_shipped_profile_loads_with_provenance(path):
     for c in sorted(frame["cameras"].unique()):
         for stage in stages:  # a staged profile: each stage on its own
             select = {"cameras": int(c), **({"stage": stage} if stage else {})}
-            p = Profile.from_csv(path, select)
+            p = store.read(path, select)
             assert p.min_size == 1 and p.max_size == (
                 8 if "small" in path.name else 16 if "tiny" in path.name else 64
             )

@@ -12,8 +12,8 @@ from functools import cache
 
 import pytest
 
-from sim.config.scenario import load
-from sim.engine.pipeline import run_summary, simulate
+from sim.config import load
+from sim.engine.pipeline import simulate, summarise
 from tests.conftest import ROOT
 
 README = re.sub(r"\s+", " ", (ROOT / "README.md").read_text())
@@ -22,7 +22,7 @@ README = re.sub(r"\s+", " ", (ROOT / "README.md").read_text())
 @cache
 def summary(name: str) -> dict:
     loaded = load(ROOT / "scenarios" / f"{name}.yaml")
-    return run_summary(loaded, simulate(loaded))
+    return summarise(loaded, simulate(loaded))
 
 
 def figure(name: str, path: str) -> float:

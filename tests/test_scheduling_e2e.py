@@ -8,22 +8,22 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sim.config.scenario import load_scenario, scenario_from_dict
-from sim.engine.pipeline import run_summary, simulate
+from sim.config import load
+from sim.engine.pipeline import simulate, summarise
 from sim.errors import InputError
-from sim.metrics.summary import jain_index
+from sim.metrics.registry import jain_index
 from tests.conftest import ROOT
 
 
 def run(data: dict) -> tuple[dict, object]:
-    loaded = scenario_from_dict(data)
+    loaded = load(data)
     records = simulate(loaded)
-    return run_summary(loaded, records), records
+    return summarise(loaded, records), records
 
 
 def run_file(name: str, *overrides: str) -> dict:
-    loaded = load_scenario(ROOT / "scenarios" / name, list(overrides))
-    return run_summary(loaded, simulate(loaded))
+    loaded = load(ROOT / "scenarios" / name, list(overrides))
+    return summarise(loaded, simulate(loaded))
 
 
 def test_deadline_beats_every_dynamic_setting_under_a_tight_slo():
@@ -208,7 +208,7 @@ def test_memory_limit_is_never_exceeded(mem, limit, kind, max_batch, rate, repli
         "slo": {"latency_ms": 50},
     }
     try:
-        loaded = scenario_from_dict(data)
+        loaded = load(data)
     except InputError as exc:
         assert "memory_mb" in str(exc)
         return
@@ -235,12 +235,12 @@ def test_example_scenarios_take_dispatcher_and_policy_overrides(name):
 
 
 def test_load_scenario_without_overrides_reports_field_errors_as_input_errors(tmp_path):
-    """Engine II: load_scenario(path) with its default overrides raised TypeError on any
+    """Engine II: load(path) with its default overrides raised TypeError on any
     field error; the one loader reports it as the InputError it is, file and field as data."""
     path = tmp_path / "s.yaml"
     path.write_text("duration_s: 5\nprofile: {batch_size: [1], latency_ms: [5]}\n"
                     "workload: {kind: poisson, rate_rps: -1}\npolicy: {kind: dynamic, max_batch: 1}\n")  # fmt: skip
     with pytest.raises(InputError) as caught:
-        load_scenario(path)
+        load(path)
     assert caught.value.source == str(path) and caught.value.field == "workload.rate_rps"
     assert "greater than 0" in caught.value.message

@@ -9,7 +9,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sim.config.scenario import scenario_from_dict
+from sim.config import load
 from sim.core.queue import expires_at_s
 from sim.core.records import COMPLETED, DROPPED
 from sim.engine.pipeline import simulate
@@ -44,7 +44,7 @@ def test_shortest_queue_dispatches_from_the_state_just_before_each_arrival(
     """Fixed in Engine II: requests that arrived while every replica was busy used to be
     dispatched when a replica next finished, seeing that replica (and no other) as idle.
     Each must join a replica with the fewest requests at its own arrival."""
-    loaded = scenario_from_dict(
+    loaded = load(
         {
             "seed": seed,
             "requests": 400,
@@ -73,7 +73,7 @@ def fleet(**extra):
         "policy": {"kind": "static", "batch_size": 2},  # one robot never fills a batch
         "admission": {"timeout_ms": 25},
     }  # fmt: skip
-    return simulate(scenario_from_dict({**data, **extra}))
+    return simulate(load({**data, **extra}))
 
 
 def test_a_robot_is_told_of_an_expiry_at_the_instant_its_wait_exceeds_the_timeout():
@@ -92,9 +92,9 @@ def test_a_robot_is_told_of_an_expiry_at_the_instant_its_wait_exceeds_the_timeou
     told_s = expiry_s + 0.005
     assert a[1] == (told_s + 0.02) + 0.0800003
     assert np.all(records.outcome == DROPPED) and len(a) == 15
-    stats = records.robots[0].stats
-    assert stats.failures == 15  # the last told at 1.93 s, before the end
-    assert stats.sent == 16  # the 16th is on its way at the end (it would arrive at 2.03 s)
+    robots = records.robots
+    assert robots.failures[0] == 15  # the last told at 1.93 s, before the end
+    assert robots.sent[0] == 16  # the 16th is on its way at the end (it would arrive at 2.03 s)
 
 
 def test_a_fleet_with_requests_n_sends_exactly_n():
@@ -103,7 +103,7 @@ def test_a_fleet_with_requests_n_sends_exactly_n():
     is the first N requests to reach the server."""
     sizes = list(range(1, 17))
     records = simulate(
-        scenario_from_dict(
+        load(
             {
                 "seed": 4,
                 "requests": 1000,
@@ -116,7 +116,7 @@ def test_a_fleet_with_requests_n_sends_exactly_n():
     )  # fmt: skip
     assert records.arrival_s.size == 1000
     assert np.all(records.outcome == COMPLETED)
-    assert sum(c.stats.sent for c in records.robots) == 1000
+    assert records.robots.sent.sum() == 1000
     # the run ends with the last answer delivered, none still on its way
     assert records.end_s >= records.batch_end_s.max()
 
@@ -127,7 +127,7 @@ def test_a_sleeping_replica_wakes_late_at_its_own_moment_not_at_every_arrival():
     launch (here to 8 + 5 = 13 ms). A replica is asked L after its own moment: the timer
     of the oldest request (10 ms), so at 15 ms, as in open loop and the live runner."""
     records = simulate(
-        scenario_from_dict(
+        load(
             {
                 "seed": 1,
                 "duration_s": 0.2,
@@ -155,7 +155,7 @@ def test_a_request_sent_at_the_instant_of_an_answer_is_queued_before_the_freed_r
     request sent the instant its answer arrives (no network delay). The replica freed at t
     used to decide first, find the queue empty and leave the request to another."""
     records = simulate(
-        scenario_from_dict(
+        load(
             {
                 "seed": 1,
                 "duration_s": 2.0,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import yaml
 
-from sim.config.scenario import scenario_from_dict
+from sim.config import load
 from sim.engine.pipeline import simulate
 from tests.conftest import ROOT, run_cli
 
@@ -29,7 +29,7 @@ def run(shaped_csv, **extra):
         "policy": {"kind": "dynamic", "max_batch": 8, "max_wait_ms": 2},
         **extra,
     }
-    return simulate(scenario_from_dict(data))
+    return simulate(load(data))
 
 
 def test_each_batch_costs_its_largest_shape(shaped_csv):

@@ -10,11 +10,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sim.config.scenario import load
+from sim.config import load
+from sim.config.checks import memory_mb
 from sim.core.records import COMPLETED, IN_SERVICE
-from sim.engine.pipeline import run_summary, simulate
+from sim.engine.pipeline import simulate, summarise
 from sim.errors import InputError
-from sim.profiles.profile import Profile, combined
+from sim.profiles.profile import Profile
+from sim.profiles.staged import combined
 
 EPS = 1e-9
 # the hand-computed case: prefix 10 ms and step 2 ms flat, K = 3
@@ -53,7 +55,7 @@ def test_continuous_batching_admits_into_the_running_loop():
     assert rec.batch_size.tolist() == [1, 2, 2, 1]  # in flight per iteration
     assert rec.batch_admitted.tolist() == [1, 1, 0, 0]
     assert rec.request_last_batch.tolist() == [2, 3]
-    summary = run_summary(loaded, rec)
+    summary = summarise(loaded, rec)
     assert summary["batch_size"]["admitted_mean"] == 0.5
     assert summary["steps"] == {"full": 3, "floor": None, "mean": 3.0, "degraded_share": 0.0}
 
@@ -74,7 +76,7 @@ def test_a_plain_profile_is_one_stage_and_runs_unchanged():
     flat = {"batch_size": [1, 2], "latency_ms": [16, 16]}
     loaded = scenario(flat, {"kind": "dynamic", "max_batch": 2, "max_wait_ms": 0})
     assert loaded.model.steps == 1 and loaded.model.prefix is None
-    assert loaded.steps() is None  # no per-request steps: the hot path is the old one
+    assert loaded.steps is None  # no per-request steps: the hot path is the old one
     assert latencies_ms(loaded) == [16.0, 27.0]
 
 
@@ -251,9 +253,9 @@ OVERLOADED = {
     ids=lambda p: p["kind"],
 )
 def test_fewer_steps_raise_attainment_and_never_drop_below_the_floor(policy):
-    full = run_summary(*_run({**OVERLOADED, "policy": policy}))
+    full = summarise(*_run({**OVERLOADED, "policy": policy}))
     loaded, rec = _run({**OVERLOADED, "policy": {**policy, "min_steps": 4}})
-    degraded = run_summary(loaded, rec)
+    degraded = summarise(loaded, rec)
     served = rec.request_steps[rec.request_batch >= 0]
     assert served.min() >= 4 and served.max() <= 10
     assert degraded["steps"]["degraded_share"] > 0.05
@@ -317,7 +319,7 @@ def test_staged_profiles_keep_shapes_and_memory(tmp_path):
     })  # fmt: skip
     assert sorted(loaded.shaped) == [1, 3]
     assert loaded.shaped[3].latency_ms(1) == 20 + 5 * 2  # the prefix at 3 cameras; steps alike
-    assert loaded.max_size_in_memory == 2  # 100 MB at 1, 140 at 4: 120 fits 2
+    assert loaded.memory_cap == 2  # 100 MB at 1, 140 at 4: 120 fits 2
 
 
 def test_continuous_batching_bounds_what_is_in_flight_by_memory(tmp_path):
@@ -393,13 +395,13 @@ def test_kv_cache_per_request_bounds_what_is_in_flight():
             "policy": {"kind": "continuous", "max_batch": 8}, "cluster": {"memory_mb": 130}}  # fmt: skip
     by_slope = load({**data, "profile": {"stages": stages}})
     by_key = load({**data, "profile": {"stages": stages, "kv_mb_per_request": 5}})
-    assert (by_slope.max_size_in_memory, by_key.max_size_in_memory) == (4, 7)
-    assert by_key.memory_mb(7) == 130
+    assert (by_slope.memory_cap, by_key.memory_cap) == (4, 7)
+    assert memory_mb(by_key.scenario, by_key.profile, 7) == 130
     for loaded, most in ((by_slope, 4), (by_key, 7)):
         rec = simulate(loaded)
         assert rec.batch_size.max() == most
         check_iterations(rec, most)
-        assert run_summary(loaded, rec)["memory"]["largest_in_flight"] == most
+        assert summarise(loaded, rec)["memory"]["largest_in_flight"] == most
     with pytest.raises(InputError, match="belongs to the profile, not to one stage"):
         load({**data, "profile": {"stages": [{**stages[0], "kv_mb_per_request": 5}, stages[1]]}})
     # request level, the same bound is the largest batch: a policy above it is refused

@@ -12,7 +12,7 @@ import yaml
 
 pytest.importorskip("torch")
 
-from sim.config.scenario import scenario_from_dict  # noqa: E402
+from sim.config import load  # noqa: E402
 from sim.core.records import COMPLETED, FAILED  # noqa: E402
 from sim.engine.pipeline import simulate  # noqa: E402
 from sim.real.live import run_live  # noqa: E402
@@ -47,7 +47,7 @@ def live_on_exact_clock(loaded, late_s: float = 0.0):
 
 
 def scenario(**extra):
-    return scenario_from_dict(
+    return load(
         {
             "seed": 3,
             "duration_s": 20,
@@ -60,16 +60,28 @@ def scenario(**extra):
     )
 
 
-def test_live_runner_drives_the_simulators_own_policy_object():
+def test_live_runner_and_simulator_build_their_policy_in_the_one_pipeline(monkeypatch):
+    """Both clocks drive a policy built by the pipeline's build step from the resolved
+    scenario, each run its own object (a resolved scenario holds none)."""
+    from sim.policies import registry
+
     loaded = scenario()
-    calls = []
-    original = loaded.policy.decide
+    built, calls = [], []
+    original_build = registry.build
 
-    def counting(now_s, queue):
-        calls.append(now_s)
-        return original(now_s, queue)
+    def counting_build(*args, **kwargs):
+        policy = original_build(*args, **kwargs)
+        original = policy.decide
 
-    loaded.policy.decide = counting  # on this very object
+        def counting(now_s, queue):
+            calls.append(now_s)
+            return original(now_s, queue)
+
+        policy.decide = counting
+        built.append(policy)
+        return policy
+
+    monkeypatch.setattr(registry, "build", counting_build)
     clock = FakeClock()
 
     def model(batch):
@@ -78,9 +90,9 @@ def test_live_runner_drives_the_simulators_own_policy_object():
     result = run_live(
         loaded, model, lambda padded: {"batch": padded}, clock=clock, sleep=clock.sleep
     )
-    assert calls, "run_live must ask the scenario's policy object itself"
+    assert len(built) == 1 and calls, "run_live must ask the policy the pipeline built"
     sim = simulate(loaded)
-    assert loaded.policy.decide is counting  # simulate used the same object too
+    assert len(built) == 2 and built[0] is not built[1]  # a fresh policy for every run
     # one scheduler, two clocks: a model that takes exactly the profile's time on a clock that
     # sleeps exactly gives the simulation's batches, bit for bit
     assert np.array_equal(result.records.batch_size, sim.batch_size)
@@ -219,7 +231,7 @@ def test_live_robot_fleet_matches_the_simulation_bit_for_bit(mode, policy):
     clock (a model that takes exactly the profile's time) give the simulation's requests,
     batches and robot figures exactly. Robots' deadlines come out of arrival order, so the
     deadline policy checks that both serve from the same (EDF) queue."""
-    from sim.metrics.summary import robots_summary
+    from sim.metrics.robots import robots_summary
 
     loaded = scenario(
         duration_s=30,

@@ -117,7 +117,7 @@ def _fmt(value: Any, digits: int = 2) -> str:
 def summary_table(summary: dict[str, Any], command: str = "run") -> Table:
     """The figures of one run as a rich table (every figure read through the metrics
     registry, sim.metrics.summary)."""
-    from sim.metrics.summary import metric_value
+    from sim.metrics.registry import metric_value
 
     def v(name: str) -> Any:
         return metric_value(summary, name)
@@ -256,14 +256,14 @@ def run(
     ] = None,
 ) -> None:
     """Simulate one scenario and print its summary."""
-    from sim.config.scenario import load_scenario
-    from sim.engine.pipeline import run_summary, simulate, write_outputs
+    from sim.config import load
+    from sim.engine import pipeline
 
     if out is not None:
         check_out_dir(out, owned=RUN_FILES)
     if trace is not None:
         check_out_file(trace, "--trace")
-    loaded = load_scenario(scenario, set_ or [])
+    loaded = load(scenario, set_ or [])
     started = time.perf_counter()
     show_progress = err_console.is_terminal and not quiet
     if show_progress:
@@ -276,19 +276,19 @@ def run(
             transient=True,
         ) as bar:
             task = bar.add_task(loaded.scenario.name, total=1.0)
-            records = simulate(
+            result = pipeline.run(
                 loaded,
                 progress=lambda f: bar.update(task, completed=f),
                 log_stalls=trace is not None,
             )
     else:
-        records = simulate(loaded, log_stalls=trace is not None)
+        result = pipeline.run(loaded, log_stalls=trace is not None)
     wall_s = time.perf_counter() - started
-    summary = run_summary(loaded, records)
+    summary, records = result.summary, result.records
     if out is not None:
         # the wall time goes to run.json: summary.json is the same bytes on every rerun
         run_log = {"wall_s": wall_s, "argv": sys.argv[1:], "batchsim": _version()}
-        write_outputs(out, summary, records, loaded.raw, run_log)
+        result.write(out, run_log)
     if trace is not None:
         from sim.io.trace import write_trace
 
@@ -385,7 +385,7 @@ def sweep(
 
 
 def sweep_table(summary: Any, keys: list[str]) -> Table:
-    from sim.metrics.summary import METRICS
+    from sim.metrics.registry import METRICS
 
     table = _table(title="sweep: mean ± 95% CI over replications", header_style="bold")
     for key in keys:
@@ -867,14 +867,15 @@ def _plot_profile(path: Path) -> None:
 def plot_profile(path: Annotated[Path, typer.Argument(help="a profile CSV")]) -> None:
     """Draw a profile: latency and per-request latency vs batch size, and memory."""
     from sim.io.files import read_csv
-    from sim.profiles.profile import Profile
+    from sim.profiles import store
 
     columns = read_csv(path, "profile").columns  # a readable file, before its .png is named
     check_out_file(path.with_suffix(".png"), "plot-profile")
+    table = store.read_table(path)
     if "cameras" in columns:
-        Profile.variants_from_csv(path, "cameras")  # checks every camera count's data
+        store.by_shape(table, "cameras")  # checks every camera count's data
     else:
-        Profile.from_csv(path)
+        store.selected(table)
     _plot_profile(path)
 
 
@@ -1002,13 +1003,13 @@ def serve(
     set_: SetOption = None,
 ) -> None:
     """Serve the scenario's model over openpi's websocket protocol, batching across robots."""
-    from sim.config.scenario import load_scenario
+    from sim.config import load
 
     if not 0 <= port <= 65535:
         raise InputError(f"must be from 0 to 65,535 (got {port})", source="--port")
     if out is not None:
         check_out_dir(out, owned=RUN_FILES)
-    loaded = load_scenario(scenario, set_ or [])
+    loaded = load(scenario, set_ or [])
     try:
         from sim.real.serve import serve_scenario
     except ImportError as exc:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -16,9 +16,61 @@ QUEUED, COMPLETED, IN_SERVICE, DROPPED, REJECTED, FAILED = 0, 1, 2, 3, 4, 5
 OUTCOME_NAMES = ("queued", "completed", "in_service", "dropped", "rejected", "failed")
 
 
-@dataclass
+@dataclass(frozen=True)
+class RobotRecords:
+    """Each robot's figures at the end of a run, one array per figure (row k: robot k, its
+    `id`). Counts named `window_*` are within [warmup, end); the others over the whole run.
+    `round_trips_s` holds every window round trip (send to answer at the robot), robot by
+    robot, `round_trip_count` of them each; `stall_log` (when kept, for traces) each
+    freeze's (start, end), `stall_count` of them each."""
+
+    id: np.ndarray
+    group: tuple[str, ...]
+    mode: tuple[str, ...]
+    control_hz: np.ndarray
+    has_deadlines: np.ndarray
+    sent: np.ndarray
+    responses: np.ndarray
+    failures: np.ndarray
+    misses: np.ndarray
+    executed_actions: np.ndarray
+    delivered_actions: np.ndarray
+    stale_actions: np.ndarray
+    unused_actions: np.ndarray
+    replaced_actions: np.ndarray
+    queued_actions: np.ndarray
+    window_sent: np.ndarray
+    window_responses: np.ndarray
+    window_failures: np.ndarray
+    window_misses: np.ndarray
+    window_executed: np.ndarray
+    window_stall_s: np.ndarray
+    window_stall_episodes: np.ndarray
+    window_stall_longest_s: np.ndarray
+    round_trips_s: np.ndarray
+    round_trip_count: np.ndarray
+    stall_log: np.ndarray | None = None  # (n, 2): start, end of each freeze
+    stall_count: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return int(self.id.size)
+
+    def round_trips_of(self, robot: int) -> np.ndarray:
+        """Robot row `robot`'s window round trips (s)."""
+        ends = np.cumsum(self.round_trip_count)
+        return self.round_trips_s[ends[robot] - self.round_trip_count[robot] : ends[robot]]
+
+    def stalls_of(self, robot: int) -> np.ndarray:
+        """Robot row `robot`'s freezes as (start, end) rows (none where not kept)."""
+        if self.stall_log is None or self.stall_count is None:
+            return np.zeros((0, 2))
+        ends = np.cumsum(self.stall_count)
+        return self.stall_log[ends[robot] - self.stall_count[robot] : ends[robot]]
+
+
+@dataclass(frozen=True)
 class RunRecords:
-    """Everything a run produced, in columns.
+    """Everything a run produced, in columns, never changed once the run has ended.
 
     Requests: arrival time, source, the batch that served it (-1: none) and the
     outcome code. A request's start, completion and replica are its batch's.
@@ -46,7 +98,7 @@ class RunRecords:
     deadline_s: np.ndarray | None = None  # per request; inf where none
     class_id: np.ndarray | None = None  # per request, index into class_names
     class_names: tuple[str, ...] | None = None
-    robots: list[Any] | None = None  # closed loop: the RobotClient of each source id
+    robots: RobotRecords | None = None  # closed loop: each robot's figures
     request_shape: np.ndarray | None = None  # shape-aware profiles: each request's shape
     batch_shape: np.ndarray | None = None  # ... and the shape variant each batch ran as
     shape_name: str = "shape"
@@ -55,7 +107,6 @@ class RunRecords:
     request_steps: np.ndarray | None = None  # denoising steps per request (0: never started)
     # further per-request columns a driver records (observe: when each answer reached the client)
     request_extra: dict[str, np.ndarray] | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
 
     # derived columns, computed once (records do not change once the run has ended)
     @cached_property

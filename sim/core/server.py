@@ -33,10 +33,11 @@ from sim.core.dispatch import ReplicaLoad, make_dispatcher
 from sim.core.queue import Admission, expires_at_s, queue_factory
 from sim.core.records import DROPPED, FAILED, RunRecords, finalize_outcomes
 from sim.core.steps import Steps
+from sim.core.traffic import ClosedLoopTraffic, OpenTraffic
 from sim.errors import InputError
+from sim.policies import registry
 from sim.policies.base import Drop, Launch, Policy, Wait
 from sim.profiles.profile import Profile
-from sim.workload.traffic import Fleet, OpenTraffic
 
 _NAN = math.nan
 # the weight of the newest iteration in the moving mean of iteration times (step level)
@@ -93,6 +94,11 @@ class ServerSpec:
     shape_name: str = "shape"
     source: str = "<scenario>"
     policy_kind: str | None = None  # in error lines (None: the policy's repr)
+    # a built-in policy (the registry says so): its launches were checked at load; an
+    # untrusted one (a plug-in, or a policy built by hand) is guarded at every call
+    trusted: bool = False
+    # whether the policy batches step by step (None: as its class declares, StepLevelPolicy)
+    step_level: bool | None = None
     # denoising steps per request (sim/engine/steps.py): for step-level batching, and for
     # request-level policies that may lower them; None: every batch runs the model whole
     steps: Steps | None = None
@@ -119,8 +125,8 @@ class _Always:
 class _Columns:
     """Per-request columns: Python lists where policies read scalars, arrays for the rest."""
 
-    def __init__(self, traffic: OpenTraffic | Fleet, spec: ServerSpec):
-        if isinstance(traffic, Fleet):
+    def __init__(self, traffic: OpenTraffic | ClosedLoopTraffic, spec: ServerSpec):
+        if not isinstance(traffic, OpenTraffic):
             # arrivals as they come: float buffers (numpy reads them without a copy)
             self.times = array("d")
             self.deadlines = array("d")
@@ -153,9 +159,9 @@ class _Columns:
 class ServerCore:
     """The batching server's state and rules, with no clock of its own (see the module doc)."""
 
-    def __init__(self, traffic: OpenTraffic | Fleet, spec: ServerSpec):
+    def __init__(self, traffic: OpenTraffic | ClosedLoopTraffic, spec: ServerSpec):
         self.spec = spec
-        self.fleet = traffic if isinstance(traffic, Fleet) else None
+        self.fleet = None if isinstance(traffic, OpenTraffic) else traffic
         self.closed = self.fleet is not None
         self.replicas = spec.replicas
         self._policies = list(spec.policies)
@@ -167,12 +173,15 @@ class ServerCore:
         self._learns = [hasattr(p, "on_batch_done") for p in self._policies]
         # a policy of the user's own: its launches' types are checked too, and its failures
         # become the scenario's error
-        self._plugin = not type(self._policies[0]).__module__.startswith("sim.policies.")
+        self._plugin = not spec.trusted
         guard = self._guarded if self._plugin else (lambda method: method)
         # step-level batching: each replica's requests in flight and their steps left; the
         # requests each iteration admitted, and (request, iteration) for each completion;
         # its policy answers how many to admit (admit), not what to launch (decide)
-        self._step_level = bool(getattr(self._policies[0], "step_level", False))
+        step_level = spec.step_level
+        if step_level is None:
+            step_level = registry.is_step_level(type(self._policies[0]))
+        self._step_level = step_level
         if self._step_level and spec.steps is None:
             raise ValueError("step-level batching needs the model's steps (ServerSpec.steps)")
         decide = "admit" if self._step_level else "decide"
@@ -385,8 +394,9 @@ class ServerCore:
             last_batch[pairs[:, 0]] = pairs[:, 1]
         batch_end = np.asarray(self._b_end, dtype=float)
         finalize_outcomes(outcome, request_batch, batch_end, end_s, last_batch)
+        robots = None
         if self.fleet is not None:
-            self.fleet.finish(end_s)
+            robots = self.fleet.finish(end_s)
             c.arrival_s = np.frombuffer(self._times, dtype=float).copy()
             c.deadline_s = np.frombuffer(self._deadlines, dtype=float).copy()
             ids = map(attrgetter("id"), self._clients)
@@ -408,7 +418,7 @@ class ServerCore:
             deadline_s=c.deadline_s,
             class_id=c.class_id,
             class_names=c.class_names,
-            robots=None if self.fleet is None else self.fleet.clients,
+            robots=robots,
             request_shape=None if c.shapes is None else np.asarray(c.shapes, dtype=np.int32),
             batch_shape=np.asarray(self._b_shape, dtype=np.int32) if self.spec.shapes else None,
             shape_name=self.spec.shape_name,

@@ -16,8 +16,8 @@ import simpy
 
 from sim.core.records import RunRecords
 from sim.core.server import ServerCore, ServerSpec, Start
+from sim.core.traffic import ClosedLoopTraffic, OpenTraffic
 from sim.engine.service import ServiceModel
-from sim.workload.traffic import Fleet, OpenTraffic
 
 ProgressFn = Callable[[float], None]
 
@@ -28,7 +28,7 @@ class Engine:
 
     def __init__(
         self,
-        traffic: OpenTraffic | Fleet,
+        traffic: OpenTraffic | ClosedLoopTraffic,
         spec: ServerSpec,
         service: ServiceModel,
         horizon_s: float | None = None,

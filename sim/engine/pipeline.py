@@ -1,18 +1,31 @@
-"""One simulation run of a loaded scenario, and its output files."""
+"""The one run pipeline: load, build, simulate, summarise, write.
+
+    resolved = sim.config.load(path, overrides)           # load: parse and resolve
+    run = pipeline.run(resolved)                          # build, simulate, summarise
+    run.write(out)                                        # write, whole
+
+`build` makes what one run is made of, fresh each time (its random streams, traffic, a
+server spec with its own policy objects); `simulate` drives it on the SimPy clock;
+`summarise` is the one summary builder (the identity block and every figure). The live
+runner and `batchsim serve` drive the same `build` on a real clock, and `observe` reads
+the same traffic, so every command's records and summaries come from here.
+"""
 
 from __future__ import annotations
 
 import json
-from array import array
 from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sim.config.scenario import LoadedScenario
+from sim.config.resolve import ResolvedScenario, build_policy
 from sim.core.records import RunRecords, write_parquet
 from sim.core.server import ServerSpec
+from sim.core.traffic import OpenTraffic
 from sim.engine.engine import Engine, ProgressFn
 from sim.engine.service import (
     AfterIdleService,
@@ -21,137 +34,188 @@ from sim.engine.service import (
     ShapedService,
     StagedService,
 )
-from sim.metrics.summary import (
-    robots_columns,
-    robots_summary,
-    round_trip_columns,
-    steps_summary,
-    summarize,
-)
-from sim.profiles.profile import Profile, ServiceSampler, Variants
-from sim.workload.traffic import Fleet, OpenTraffic
+from sim.metrics.registry import METRICS, metric_value
+from sim.metrics.robots import robots_columns, robots_frame, round_trip_columns
+from sim.metrics.summary import summarize
+from sim.profiles.profile import Profile, ServiceSampler
+from sim.profiles.staged import Variants
+from sim.workload import build as workload
+from sim.workload.traffic import Fleet
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
-def traffic_of(loaded: LoadedScenario, rngs: dict[str, np.random.Generator]) -> OpenTraffic | Fleet:
-    """The scenario's traffic: open-loop requests drawn up front, or the robot fleet."""
-    s = loaded.scenario
-    if s.workload.kind == "robots":
-        clients = s.workload.clients(rngs["robots"], s.warmup_s, s.slo.latency_ms)
-        return Fleet(clients, s.duration_s, s.requests)
-    arrivals = loaded.arrivals(rngs["arrivals"])
-    attributes = loaded.request_attributes(arrivals, rngs["classes"])
-    return OpenTraffic(
-        arrivals,
-        deadline_s=attributes["deadline_s"],
-        priority=attributes.get("priority"),
-        class_id=attributes.get("class_id"),
-        class_names=attributes.get("class_names"),
-        shape=loaded.request_shapes(len(arrivals), rngs["shapes"]),
-    )
+@dataclass
+class Parts:
+    """What one run is made of, built fresh from a resolved scenario."""
+
+    rngs: dict[str, np.random.Generator]
+    traffic: OpenTraffic | Fleet
+    spec: ServerSpec
 
 
-def server_spec(loaded: LoadedScenario, rngs: dict[str, np.random.Generator]) -> ServerSpec:
-    """The server of the scenario's cluster, admission and policy (the scenario's own policy
-    object; per-replica queues get a fresh one for every further replica)."""
-    s = loaded.scenario
+def build(
+    resolved: ResolvedScenario,
+    service_draw: int = 0,
+    planned_with: Profile | None = None,
+    log_stalls: bool = False,
+) -> Parts:
+    """One run's streams, traffic and server, with policy objects of its own (planning with
+    `planned_with`, default the scenario's profile). `service_draw` k > 0: the same traffic
+    with another draw of service times; `log_stalls`: robots keep each freeze (traces)."""
+    rngs = workload.streams(resolved.scenario.seed, service_draw)
+    traffic = workload.traffic(resolved, rngs, log_stalls)
+    return Parts(rngs, traffic, server_spec(resolved, rngs, planned_with))
+
+
+def server_spec(
+    resolved: ResolvedScenario,
+    rngs: dict[str, np.random.Generator],
+    planned_with: Profile | None = None,
+) -> ServerSpec:
+    """The server of the scenario's cluster, admission and policy: one policy object shared
+    by a shared queue's replicas, or one per replica queue (each with its own state)."""
+    s = resolved.scenario
     dispatch = s.cluster.dispatcher
     replicas = s.cluster.replicas
     if dispatch is None:
-        policies = (loaded.policy,) * replicas
-    else:  # one batcher per replica queue, each with its own state
-        policies = (loaded.policy, *(loaded.build_policy() for _ in range(replicas - 1)))
+        policies = (build_policy(resolved, planned_with),) * replicas
+    else:
+        policies = tuple(build_policy(resolved, planned_with) for _ in range(replicas))
     return ServerSpec(
         policies,
-        loaded.profile,
+        resolved.profile,
         replicas,
         dispatch=dispatch,
         dispatch_rng=rngs["dispatch"],
         max_queue=s.admission.max_queue,
         timeout_s=None if s.admission.timeout_ms is None else s.admission.timeout_ms / 1000.0,
-        memory_cap=loaded.max_size_in_memory,
-        shapes=None if loaded.shaped is None else tuple(sorted(loaded.shaped)),
-        shape_name=loaded.shape_name,
-        source=loaded.source,
+        memory_cap=resolved.memory_cap,
+        shapes=None if resolved.shaped is None else tuple(sorted(resolved.shaped)),
+        shape_name=resolved.shape_name,
+        source=resolved.source,
         policy_kind=s.policy.kind,
-        steps=loaded.steps(),
+        steps=resolved.steps,
+        trusted=resolved.trusted,
+        step_level=resolved.step_level,
     )
 
 
-def service_model(loaded: LoadedScenario, service_rng: np.random.Generator) -> ServiceModel:
+def service_model(resolved: ResolvedScenario, service_rng: np.random.Generator) -> ServiceModel:
     """How long a simulated batch takes, chosen once: plain, by shape, or after idle; by
     stage where batches run a chosen number of steps or step by step."""
-    if loaded.steps() is not None:
-        model = loaded.model
-        shapes = sorted(loaded.shaped) if loaded.shaped is not None else None
+    shaped, after_idle = resolved.shaped, resolved.after_idle
+    if resolved.steps is not None:
+        model = resolved.model
+        shapes = sorted(shaped) if shaped is not None else None
         prefix = None if model.prefix is None else _by_variant(model.prefix, shapes)
         return StagedService(prefix, _by_variant(model.step, shapes), model.steps, service_rng)
-    if loaded.shaped is not None:
-        return ShapedService(dict(_split_samplers(loaded.shaped.items(), service_rng)))
-    if loaded.after_idle is not None:
-        levels = _split_samplers(sorted(loaded.after_idle.items()), service_rng)
-        return AfterIdleService(levels, loaded.scenario.cluster.replicas)
-    return PlainService(loaded.profile.sampler(service_rng))
+    if shaped is not None:
+        return ShapedService(dict(_split_samplers(shaped.items(), service_rng)))
+    if after_idle is not None:
+        levels = _split_samplers(sorted(after_idle.items()), service_rng)
+        return AfterIdleService(levels, resolved.scenario.cluster.replicas)
+    return PlainService(resolved.profile.sampler(service_rng))
 
 
 def simulate(
-    loaded: LoadedScenario,
+    resolved: ResolvedScenario,
     progress: ProgressFn | None = None,
     service_draw: int = 0,
     log_stalls: bool = False,
+    planned_with: Profile | None = None,
 ) -> RunRecords:
-    """Generate the scenario's traffic and run it through the engine; deterministic under the seed.
-
-    `service_draw` k > 0: the same traffic with another draw of service times.
-    `log_stalls`: every robot also keeps each freeze's start and end (for a trace).
-    """
-    s = loaded.scenario
-    rngs = loaded.rngs(service_draw)
-    traffic = traffic_of(loaded, rngs)
-    if log_stalls and isinstance(traffic, Fleet):
-        for client in traffic.clients:
-            client.stall_log = array("d")
+    """Build the run and drive it on the simulated clock; deterministic under the seed, and
+    the same every time it is called (nothing carries over from an earlier run)."""
+    s = resolved.scenario
+    parts = build(resolved, service_draw, planned_with, log_stalls)
     engine = Engine(
-        traffic,
-        server_spec(loaded, rngs),
-        service_model(loaded, rngs["service"]),
+        parts.traffic,
+        parts.spec,
+        service_model(resolved, parts.rngs["service"]),
         horizon_s=s.duration_s,
         warmup_s=s.warmup_s,
         wake_latency_s=s.cluster.wake_latency_ms / 1000.0,
         progress=progress,
     )
-    records = engine.run()
-    records.meta.update(
-        scenario=s.name,
-        seed=s.seed,
-        policy=loaded.policy_description,
-        profile=loaded.profile.source,
-        profile_provenance=dict(loaded.profile.provenance),
-    )
-    return records
+    return engine.run()
 
 
-def run_summary(loaded: LoadedScenario, records: RunRecords) -> dict[str, Any]:
-    """summary.json: the contract's figures plus what produced them."""
-    summary = summarize(records, loaded.scenario.slo.latency_ms)
-    steps = loaded.steps()
-    if steps is not None:  # the core kept each request's steps
-        summary["steps"] = steps_summary(records, steps.full, steps.floor)
-    if records.robots is not None:
-        summary["robots"] = robots_summary(records)
-    if loaded.scenario.cluster.memory_mb is not None:
-        summary["memory"] = {
-            "limit_mb": loaded.scenario.cluster.memory_mb,
-            "largest_batch_in_memory": loaded.max_size_in_memory,
-            # step level the same bound applies to the requests in flight (their KV cache)
-            **({"largest_in_flight": loaded.max_size_in_memory} if loaded.step_level else {}),
-        }
+def identity(resolved: ResolvedScenario) -> dict[str, Any]:
+    """What produced a run: the scenario's name and seed, the policy and the profile."""
+    profile = resolved.profile
     return {
-        "scenario": loaded.scenario.name,
-        "seed": loaded.scenario.seed,
-        "policy": loaded.policy_description,
-        "profile": {"source": loaded.profile.source, "provenance": dict(loaded.profile.provenance)},
-        **summary,
+        "scenario": resolved.scenario.name,
+        "seed": resolved.scenario.seed,
+        "policy": resolved.policy_description,
+        "profile": {"source": profile.source, "provenance": dict(profile.provenance)},
     }
+
+
+def summarise(resolved: ResolvedScenario, records: RunRecords) -> dict[str, Any]:
+    """summary.json: the identity block, every figure of the records, and the limits the
+    scenario set (memory)."""
+    s = resolved.scenario
+    steps = resolved.steps
+    figures = summarize(
+        records, s.slo.latency_ms, None if steps is None else (steps.full, steps.floor)
+    )
+    summary = {**identity(resolved), **figures}
+    if s.cluster.memory_mb is not None:
+        summary["memory"] = {
+            "limit_mb": s.cluster.memory_mb,
+            "largest_batch_in_memory": resolved.memory_cap,
+            # step level the same bound applies to the requests in flight (their KV cache)
+            **({"largest_in_flight": resolved.memory_cap} if resolved.step_level else {}),
+        }
+    return summary
+
+
+@dataclass
+class Run:
+    """One run: its scenario, records and summary (summary.json's contents)."""
+
+    scenario: ResolvedScenario
+    records: RunRecords
+    summary: dict[str, Any] = field(repr=False)
+
+    def metric(self, name: str) -> float | None:
+        """A figure by its registry name (sim.metrics: latency_p99_ms, robots_stall_fraction, ...)."""
+        if name not in METRICS:
+            from sim.errors import InputError
+
+            raise InputError(f"unknown metric '{name}'; one of {', '.join(METRICS)}")
+        return metric_value(self.summary, name)
+
+    @cached_property
+    def requests(self) -> pd.DataFrame:
+        """One row per request, the columns of requests.parquet."""
+        return self.records.requests_frame()
+
+    @cached_property
+    def batches(self) -> pd.DataFrame:
+        """One row per batch, the columns of batches.parquet."""
+        return self.records.batches_frame()
+
+    @cached_property
+    def robots(self) -> pd.DataFrame | None:
+        """One row per robot (robots.parquet), for a fleet; None for open-loop traffic."""
+        return None if self.records.robots is None else robots_frame(self.records)
+
+    def write(self, out: str | Path, run_log: dict[str, Any] | None = None) -> list[Path]:
+        """The files `batchsim run --out` writes, into `out` (written whole; a folder holding
+        anything else is refused)."""
+        from sim.io.outputs import RUN_FILES, check_out_dir
+
+        check_out_dir(Path(out), owned=RUN_FILES)
+        return write_outputs(Path(out), self.summary, self.records, self.scenario.raw, run_log)
+
+
+def run(resolved: ResolvedScenario, **options: Any) -> Run:
+    """Build, simulate and summarise one run (`options`: those of `simulate`)."""
+    records = simulate(resolved, **options)
+    return Run(resolved, records, summarise(resolved, records))
 
 
 def write_outputs(
@@ -162,8 +226,9 @@ def write_outputs(
     run_log: dict[str, Any] | None = None,
 ) -> list[Path]:
     """summary.json, requests.parquet, batches.parquet, the resolved scenario.yaml (and
-    robots.parquet for a fleet, run.json for `run_log`), written whole: the folder is
-    staged and swapped in (sim.io.outputs), so a killed run leaves the old one or the new."""
+    robots.parquet and round_trips.parquet for a fleet, run.json for `run_log`), written
+    whole: the folder is staged and swapped in (sim.io.outputs), so a killed run leaves the
+    old one or the new."""
     import yaml
 
     from sim.io.outputs import staged_dir

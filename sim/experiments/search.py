@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sim.config import load, parse
 from sim.config.limits import DEFAULT, Limits, check
-from sim.config.scenario import load, parse
 from sim.errors import InputError, Interrupted
 from sim.experiments.sweep import confidence_interval, parse_grid, run_point
-from sim.metrics.summary import SLO_NAMES
+from sim.metrics.registry import SLO_NAMES
 
 OBJECTIVES = {
     "max-throughput": ("workload.rate_rps", "max"),

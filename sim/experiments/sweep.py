@@ -29,12 +29,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import yaml
 
+from sim.config import ParsedScenario, load, parse
 from sim.config.limits import check
-from sim.config.scenario import ParsedScenario, SweepSection, load, parse
+from sim.config.schema import SweepSection
 from sim.errors import InputError, Interrupted
 from sim.io import files
 from sim.io.outputs import check_out_dir, replacing, write_text
-from sim.metrics.summary import METRICS, flatten
+from sim.metrics.registry import METRICS, flatten
 
 if TYPE_CHECKING:  # pandas and scipy load in a second: not before a refusal
     import pandas as pd
@@ -44,7 +45,7 @@ def run_point(
     base: dict[str, Any], base_dir: str, overrides: dict[str, Any], seed: int
 ) -> dict[str, Any]:
     """Run one configuration with one seed; what a Dask worker executes."""
-    from sim.engine.pipeline import run_summary, simulate
+    from sim.engine import pipeline
 
     loaded = load(
         base,
@@ -54,7 +55,7 @@ def run_point(
         flag="--grid",
     )
     started = time.perf_counter()
-    summary = run_summary(loaded, simulate(loaded))
+    summary = pipeline.run(loaded).summary
     return {**flatten(summary), "wall_s": time.perf_counter() - started}
 
 

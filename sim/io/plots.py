@@ -23,7 +23,7 @@ sns.set_theme(style="whitegrid", context="notebook")
 
 def _axis_label(name: str) -> str:
     """A metric's axis label from the registry (its label and unit), else the name."""
-    from sim.metrics.summary import METRICS
+    from sim.metrics.registry import METRICS
 
     metric = METRICS.get(name.removeprefix("grid."))
     if metric is None:
@@ -270,7 +270,7 @@ def _name(y: str, x: str, hue: str | None) -> str:
 
 def _sweep_subtitle(folder: Path) -> str:
     """The sweep's scenario, profile and SLO, from sweep.json (nothing when it cannot say)."""
-    from sim.config.scenario import load
+    from sim.config import load
     from sim.io.files import read_json
 
     try:
@@ -298,7 +298,7 @@ def plot_dir(
     FOLDER/plots, one file per figure and parameter set. A sweep: the latency-throughput
     frontier, attainment against the load key, a robot fleet's stall against the swept
     key, and with `x` and `y` any metric against any swept key (or metric)."""
-    from sim.metrics.summary import METRICS
+    from sim.metrics.registry import METRICS
 
     folder = Path(folder)
     out = folder / "plots"

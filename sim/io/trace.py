@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sim.core.records import RunRecords
 from sim.errors import InputError
+
+if TYPE_CHECKING:
+    from sim.core.records import RunRecords
 
 MAX_EVENTS = 2_000_000  # about 300 MB of JSON: a trace no viewer opens is no use
 MAX_IDS = 64  # request ids listed per batch slice (the count is always there)
@@ -23,8 +25,8 @@ MAX_IDS = 64  # request ids listed per batch slice (the count is always there)
 
 def chrome_trace(records: RunRecords, name: str = "batchsim") -> dict[str, Any]:
     """The trace of a run: replicas' batches, and robots' stalls where they were logged."""
-    robots = records.robots or []
-    stalls = sum(len(c.stall_log or ()) // 2 for c in robots)
+    robots = records.robots
+    stalls = 0 if robots is None or robots.stall_log is None else len(robots.stall_log)
     total = records.batch_start_s.size + stalls
     if total > MAX_EVENTS:
         raise InputError(
@@ -60,19 +62,18 @@ def chrome_trace(records: RunRecords, name: str = "batchsim") -> dict[str, Any]:
                 },
             }
         )
-    if robots:
+    if robots is not None and len(robots):
         events.append(_meta(2, 0, "process_name", f"{name}: robots (stalls)"))
-        for client in robots:
-            events.append(_meta(2, client.id, "thread_name", f"robot {client.id}"))
-            log = np.asarray(client.stall_log or (), dtype=float).reshape(-1, 2)
-            for start, end in log:
+        for row, robot in enumerate(robots.id.tolist()):
+            events.append(_meta(2, robot, "thread_name", f"robot {robot}"))
+            for start, end in robots.stalls_of(row).tolist():
                 events.append(
                     {
                         "name": "stall",
                         "cat": "stall",
                         "ph": "X",
                         "pid": 2,
-                        "tid": client.id,
+                        "tid": robot,
                         "ts": start * 1e6,
                         "dur": (end - start) * 1e6,
                     }

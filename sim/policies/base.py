@@ -94,6 +94,24 @@ class LearningPolicy(Policy, Protocol):
         ...
 
 
+class StepLevelPolicy(Protocol):
+    """A step-level (continuous batching) policy: the core runs iterations over the
+    requests in flight and asks only how many waiting requests the next one admits."""
+
+    name: str
+    order: str
+    step_level: bool  # True: the registry and the core run it step by step
+
+    def admit(self, now_s: float, queue: QueueView, in_flight: int) -> int:
+        """How many of the waiting requests join the next iteration (0: none)."""
+        ...
+
+    def launch_sizes(self) -> set[int]: ...
+
+    @property
+    def max_batch(self) -> int: ...
+
+
 def every_size_up_to(max_batch: int) -> set[int]:
     """The launch sizes of a policy that runs any batch of 1..max_batch unpadded."""
     return set(range(1, max_batch + 1))

@@ -18,10 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from sim.config.scenario import LoadedScenario, Scenario
+from sim.config.resolve import ResolvedScenario
+from sim.config.schema import Scenario
 from sim.core.records import RunRecords
 from sim.core.server import ServerCore, Start
 from sim.errors import InputError
+from sim.profiles.profile import Profile
 
 
 @dataclass
@@ -36,11 +38,14 @@ class LiveResult:
 def check_servable(scenario: Scenario, source: str) -> None:
     """The live runner calls the model whole per batch: it cannot run step-level batching
     or a chosen number of steps (refused before anything is measured)."""
-    from sim.policies.registry import is_step_level
+    from sim.config.policy import min_steps
+    from sim.policies import registry
 
     policy = scenario.policy
-    step_level = is_step_level(policy)
-    if step_level or getattr(policy, "min_steps", None) is not None:
+    step_level = policy.kind in registry.BUILTIN and registry.is_step_level(
+        registry.BUILTIN[policy.kind]
+    )
+    if step_level or min_steps(policy) is not None:
         raise InputError(
             "the live runner serves request-level policies that run the model whole "
             "(not continuous batching, not min_steps)",
@@ -50,19 +55,21 @@ def check_servable(scenario: Scenario, source: str) -> None:
 
 
 def run_live(
-    loaded: LoadedScenario,
+    loaded: ResolvedScenario,
     model: Callable[..., Any],
     make_inputs: Callable[[int], dict[str, Any]],
     clock: Callable[[], float] = time.perf_counter,
     sleep: Callable[[float], None] = time.sleep,
+    planned_with: Profile | None = None,
 ) -> LiveResult:
     """Serve the scenario's traffic in real time with `model`.
 
     `make_inputs(padded_size)` builds one batch's keyword arguments; `model(**inputs)` runs it.
     A batch whose model call raises is recorded as failed (its requests' outcome; robots get
-    a failure notice) and the server goes on.
+    a failure notice) and the server goes on. `planned_with`: the profile the policy plans
+    with (default: the scenario's).
     """
-    from sim.engine.pipeline import server_spec, traffic_of
+    from sim.engine import pipeline
 
     s = loaded.scenario
     if s.cluster.replicas != 1 or s.cluster.queue != "shared":
@@ -71,8 +78,8 @@ def run_live(
     closed = s.workload.kind == "robots"
     if closed and s.duration_s is None:
         raise InputError("live robot fleets run for duration_s", field="requests")
-    rngs = loaded.rngs()
-    core = ServerCore(traffic_of(loaded, rngs), server_spec(loaded, rngs))
+    parts = pipeline.build(loaded, planned_with=planned_with)
+    core = ServerCore(parts.traffic, parts.spec)
     horizon = s.duration_s
     forward_ms: list[float] = []
     overhead_ms: list[float] = []

@@ -33,8 +33,9 @@ from typing import Any
 
 import numpy as np
 
-from sim.core.records import COMPLETED, FAILED, QUEUED, RunRecords, finalize_outcomes
+from sim.core.records import COMPLETED, FAILED, QUEUED, RobotRecords, RunRecords, finalize_outcomes
 from sim.errors import InputError, first_line
+from sim.workload.robots import robot_records
 
 MAX_CONNECTIONS = 1024  # one thread and one socket each
 MAX_OBSERVATION_BYTES = 64 * 2**20  # what batchsim serve accepts in one message
@@ -173,7 +174,7 @@ def choose_observation(scenario: Any, metadata: Any, target: str) -> Observation
 def load_for_observe(path: Any, overrides: list[str]) -> Any:
     """The scenario for observe: only its traffic is used, so one with a model: and no
     profile: is loaded with a stand-in profile (nothing is simulated)."""
-    from sim.config.scenario import load, parse
+    from sim.config import load, parse
 
     parsed = parse(path, overrides)
     if parsed.scenario.profile is not None:
@@ -398,7 +399,7 @@ def _batch_key(timing: dict[str, Any] | None) -> int:
 
 
 def client_records(
-    sent: list[Sent], end_s: float, warmup_s: float, robots: list[Any] | None
+    sent: list[Sent], end_s: float, warmup_s: float, robots: RobotRecords | None
 ) -> tuple[RunRecords, dict[str, Any]]:
     """The client's records in the simulator's columns, and how they were derived."""
     sent = sorted(sent, key=lambda r: r.sent_s)
@@ -498,7 +499,8 @@ def observe(
 ) -> tuple[RunRecords, dict[str, Any]]:
     """Drive the scenario's traffic against `target`; returns the records and the summary
     (its `observe` block says what the client saw)."""
-    from sim.engine.pipeline import run_summary, traffic_of
+    from sim.engine import pipeline
+    from sim.workload import build
 
     s = loaded.scenario
     closed = s.workload.kind == "robots"
@@ -506,12 +508,12 @@ def observe(
         raise InputError(
             "observe runs robot fleets for duration_s", source=loaded.source, field="requests"
         )
-    rngs = loaded.rngs()
+    rngs = build.streams(s.seed)
     if closed:  # the robots themselves (a Fleet would send their first requests at once)
-        clients = s.workload.clients(rngs["robots"], s.warmup_s, s.slo.latency_ms)
+        clients = build.robots(loaded, rngs["robots"])
         count = len(clients)
     else:
-        arrivals = traffic_of(loaded, rngs).arrivals
+        arrivals = build.arrivals(loaded, rngs["arrivals"])
         times, sources = arrivals.time_s, arrivals.source
         count = connections or min(32, max(1, len(times)))
     if count > MAX_CONNECTIONS:
@@ -549,12 +551,13 @@ def observe(
     end_s = run.now() if interrupted or not math.isfinite(horizon_s) else horizon_s
     for policy in [*policies, *run.opened]:
         _drop(policy)
+    robots = None
     if closed:
         for client in clients:
             client.finish(end_s)
-    records, derived = client_records(run.sent, end_s, s.warmup_s, clients if closed else None)
-    records.meta.update(scenario=s.name, seed=s.seed, target=target)
-    summary = run_summary(loaded, records)
+        robots = robot_records(clients)
+    records, derived = client_records(run.sent, end_s, s.warmup_s, robots)
+    summary = pipeline.summarise(loaded, records)
     summary["profile"] = {"source": f"observed at {target}", "provenance": {}}
     sent_late_ms = [(r.sent_s - r.scheduled_s) * 1000 for r in run.sent]
     summary["observe"] = {

@@ -31,7 +31,6 @@ import numpy as np
 
 from sim.core.server import ServerCore, Start
 from sim.errors import InputError
-from sim.workload.traffic import Fleet
 
 MAX_MESSAGE_BYTES = 64 * 2**20  # one observation: refused past this before it is decoded
 
@@ -47,14 +46,12 @@ class Caller:
     disconnected: bool = False
 
 
-class Inbox(Fleet):
-    """The traffic of a real server: requests are pushed as they arrive over the network,
-    and the core's answers are collected for the server to send (no robots of our own)."""
+class Inbox:
+    """The traffic of a real server (sim.core.traffic.ClosedLoopTraffic): requests are
+    pushed as they arrive over the network, and the core's answers are collected for the
+    server to send. It has no robots of its own, so it keeps no robot records."""
 
-    def __init__(self) -> None:  # a Fleet's state, with no clients
-        self.clients = None
-        self.horizon_s = None
-        self.max_requests = None
+    def __init__(self) -> None:
         self.arrived = 0
         self.last_answer_s = -math.inf
         self.next_arrival_s = math.inf
@@ -91,6 +88,7 @@ class Inbox(Fleet):
     def finish(self, end_s: float) -> None:
         self._heap.clear()
         self.next_arrival_s = math.inf
+        return None  # no robot records: the robots are elsewhere
 
 
 @dataclass
@@ -229,9 +227,11 @@ class PolicyServer:
     connections: int = 0
 
     def __post_init__(self) -> None:
-        from sim.engine.pipeline import server_spec
+        from sim.engine import pipeline
+        from sim.workload.build import streams
 
-        self.core = ServerCore(self.inbox, server_spec(self.loaded, self.loaded.rngs()))
+        spec = pipeline.server_spec(self.loaded, streams(self.loaded.scenario.seed))
+        self.core = ServerCore(self.inbox, spec)
         self.t0 = self.clock()
         self.wake = asyncio.Event()
         self.stopping = asyncio.Event()
@@ -387,7 +387,7 @@ def serve_scenario(
     loaded: Any, host: str, port: int, out: Path | None, ready: Callable[[int], None]
 ) -> dict[str, Any]:
     """Serve until SIGINT or SIGTERM; then write the records (with `out`) and return the summary."""
-    from sim.engine.pipeline import run_summary, write_outputs
+    from sim.engine import pipeline
 
     s = loaded.scenario
     if s.model is None:
@@ -402,7 +402,7 @@ def serve_scenario(
 
     check_servable(s, loaded.source)
     runner = build_runner(s.model)
-    sizes = sorted(loaded.launch_sizes())
+    sizes = sorted(loaded.launch_sizes)
     if s.model.cuda_graphs:
         runner.capture(sizes)  # capturing runs each size: the warm-up too
     else:
@@ -410,7 +410,7 @@ def serve_scenario(
     server = PolicyServer(loaded, runner)
     asyncio.run(_serve(server, host, port, ready))
     records = server.records()
-    summary = run_summary(loaded, records)
+    summary = pipeline.summarise(loaded, records)
     summary["serve"] = {
         "connections": server.connections,
         "bad_observations": server.errors,
@@ -419,5 +419,5 @@ def serve_scenario(
         "observation_spec": server.metadata()["observation_spec"],
     }
     if out is not None:
-        write_outputs(out, summary, records, loaded.raw)
+        pipeline.write_outputs(out, summary, records, loaded.raw)
     return summary

@@ -30,10 +30,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sim.config.scenario import LoadedScenario, ParsedScenario, load, parse
+from sim.config import ParsedScenario, ResolvedScenario, load, parse
 from sim.core.records import RunRecords
 from sim.errors import InputError
-from sim.metrics.summary import metric_value, robots_summary, summarize
+from sim.metrics.registry import metric_value
+from sim.metrics.summary import summarize
+from sim.profiles import store
 from sim.profiles.profile import Profile
 
 # the figures compared, live against simulated (names of the metrics registry)
@@ -53,14 +55,6 @@ COMPARED = (
     "robots_deadline_miss_rate",
     "robots_control_rate_ratio",
 )
-
-
-def full_summary(records, slo_latency_ms: float | None) -> dict[str, Any]:
-    """summarize(), plus the robot figures for closed-loop runs."""
-    summary = summarize(records, slo_latency_ms)
-    if records.robots is not None:
-        summary["robots"] = robots_summary(records)
-    return summary
 
 
 # idle waits before profiled calls: a model runs slower after the server has been idle
@@ -214,26 +208,14 @@ class Setup:
     def scenario(self) -> Any:
         return self.parsed.scenario
 
-    def with_profile(
-        self,
-        profile: Any,
-        planned_with: Profile | None = None,
-        wake_latency_ms: float | None = None,
-    ) -> LoadedScenario:
-        """The scenario with `profile:` set (the same traffic, seed and policy settings).
-
-        `planned_with`: the profile the policy plans with (deadline policies predict batch
-        times from one), when it is not the one service times are drawn from.
-        `wake_latency_ms`: how late the server wakes from its waits (measured live).
-        """
+    def with_profile(self, profile: Any, wake_latency_ms: float | None = None) -> ResolvedScenario:
+        """The scenario with `profile:` set (the same traffic, seed and policy settings);
+        `wake_latency_ms`: how late the server wakes from its waits (measured live)."""
         raw = self.parsed.data
         data = {**raw, "profile": profile}
         if wake_latency_ms is not None:
             data["cluster"] = {**(raw.get("cluster") or {}), "wake_latency_ms": wake_latency_ms}
-        loaded = load(data, base=self.parsed.base, origin=self.parsed.source)
-        if planned_with is not None:
-            loaded.policy = loaded.build_policy(planned_with)
-        return loaded
+        return load(data, base=self.parsed.base, origin=self.parsed.source)
 
 
 @dataclass
@@ -305,7 +287,7 @@ def measure(
     """Profile the model in interleaved passes before, between and after the live runs
     (or take `profile_path`), and replay the traffic live `repeats` times."""
     from sim import models
-    from sim.engine.pipeline import run_summary, write_outputs
+    from sim.engine import pipeline
     from sim.profiles.profiler import (
         ProfileOptions,
         Profiler,
@@ -334,7 +316,7 @@ def measure(
     profiler = Profiler(bundle, options)
     # the batch sizes the policy can launch, from a stand-in profile over a wide range
     stand_in = setup.with_profile({"batch_size": [1, 1024], "latency_ms": [1, 2]})
-    sizes = sorted(stand_in.launch_sizes() | {1})
+    sizes = sorted(stand_in.launch_sizes | {1})
     bracketing = profile_path is None
     passes: list[pd.DataFrame] = []
 
@@ -391,18 +373,16 @@ def measure(
     for k in range(repeats):
         run_label = f" {k + 1}/{repeats}" if repeats > 1 else ""
         stage(f"live run{run_label} ({scenario.duration_s or 'all'} s of traffic in real time)")
-        fresh = setup.with_profile(loaded.raw["profile"], planned_with=planning)  # a fresh policy
         gc.collect()
-        lives.append(run_live(fresh, profiler.call, make_inputs))
+        lives.append(run_live(loaded, profiler.call, make_inputs))  # a fresh policy each run
         if bracketing:
             profile_pass()
     # each run's records as `batchsim run --out` writes them (batchsim plot reads them),
     # once every timed phase is over
     for k, live in enumerate(lives):
         records = live.records  # the run's scenario: `loaded`, the profile its policy planned with
-        write_outputs(
-            out / f"live-run-{k + 1}", run_summary(loaded, records), records, setup.parsed.data
-        )
+        summary = pipeline.summarise(loaded, records)
+        pipeline.write_outputs(out / f"live-run-{k + 1}", summary, records, setup.parsed.data)
     speeds: dict[int, float] = {}
     if bracketing:
         pooled, speeds = normalise_drift(pd.concat(passes, ignore_index=True))
@@ -422,7 +402,7 @@ def predict(setup: Setup, measured: Measured, stage: Callable[[str], None]) -> P
     """Simulate the live traffic `sim_draws` times three ways: with the live per-batch
     overhead and wake lateness fed back (the prediction), with the profile as measured,
     and with the live runs' own batch times (the queueing model alone)."""
-    from sim.engine.pipeline import run_summary, simulate, write_outputs
+    from sim.engine import pipeline
 
     out, sim_draws, lives = setup.out, setup.sim_draws, measured.lives
     cameras = setup.scenario.model.cameras
@@ -443,15 +423,15 @@ def predict(setup: Setup, measured: Measured, stage: Callable[[str], None]) -> P
 
     def simulations(
         profile: Any, wake_latency_ms: float | None = None
-    ) -> tuple[LoadedScenario, list]:
+    ) -> tuple[ResolvedScenario, list]:
         """The scenario with this profile, loaded once, and `sim_draws` runs of the live
-        traffic through it, each from a fresh policy object planning with the live
-        policy's profile (the live run's has learned state)."""
-        loaded_sim = setup.with_profile(profile, measured.planning, wake_latency_ms)
-        runs = []
-        for k in range(sim_draws):
-            loaded_sim.policy = loaded_sim.build_policy(measured.planning)
-            runs.append(simulate(loaded_sim, service_draw=k))
+        traffic through it, each with its own policy object planning with the live
+        policy's profile."""
+        loaded_sim = setup.with_profile(profile, wake_latency_ms)
+        runs = [
+            pipeline.simulate(loaded_sim, service_draw=k, planned_with=measured.planning)
+            for k in range(sim_draws)
+        ]
         return loaded_sim, runs
 
     measured_spec = {"path": str(measured.profile_file.resolve()), "cameras": cameras}
@@ -469,9 +449,11 @@ def predict(setup: Setup, measured: Measured, stage: Callable[[str], None]) -> P
     }
     adjusted_profile = levels[min(levels)]
     adjusted_path = out / "profile-with-overhead.csv"
-    Profile.levels_to_csv(levels, adjusted_path)
+    store.write_levels(levels, adjusted_path)
     adjusted, sims_adj = simulations(str(adjusted_path.resolve()), wake_late_ms)
-    write_outputs(out / "sim-draw-1", run_summary(adjusted, sims_adj[0]), sims_adj[0], adjusted.raw)
+    pipeline.write_outputs(
+        out / "sim-draw-1", pipeline.summarise(adjusted, sims_adj[0]), sims_adj[0], adjusted.raw
+    )
     # the queueing model alone: the live runs' own batch times as the profile
     observed = {int(k): g.ms.to_numpy() for k, g in live_batches.groupby("padded")}
     service = {
@@ -482,7 +464,7 @@ def predict(setup: Setup, measured: Measured, stage: Callable[[str], None]) -> P
         service, None, {"source": "live batch times"}, "live batch times"
     )
     live_profile_path = out / "profile-live-batches.csv"
-    live_profile.to_csv(live_profile_path)
+    store.write(live_profile, live_profile_path)
     _, sims_live = simulations(str(live_profile_path.resolve()), wake_late_ms)
     forward = np.concatenate([r.forward_ms for r in lives])
     overhead = {
@@ -510,9 +492,9 @@ def compare(setup: Setup, measured: Measured, predicted: Predicted) -> dict[str,
 
     out, repeats, sim_draws, lives = setup.out, setup.repeats, setup.sim_draws, measured.lives
     slo_ms = setup.scenario.slo.latency_ms
-    live_summaries = [full_summary(r.records, slo_ms) for r in lives]
+    live_summaries = [summarize(r.records, slo_ms) for r in lives]
     sim_summaries = {
-        key: [full_summary(r, slo_ms) for r in records] for key, records in predicted.sims.items()
+        key: [summarize(r, slo_ms) for r in records] for key, records in predicted.sims.items()
     }
     rows = comparison_rows(live_summaries, sim_summaries)
     sims_adj, sims_raw = predicted.sims["sim"], predicted.sims["sim_raw_profile"]
@@ -712,7 +694,7 @@ def validate_records(
     service times from the scenario's profile, or, with `profile_from_records` or when the
     scenario has none, from the records' own batch times (the model and everything the
     server did around it, per batch); with both at hand both are reported."""
-    from sim.engine.pipeline import run_summary, simulate, write_outputs
+    from sim.engine import pipeline
     from sim.io.plots import latency_cdfs, save
     from sim.real.recorded import batch_times_ms, describe, read_recorded
     from sim.validation.verdict import ks as two_sample_ks
@@ -749,16 +731,12 @@ def validate_records(
         "recorded batch times",
     )
     records_profile = out / "profile-from-records.csv"
-    from_records.to_csv(records_profile)
+    store.write(from_records, records_profile)
 
-    def simulations(loaded: LoadedScenario) -> list[RunRecords]:
-        runs = []
-        for k in range(sim_draws):
-            loaded.policy = loaded.build_policy()  # a fresh policy object per draw
-            runs.append(simulate(loaded, service_draw=k))
-        return runs
+    def simulations(loaded: ResolvedScenario) -> list[RunRecords]:
+        return [pipeline.simulate(loaded, service_draw=k) for k in range(sim_draws)]
 
-    def with_recorded_profile() -> LoadedScenario:
+    def with_recorded_profile() -> ResolvedScenario:
         data = {**parsed.data, "profile": str(records_profile.resolve())}
         try:
             return load(data, base=parsed.base, origin=parsed.source)
@@ -770,7 +748,7 @@ def validate_records(
                 source="--records",
             ) from None
 
-    kinds: dict[str, LoadedScenario] = {}
+    kinds: dict[str, ResolvedScenario] = {}
     primary = (
         "recorded batch times" if profile_from_records or scenario_loaded is None else "scenario"
     )
@@ -791,7 +769,7 @@ def validate_records(
         if r.robots is not None:
             summary["robots"] = r.robots
         live_summaries.append(summary)
-    sim_summaries = {key: [full_summary(x, slo_ms) for x in runs] for key, runs in sims.items()}
+    sim_summaries = {key: [summarize(x, slo_ms) for x in runs] for key, runs in sims.items()}
     rows = comparison_rows(live_summaries, sim_summaries)
     lat_live = np.concatenate([latencies_ms(r.records) for r in recorded])
     lat_sim = np.concatenate([latencies_ms(x) for x in sims["sim"]])
@@ -812,7 +790,8 @@ def validate_records(
         out / "latency_cdf.png",
     )
     first = kinds["sim"]
-    write_outputs(out / "sim-draw-1", run_summary(first, sims["sim"][0]), sims["sim"][0], first.raw)
+    first_summary = pipeline.summarise(first, sims["sim"][0])
+    pipeline.write_outputs(out / "sim-draw-1", first_summary, sims["sim"][0], first.raw)
     overhead = _outside_model(recorded)
     result = {
         "scenario": parsed.source,

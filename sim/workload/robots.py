@@ -32,9 +32,11 @@ from __future__ import annotations
 import math
 from array import array
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
+
+from sim.core.records import RobotRecords
 
 _floor, _ceil = math.floor, math.ceil
 
@@ -75,30 +77,6 @@ def _ticks_in(first_s: float, count: int, period_s: float, lo_s: float, hi_s: fl
     return max(0, k_hi - k_lo)
 
 
-@dataclass(slots=True)
-class RobotStats:
-    """Running totals of one robot; `window` figures count only [warmup, end)."""
-
-    sent: int = 0
-    responses: int = 0
-    failures: int = 0
-    misses: int = 0
-    delivered_actions: int = 0
-    executed_actions: int = 0
-    stale_actions: int = 0
-    unused_actions: int = 0
-    replaced_actions: int = 0
-    window_executed: int = 0
-    window_stall_s: float = 0.0
-    window_responses: int = 0
-    window_sent: int = 0
-    window_misses: int = 0
-    window_failures: int = 0
-    window_stall_episodes: int = 0  # freezes within the window (one still going at the end counts)
-    window_stall_longest_s: float = 0.0
-    round_trips_s: Sequence[float] = field(default_factory=list)
-
-
 class RobotClient:
     """One robot's control loop as a state machine driven by a clock (simulated or real).
 
@@ -106,8 +84,8 @@ class RobotClient:
     analytically, so the driver may call it whenever it likes as long as it calls it in
     time order: `draw_network()` when it plans the next request, `send(t)` at its send
     time, `deliver(t, ok)` when the answer reaches the robot, `finish(end)` at the end.
-    Its running totals are `stats` (counted in slots of its own: a robot is called once
-    or twice per request, on the simulator's hottest path).
+    Its running totals are counted in slots of its own (a robot is called once or twice
+    per request, on the simulator's hottest path); `robot_records` gathers them.
     """
 
     __slots__ = (
@@ -116,7 +94,7 @@ class RobotClient:
         "uplink_s", "downlink_s", "nominal_downlink_s", "network_jitter_s", "_period_s",
         "_sync", "_jitter_s",
         "_chunk",
-        # running totals (RobotStats)
+        # running totals (robot_records gathers them)
         "sent", "responses", "failures", "misses", "executed_actions", "stale_actions",
         "replaced_actions", "window_executed", "window_stall_s", "window_responses",
         "window_sent", "window_misses", "window_failures", "window_stall_episodes",
@@ -124,7 +102,12 @@ class RobotClient:
     )  # fmt: skip
 
     def __init__(
-        self, robot_id: int, params: RobotParams, rng: np.random.Generator, warmup_s: float = 0.0
+        self,
+        robot_id: int,
+        params: RobotParams,
+        rng: np.random.Generator,
+        warmup_s: float = 0.0,
+        log_stalls: bool = False,
     ):
         self.id = robot_id
         self.p = params
@@ -150,38 +133,14 @@ class RobotClient:
         self.window_stall_episodes = 0
         self.window_stall_longest_s = 0.0
         self.round_trips_s = array("d")  # seconds, as a buffer numpy reads without a copy
-        self.stall_log: array | None = None  # (start, end) of each freeze, when asked (traces)
+        # (start, end) of each freeze, when asked (traces)
+        self.stall_log: array | None = array("d") if log_stalls else None
         self.next_send_s: float | None = self._jittered(params.start_s)
         # the network delays of the next (or in-flight) request, drawn by draw_network()
         self.uplink_s = params.uplink_s
         self.downlink_s = params.downlink_s
         self.network_jitter_s = params.network_jitter_s
         self.nominal_downlink_s = params.downlink_s
-
-    @property
-    def stats(self) -> RobotStats:
-        """The robot's running totals."""
-        chunks = self.responses
-        return RobotStats(
-            sent=self.sent,
-            responses=self.responses,
-            failures=self.failures,
-            misses=self.misses,
-            delivered_actions=chunks * self._chunk,
-            executed_actions=self.executed_actions,
-            stale_actions=self.stale_actions,
-            unused_actions=chunks * (self._chunk - self.usable),
-            replaced_actions=self.replaced_actions,
-            window_executed=self.window_executed,
-            window_stall_s=self.window_stall_s,
-            window_responses=self.window_responses,
-            window_sent=self.window_sent,
-            window_misses=self.window_misses,
-            window_failures=self.window_failures,
-            window_stall_episodes=self.window_stall_episodes,
-            window_stall_longest_s=self.window_stall_longest_s,
-            round_trips_s=self.round_trips_s,
-        )
 
     # ---- what the driver asks -----------------------------------------------------------
     def draw_network(self) -> None:
@@ -332,3 +291,55 @@ class RobotClient:
 
     def _network(self, nominal_s: float) -> float:
         return max(0.0, nominal_s + float(self._rng.normal(0.0, self.network_jitter_s)))
+
+
+def robot_records(clients: Sequence[RobotClient]) -> RobotRecords:
+    """The robots' running totals as columns, one row per client in order (a finished run's
+    figures: call once every client has been told the end)."""
+    ints = {
+        name: np.fromiter((getattr(c, name) for c in clients), dtype=np.int64, count=len(clients))
+        for name in (
+            "sent", "responses", "failures", "misses", "executed_actions", "stale_actions",
+            "replaced_actions", "window_sent", "window_responses", "window_failures",
+            "window_misses", "window_executed", "window_stall_episodes", "queue",
+        )
+    }  # fmt: skip
+    floats = {
+        name: np.fromiter((getattr(c, name) for c in clients), dtype=float, count=len(clients))
+        for name in ("window_stall_s", "window_stall_longest_s")
+    }
+    trips = [np.array(c.round_trips_s, dtype=float) for c in clients]
+    logged = clients and all(c.stall_log is not None for c in clients)
+    logs = [np.array(c.stall_log, dtype=float) for c in clients] if logged else []
+    chunk = np.array([c.p.chunk for c in clients], dtype=np.int64)
+    usable = np.array([c.usable for c in clients], dtype=np.int64)
+    responses = ints["responses"]
+    return RobotRecords(
+        id=np.array([c.id for c in clients], dtype=np.int64),
+        group=tuple(c.p.group for c in clients),
+        mode=tuple(c.p.mode for c in clients),
+        control_hz=np.array([c.p.control_hz for c in clients], dtype=float),
+        has_deadlines=np.array([c.p.has_deadlines for c in clients], dtype=bool),
+        sent=ints["sent"],
+        responses=responses,
+        failures=ints["failures"],
+        misses=ints["misses"],
+        executed_actions=ints["executed_actions"],
+        delivered_actions=responses * chunk,
+        stale_actions=ints["stale_actions"],
+        unused_actions=responses * (chunk - usable),
+        replaced_actions=ints["replaced_actions"],
+        queued_actions=ints["queue"],
+        window_sent=ints["window_sent"],
+        window_responses=ints["window_responses"],
+        window_failures=ints["window_failures"],
+        window_misses=ints["window_misses"],
+        window_executed=ints["window_executed"],
+        window_stall_s=floats["window_stall_s"],
+        window_stall_episodes=ints["window_stall_episodes"],
+        window_stall_longest_s=floats["window_stall_longest_s"],
+        round_trips_s=np.concatenate(trips) if trips else np.zeros(0),
+        round_trip_count=np.array([t.size for t in trips], dtype=np.int64),
+        stall_log=np.concatenate(logs).reshape(-1, 2) if logged else None,
+        stall_count=np.array([log.size // 2 for log in logs], dtype=np.int64) if logged else None,
+    )

@@ -1,7 +1,7 @@
-"""Traffic values the server core is built from: open-loop requests known in advance, or a
-closed-loop robot fleet whose next requests wait in a heap.
+"""A robot fleet as closed-loop traffic (sim/core/traffic.py's ClosedLoopTraffic): the robots
+and the heap of their next requests.
 
-Both are clock-free. `OpenTraffic` is arrays. A `Fleet` holds, for every robot that is not
+It is clock-free. A `Fleet` holds, for every robot that is not
 waiting for an answer, its next request's arrival at the server; the core pops arrivals as
 its clock passes them and tells the fleet when each request is answered. A robot's next
 request is known the moment its answer is known (sync: when its chunk runs out; async:
@@ -14,25 +14,9 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
-import numpy as np
-
-from sim.workload.open import Arrivals
-from sim.workload.robots import RobotClient
-
-
-@dataclass(frozen=True)
-class OpenTraffic:
-    """Open-loop requests: arrival times and sources, with optional per-request deadlines
-    (inf where none), class priorities and ids, and shapes."""
-
-    arrivals: Arrivals
-    deadline_s: np.ndarray | None = None
-    priority: np.ndarray | None = None
-    class_id: np.ndarray | None = None
-    class_names: tuple[str, ...] | None = None
-    shape: np.ndarray | None = None
+from sim.core.records import RobotRecords
+from sim.workload.robots import RobotClient, robot_records
 
 
 class Fleet:
@@ -154,9 +138,9 @@ class Fleet:
             return None
         return heapq.nsmallest(k, heap)[-1][0]
 
-    def finish(self, end_s: float) -> None:
+    def finish(self, end_s: float) -> RobotRecords:
         """The run ends at `end_s`: requests sent but still on their way count as sent, and
-        every robot accounts for its time up to the end."""
+        every robot accounts for its time up to the end. Returns the robots' records."""
         for arrival_s, scheduled_s, _, _, client, sent in sorted(self._heap):
             sent_s = _sent_s(arrival_s, scheduled_s, client)
             if not sent and sent_s < end_s:
@@ -165,6 +149,7 @@ class Fleet:
         self.next_arrival_s = math.inf
         for client in self.clients:
             client.finish(end_s)
+        return robot_records(self.clients)
 
 
 def _sent_s(arrival_s: float, scheduled_s: float, client: RobotClient) -> float:

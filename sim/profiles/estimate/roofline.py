@@ -220,17 +220,18 @@ def estimate(
     """Estimate the profile at `path` on `target` (and at `shape`, if given)."""
     import pandas as pd
 
-    from sim.profiles.profile import (
+    from sim.profiles.store import (
         IDLE_COLUMN,
         IGNORED_COLUMNS,
         MEMORY_COLUMN,
         REQUIRED_COLUMNS,
-        Profile,
-        read_with_provenance,
+        from_frame,
+        read_table,
     )
 
     source = str(path)
-    frame, provenance = read_with_provenance(Path(path))
+    table = read_table(path)
+    frame, provenance = table.frame, table.provenance
     if provenance.get("provenance") == "unknown":
         raise InputError(
             f"has no provenance sidecar ({Path(path).with_suffix('').name}.meta.json): an "
@@ -328,7 +329,7 @@ def estimate(
     for key, group in groups:
         values = key if isinstance(key, tuple) else (key,)
         src_shape = tuple(zip(shape_columns, (int(v) for v in values), strict=True))
-        profile = Profile.from_frame(group.drop(columns=shape_columns), None, provenance, source)
+        profile = from_frame(group.drop(columns=shape_columns), None, provenance, source)
         for b in profile.sizes:
             works.append(_count(name, size, b, src_shape, str(dtype)))
             medians.append(profile.latency_ms(b))
@@ -478,7 +479,7 @@ def _sidecar(
 def write(est: Estimate, out: Path) -> Path:
     """The estimated profile CSV and its NAME.meta.json, each written whole."""
     from sim.io.outputs import replacing, write_text
-    from sim.profiles.profile import meta_path_for
+    from sim.profiles.store import meta_path_for
 
     with replacing(out) as tmp:
         est.frame.to_csv(tmp, index=False)
