@@ -3,8 +3,10 @@
 The core is told the time and what happened, and answers what to do. It is the only place
 that admits requests and applies admission limits, asks the policy, drops requests, pads
 batches, enforces the memory cap, notifies learning policies and builds the records.
-The SimPy engine (sim/engine/engine.py) and the live runner (sim/live.py) drive it, open
-loop and robot fleets alike; they keep only a clock, sleeping, and running a batch.
+The SimPy engine (sim/engine/engine.py), the live runner (sim/real/live.py) and `batchsim
+serve` (sim/real/serve.py) drive it, open loop and closed loop alike; they keep only a
+clock, sleeping, and running a batch. Step-level iterations are in step_level.py, the
+batch columns in batch_log.py, the checks on what a policy returns in guard.py.
 
 A driver's loop, for each replica:
 
@@ -22,26 +24,24 @@ costs the profile's time for p.
 from __future__ import annotations
 
 import math
-from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
 from operator import attrgetter
 
 import numpy as np
 
+from sim.core.batch_log import BatchLog
+from sim.core.columns import RequestColumns
 from sim.core.dispatch import ReplicaLoad, make_dispatcher
+from sim.core.guard import PolicyGuard
 from sim.core.queue import Admission, expires_at_s, queue_factory
 from sim.core.records import DROPPED, FAILED, RunRecords, finalize_outcomes
+from sim.core.step_level import Iterations
 from sim.core.steps import Steps
 from sim.core.traffic import ClosedLoopTraffic, OpenTraffic
-from sim.errors import InputError
 from sim.policies import registry
 from sim.policies.base import Drop, Launch, Policy, Wait
 from sim.profiles.profile import Profile
-
-_NAN = math.nan
-# the weight of the newest iteration in the moving mean of iteration times (step level)
-_SMOOTHING = 0.25
 
 
 # actions are plain values (not frozen: they are made once per decision, and never changed)
@@ -99,7 +99,7 @@ class ServerSpec:
     trusted: bool = False
     # whether the policy batches step by step (None: as its class declares, StepLevelPolicy)
     step_level: bool | None = None
-    # denoising steps per request (sim/engine/steps.py): for step-level batching, and for
+    # denoising steps per request (sim/core/steps.py): for step-level batching, and for
     # request-level policies that may lower them; None: every batch runs the model whole
     steps: Steps | None = None
 
@@ -109,53 +109,6 @@ class ServerSpec:
         return cls((policy,) * replicas, profile, replicas, **options)
 
 
-class _Always:
-    """A column holding one value n times, without n objects."""
-
-    def __init__(self, value: float, n: int):
-        self._value, self._n = value, n
-
-    def __len__(self) -> int:
-        return self._n
-
-    def __getitem__(self, index: int) -> float:
-        return self._value
-
-
-class _Columns:
-    """Per-request columns: Python lists where policies read scalars, arrays for the rest."""
-
-    def __init__(self, traffic: OpenTraffic | ClosedLoopTraffic, spec: ServerSpec):
-        if not isinstance(traffic, OpenTraffic):
-            # arrivals as they come: float buffers (numpy reads them without a copy)
-            self.times = array("d")
-            self.deadlines = array("d")
-            self.sources = None  # each request's robot: its client's id
-            self.shapes: list[int] | None = [] if spec.shapes else None
-            self.priority = self.class_id = self.class_names = self.source_names = None
-            self.outcome = np.zeros(1024, dtype=np.int8)
-            return
-        arrivals = traffic.arrivals
-        n = len(arrivals)
-        self.arrival_s = arrivals.time_s
-        self.times = arrivals.time_s.tolist()  # fast scalar reads for policies
-        self.deadline_s = (
-            traffic.deadline_s if traffic.deadline_s is not None else np.full(n, np.inf)
-        )
-        # read by EDF policies; without a deadline anywhere, one inf stands for all
-        finite = bool(np.isfinite(self.deadline_s).any())
-        self.deadlines = self.deadline_s.tolist() if finite else _Always(math.inf, n)
-        self.sources = arrivals.source
-        self.source_names = arrivals.source_names
-        self.shapes = None
-        if spec.shapes:
-            shape = traffic.shape
-            self.shapes = [max(spec.shapes)] * n if shape is None else shape.tolist()
-        self.priority = None if traffic.priority is None else traffic.priority.tolist()
-        self.class_id, self.class_names = traffic.class_id, traffic.class_names
-        self.outcome = np.zeros(n, dtype=np.int8)
-
-
 class ServerCore:
     """The batching server's state and rules, with no clock of its own (see the module doc)."""
 
@@ -163,55 +116,55 @@ class ServerCore:
         self.spec = spec
         self.fleet = None if isinstance(traffic, OpenTraffic) else traffic
         self.closed = self.fleet is not None
-        self.replicas = spec.replicas
-        self._policies = list(spec.policies)
+        self.replicas = replicas = spec.replicas
+        policies = list(spec.policies)
         self._per_replica = per_replica = spec.dispatch is not None
-        if len(self._policies) != spec.replicas:
+        if len(policies) != replicas:
             raise ValueError("give one policy per replica")
-        if not per_replica and len({id(p) for p in self._policies}) != 1:
+        if not per_replica and len({id(p) for p in policies}) != 1:
             raise ValueError("a shared queue is served by one policy object")
-        self._learns = [hasattr(p, "on_batch_done") for p in self._policies]
-        # a policy of the user's own: its launches' types are checked too, and its failures
-        # become the scenario's error
-        self._plugin = not spec.trusted
-        guard = self._guarded if self._plugin else (lambda method: method)
-        # step-level batching: each replica's requests in flight and their steps left; the
-        # requests each iteration admitted, and (request, iteration) for each completion;
-        # its policy answers how many to admit (admit), not what to launch (decide)
+        profile = spec.profile
+        kind = spec.policy_kind
+        self.guard = PolicyGuard(
+            spec.trusted,
+            f"policy {kind}" if kind else repr(policies[0]),
+            spec.source,
+            profile.min_size,
+            profile.max_size,
+            spec.memory_cap,
+        )
         step_level = spec.step_level
         if step_level is None:
-            step_level = registry.is_step_level(type(self._policies[0]))
-        self._step_level = step_level
-        if self._step_level and spec.steps is None:
+            step_level = registry.is_step_level(type(policies[0]))
+        if step_level and spec.steps is None:
             raise ValueError("step-level batching needs the model's steps (ServerSpec.steps)")
-        decide = "admit" if self._step_level else "decide"
-        self._decide_of = [guard(getattr(p, decide)) for p in self._policies]
+        # a step-level policy answers how many to admit (admit), not what to launch (decide)
+        wrap = self.guard.wrap
+        self._decide_of = [wrap(p.admit if step_level else p.decide) for p in policies]
         self._batch_done_of = [
-            guard(p.on_batch_done) if learns else None
-            for p, learns in zip(self._policies, self._learns, strict=True)
+            wrap(p.on_batch_done) if hasattr(p, "on_batch_done") else None for p in policies
         ]
-        self.columns = c = _Columns(traffic, spec)
+        self.columns = c = RequestColumns(traffic, spec.shapes)
         self._times, self._deadlines = c.times, c.deadlines
         make_queue = queue_factory(
-            self._policies[0].order,
+            policies[0].order,
             c.times,
             c.deadlines,
             c.priority,
             known=not self.closed,
             in_order=not (self.closed or per_replica or spec.max_queue is not None),
         )
-        self.queues = [make_queue() for _ in range(spec.replicas if per_replica else 1)]
-        self._queue_of = [self.queues[r if per_replica else 0] for r in range(spec.replicas)]
-        self.load = ReplicaLoad(spec.replicas)  # what dispatchers know of each replica
+        self.queues = [make_queue() for _ in range(replicas if per_replica else 1)]
+        self._queue_of = [self.queues[r if per_replica else 0] for r in range(replicas)]
+        self.load = ReplicaLoad(replicas)  # what dispatchers know of each replica
         dispatcher = None
         self._median_s: list[float] | None = None
-        profile = spec.profile
         if per_replica:
             dispatcher = make_dispatcher(
                 spec.dispatch,
                 self.queues,
                 profile,
-                max(p.max_batch for p in self._policies),
+                max(p.max_batch for p in policies),
                 self.load,
                 spec.dispatch_rng or np.random.default_rng(0),
             )
@@ -229,44 +182,34 @@ class ServerCore:
             spec.timeout_s,
             self._fail if self.closed else None,
         )
-        # admission: open loop, lazily from the arrival column; closed, from the fleet
+        # admission: open loop, lazily from the arrival column; closed, from the traffic
         self._admit = self._admit_closed if self.closed else self.admission.advance
         self._plain_admission = (
             not per_replica and spec.max_queue is None and spec.timeout_s is None
         )
-        self._min_size, self._max_size = profile.min_size, profile.max_size
-        self._shaped = bool(spec.shapes)
+        # shape-aware profiles: the measured shape a request of each shape runs as
+        self.shape_for: dict[int, int] | None = None
         if spec.shapes:
             measured = sorted(spec.shapes)
-            self._shape_for = {
+            self.shape_for = {
                 v: next(m for m in measured if m >= v) for v in range(1, measured[-1] + 1)
             }
-        # batch columns: one append per batch; `members` lists each batch's requests in turn
-        # each batch's replica, start, size and padded size, four floats a batch
-        self._batch_log = array("d")
-        self._b_end: list[float] = []  # each batch's end, once known
-        self._b_shape: list[int] = []
-        self._members = array("q")
-        self._last_batch = [-1] * spec.replicas  # each replica's latest batch
+        self.log = BatchLog()
+        self._last_batch = [-1] * replicas  # each replica's latest batch (learning policies)
         self._clients: list = []  # closed loop: the client of each request
-        # closed loop: the requests of each replica's running batch (whose robots it answers)
-        self._running: list[Sequence[int]] = [()] * spec.replicas
+        # closed loop: the requests of each replica's running batch (whose clients it answers)
+        self._running: list[Sequence[int]] = [()] * replicas
         # closed loop, several replicas: the waits of sleeping replicas, and those whose
         # wake moved earlier since (the driver wakes them)
         self._sleeping: dict[int, tuple[Wait, float]] = {}
         self.rewakes: list[tuple[int, float]] = []
-        self._track_sleepers = self.closed and spec.replicas > 1
-        self._flying: list[list[int]] = [[] for _ in range(spec.replicas)]
-        self._iteration_s = [0.0] * spec.replicas  # a moving mean of iteration times
-        self._left: list[list[int]] = [[] for _ in range(spec.replicas)]
-        self._admitted = array("q")
-        self._completed = array("q")
+        self._track_sleepers = self.closed and replicas > 1
         # per-request steps, kept when steps can vary (a floor) or run step by step
-        self._steps = spec.steps
-        self._degrade = spec.steps is not None and spec.steps.floor is not None
-        self._keep_steps = spec.steps is not None
-        if self._keep_steps:
+        self.steps = spec.steps
+        self.degrade = spec.steps is not None and spec.steps.floor is not None
+        if spec.steps is not None:
             c.steps = np.zeros(c.outcome.size, dtype=np.int16)
+        self.iterations = Iterations(self) if step_level else None
 
     # ---- what a driver calls --------------------------------------------------------------
     def decide(self, replica: int, now_s: float) -> Start | Sleep:
@@ -275,59 +218,35 @@ class ServerCore:
             self._sleeping.pop(replica, None)
         self._admit(now_s)
         queue = self._queue_of[replica]
-        if self._step_level:
-            action = self._iterate(replica, now_s, queue)
-            if self._track_sleepers:
-                self._check_sleepers(replica)
-            return action
-        decision = self._decide_of[replica](now_s, queue)
-        kind = type(decision)
-        if kind is Launch:
-            action = self._start(replica, now_s, queue, decision)
-        elif kind is Wait:
-            action = self._sleep(replica, now_s, queue, decision)
+        if self.iterations is not None:
+            action = self.iterations.start(replica, now_s, queue)
         else:
-            action = self._drop_then_decide(replica, now_s, queue, decision)
+            decision = self._decide_of[replica](now_s, queue)
+            kind = type(decision)
+            if kind is Launch:
+                action = self._start(replica, now_s, queue, decision)
+            elif kind is Wait:
+                action = self._sleep(replica, now_s, queue, decision)
+            else:
+                action = self._drop_then_decide(replica, now_s, queue, decision)
         if self._track_sleepers:
             self._check_sleepers(replica)
         return action
 
-    def _drop_then_decide(self, replica: int, now_s: float, queue, decision) -> Start | Sleep:
-        """The policy gave up requests (Drop): remove them, and ask it again."""
-        decide = self._decide_of[replica]
-        while True:
-            kind = type(decision)
-            if kind is Launch:
-                return self._start(replica, now_s, queue, decision)
-            if kind is Wait:
-                return self._sleep(replica, now_s, queue, decision)
-            if kind is not Drop:
-                self._refuse(f"returned {decision!r}; decide() must return Launch, Wait or Drop")
-            count = decision.count
-            if type(count) is not int or not 1 <= count <= len(queue):
-                self._refuse(f"returned {decision!r} with {len(queue)} queued")
-            gone = queue.take(count)
-            self.columns.outcome[gone] = DROPPED
-            if self.closed:
-                self._fail(gone, now_s)
-                self._admit(now_s)  # a robot told at once may already send again
-            decision = decide(now_s, queue)
-
     def end(self, batch: int, end_s: float, ok: bool = True) -> None:
         """Batch `batch` ends (or, simulated, will end) at `end_s`; `ok` False: it failed and
-        its requests are recorded as failed. Closed loop: its robots get their answers."""
-        self._b_end[batch] = end_s
-        if self._step_level:
-            self._step_done(batch, end_s, ok)
-            return
-        if not ok:
-            self.columns.outcome[self._batch_requests(batch)] = FAILED
-        if self.closed:
-            clients = self._clients
-            ids = self._running[int(self._batch_log[4 * batch])]  # one batch at a time
-            self.fleet.answer([clients[request] for request in ids], end_s, ok)
-            if self._track_sleepers:
-                self._check_sleepers(None)
+        its requests are recorded as failed. Closed loop: its clients get their answers."""
+        self.log.end_s[batch] = end_s
+        if self.iterations is not None:
+            self.iterations.end(batch, end_s, ok)
+        else:
+            if not ok:
+                self.columns.outcome[self.log.requests(batch)] = FAILED
+            if self.closed:
+                # one batch at a time per replica: the replica's running batch is this one
+                self._answer(self._running[self.log.replica[batch]], end_s, ok)
+        if self._track_sleepers:
+            self._check_sleepers(None)
 
     def free(self, replica: int, now_s: float, service_s: float) -> None:
         """The replica's batch finished at `now_s` after `service_s` of work: it is free."""
@@ -336,15 +255,15 @@ class ServerCore:
             # arriving at this instant see it free (a completion at t comes first)
             self._admit(now_s, inclusive=False)
             self.load.running[replica] = 0
-        if self._learns[replica]:
-            row = 4 * self._last_batch[replica]
-            size, padded = int(self._batch_log[row + 2]), int(self._batch_log[row + 3])
-            self._batch_done_of[replica](now_s, size, padded, service_s)
+        done = self._batch_done_of[replica]
+        if done is not None:
+            batch = self._last_batch[replica]
+            done(now_s, self.log.size[batch], self.log.padded[batch], service_s)
 
     def batch_clients(self, batch: int) -> list:
         """Closed loop: the clients of batch `batch`'s requests, in the order it took them."""
         clients = self._clients
-        return [clients[request] for request in self._batch_requests(batch)]
+        return [clients[request] for request in self.log.requests(batch)]
 
     def take_rewakes(self) -> list[tuple[int, float]]:
         """(replica, new wake) for sleeping replicas whose moment moved earlier."""
@@ -376,23 +295,23 @@ class ServerCore:
         admitted or rejected, expiries applied, outcomes final)."""
         # a clock stopped at the end saw closed-loop arrivals strictly before it
         self._admit(end_s, not self.closed)
-        c = self.columns
+        c, log = self.columns, self.log
         n = len(self._times)
         outcome = c.outcome[:n]
         request_batch = np.full(n, -1, dtype=np.int64)
-        batches = np.array(self._batch_log, dtype=float).reshape(-1, 4)
-        sizes = batches[:, 2].astype(np.int32)
-        members = np.array(self._members, dtype=np.int64)
+        sizes = np.array(log.size, dtype=np.int32)
+        members = np.array(log.members, dtype=np.int64)
         # each request's first batch (step level: the iteration that admitted it) ...
-        admitted = np.array(self._admitted, dtype=np.int64) if self._step_level else sizes
-        request_batch[members] = np.repeat(np.arange(sizes.size, dtype=np.int64), admitted)
+        taken = log.taken()
+        request_batch[members] = np.repeat(np.arange(sizes.size, dtype=np.int64), taken)
         # ... and its last (step level: the one that ran its last step; -1: none yet)
         last_batch = None
-        if self._step_level:
+        step_level = self.iterations is not None
+        if step_level:
             last_batch = np.full(n, -1, dtype=np.int64)
-            pairs = np.array(self._completed, dtype=np.int64).reshape(-1, 2)
+            pairs = np.array(log.completed, dtype=np.int64).reshape(-1, 2)
             last_batch[pairs[:, 0]] = pairs[:, 1]
-        batch_end = np.asarray(self._b_end, dtype=float)
+        batch_end = np.asarray(log.end_s, dtype=float)
         finalize_outcomes(outcome, request_batch, batch_end, end_s, last_batch)
         robots = None
         if self.fleet is not None:
@@ -406,11 +325,11 @@ class ServerCore:
             source=c.sources,
             request_batch=request_batch,
             outcome=outcome,
-            batch_replica=batches[:, 0].astype(np.int32),
-            batch_start_s=batches[:, 1].copy(),
+            batch_replica=np.array(log.replica, dtype=np.int32),
+            batch_start_s=np.array(log.start_s, dtype=float),
             batch_end_s=batch_end,
             batch_size=sizes,
-            batch_padded=batches[:, 3].astype(np.int32),
+            batch_padded=np.array(log.padded, dtype=np.int32),
             replicas=self.replicas,
             warmup_s=warmup_s,
             end_s=float(end_s),
@@ -420,11 +339,11 @@ class ServerCore:
             class_names=c.class_names,
             robots=robots,
             request_shape=None if c.shapes is None else np.asarray(c.shapes, dtype=np.int32),
-            batch_shape=np.asarray(self._b_shape, dtype=np.int32) if self.spec.shapes else None,
+            batch_shape=np.array(log.shape, dtype=np.int32) if self.spec.shapes else None,
             shape_name=self.spec.shape_name,
             request_last_batch=last_batch,
-            batch_admitted=admitted.astype(np.int32) if self._step_level else None,
-            request_steps=c.steps[:n].copy() if self._keep_steps else None,
+            batch_admitted=taken.astype(np.int32) if step_level else None,
+            request_steps=c.steps[:n].copy() if self.steps is not None else None,
         )
 
     # ---- admission ------------------------------------------------------------------------
@@ -465,7 +384,7 @@ class ServerCore:
             grown = np.zeros(max(n, 2 * c.outcome.size), dtype=np.int8)
             grown[: c.outcome.size] = c.outcome
             c.outcome = self.admission.outcome = grown
-        if self._keep_steps and n > c.steps.size:
+        if self.steps is not None and n > c.steps.size:
             grown = np.zeros(max(n, 2 * c.steps.size), dtype=np.int16)
             grown[: c.steps.size] = c.steps
             c.steps = grown
@@ -475,116 +394,74 @@ class ServerCore:
 
     def _fail(self, requests: Sequence[int], at_s: float) -> None:
         """Closed loop: the server answers these requests with a failure notice at `at_s`."""
+        self._answer(requests, at_s, False)
+
+    def _answer(self, requests: Sequence[int], at_s: float, ok: bool) -> None:
+        """Closed loop: these requests' clients are answered at `at_s`, in this order."""
         clients = self._clients
-        self.fleet.answer([clients[request] for request in requests], at_s, False)
+        self.fleet.answer([clients[request] for request in requests], at_s, ok)
 
     # ---- decisions ------------------------------------------------------------------------
+    def _drop_then_decide(self, replica: int, now_s: float, queue, decision) -> Start | Sleep:
+        """The policy gave up requests (Drop): remove them, and ask it again."""
+        decide = self._decide_of[replica]
+        while True:
+            kind = type(decision)
+            if kind is Launch:
+                return self._start(replica, now_s, queue, decision)
+            if kind is Wait:
+                return self._sleep(replica, now_s, queue, decision)
+            if kind is not Drop:
+                self.guard.refuse(
+                    f"returned {decision!r}; decide() must return Launch, Wait or Drop"
+                )
+            count = decision.count
+            if type(count) is not int or not 1 <= count <= len(queue):
+                self.guard.refuse(f"returned {decision!r} with {len(queue)} queued")
+            gone = queue.take(count)
+            self.columns.outcome[gone] = DROPPED
+            if self.closed:
+                self._fail(gone, now_s)
+                self._admit(now_s)  # a client told at once may already send again
+            decision = decide(now_s, queue)
+
     def _start(self, replica: int, now_s: float, queue, decision: Launch) -> Start:
+        """A request-level batch starts: the policy's launch, taken from its queue."""
         count, padded = decision.count, decision.padded_size
-        if self._plugin:  # built-ins launch their launch_sizes only (checked at load, INV-4)
-            count, padded = self._checked_launch(decision, len(queue))
+        if not self.guard.trusted:  # built-ins launch their launch_sizes only (INV-4)
+            count, padded = self.guard.launch(decision, len(queue))
         ids = queue.take(count)
-        self._members.extend(ids)
-        batch = len(self._b_end)
-        self._batch_log.extend((replica, now_s, count, padded))
-        self._b_end.append(_NAN)
+        log = self.log
+        batch = log.add(replica, now_s, count, padded, ids)
         variant = None
-        if self._shaped:
+        if self.shape_for is not None:
             shapes = self.columns.shapes
-            variant = self._shape_for[max(shapes[i] for i in ids)]
-            self._b_shape.append(variant)
+            variant = self.shape_for[max(shapes[i] for i in ids)]
+            log.shape.append(variant)
         if self.closed:
             self._running[replica] = ids
-        if self._per_replica:  # what dispatchers know of each replica
-            self.load.busy_until_s[replica] = now_s + self._median_s[padded]
-            self.load.running[replica] = count
-        if self._learns[replica]:
+        self._dispatch_sees(replica, now_s, padded, count)
+        if self._batch_done_of[replica] is not None:
             self._last_batch[replica] = batch
         steps = None
-        if self._degrade:  # one step count for the batch: its most urgent request decides
+        rule = self.steps
+        if self.degrade:  # one step count for the batch: its most urgent request decides
             deadline_s = min(self._deadlines[i] for i in ids)
-            rule = self._steps
             steps = rule.choose(now_s, deadline_s, rule.prefix_s[padded], rule.step_s[padded])
-        if self._keep_steps:
-            self.columns.steps[ids] = self._steps.full if steps is None else steps
+        if rule is not None:
+            self.columns.steps[ids] = rule.full if steps is None else steps
         return Start(batch, count, padded, variant, steps)
 
-    def _iterate(self, replica: int, now_s: float, queue) -> Start | Sleep:
-        """Step-level batching: the replica's next iteration (admit, then one step for all
-        in flight), or, with nothing in flight or waiting, a sleep until a request comes."""
-        flying, left = self._flying[replica], self._left[replica]
-        in_flight = len(flying)
-        cap = self.spec.memory_cap  # requests in flight hold memory (their KV cache)
-        admit = self._decide_of[replica](now_s, queue, in_flight)
-        if cap is not None:
-            admit = min(admit, cap - in_flight)
-        if admit <= 0 and not flying:
-            return self._sleep(replica, now_s, queue, Wait(until_queue_len=1))
-        ids = queue.take(admit) if admit > 0 else []
-        flying.extend(ids)
-        b = len(flying)
-        steps = self._steps
-        if self._degrade:
-            # its steps ahead take what this replica's iterations have been taking lately
-            # (prefixes of later admissions included), at least a step at this size
-            deadlines = self._deadlines
-            prefix_s = steps.prefix_s[len(ids)] if ids else 0.0
-            step_s = max(steps.step_s[b], self._iteration_s[replica])
-            chosen = [steps.choose(now_s, deadlines[i], prefix_s, step_s) for i in ids]
-        else:
-            chosen = [steps.full] * len(ids)
-        left.extend(chosen)
-        if ids:
-            self.columns.steps[ids] = chosen
-        batch = len(self._b_end)
-        self._batch_log.extend((replica, now_s, b, b))
-        self._admitted.append(len(ids))
-        self._members.extend(ids)
-        self._b_end.append(_NAN)
-        variant = new_variant = None
-        if self._shaped:
-            shapes, shape_for = self.columns.shapes, self._shape_for
-            variant = shape_for[max(shapes[i] for i in flying)]
-            new_variant = shape_for[max(shapes[i] for i in ids)] if ids else None
-            self._b_shape.append(variant)
+    def _dispatch_sees(self, replica: int, now_s: float, padded: int, count: int) -> None:
+        """Per-replica queues: what dispatchers know of a replica that starts a batch."""
         if self._per_replica:
-            self.load.busy_until_s[replica] = now_s + self._median_s[b]
-            self.load.running[replica] = b
-        return Start(batch, b, b, variant, None, len(ids), new_variant)
-
-    def _step_done(self, batch: int, end_s: float, ok: bool) -> None:
-        """A step-level iteration ends at `end_s`: everyone in flight ran one more step; those
-        that ran their last complete with it (a failed iteration fails everyone in flight)."""
-        row = 4 * batch
-        replica = int(self._batch_log[row])
-        took_s = end_s - self._batch_log[row + 1]
-        self._iteration_s[replica] += _SMOOTHING * (took_s - self._iteration_s[replica])
-        flying, left = self._flying[replica], self._left[replica]
-        if ok:
-            left[:] = [n - 1 for n in left]
-            done = [r for r, n in zip(flying, left, strict=True) if n == 0]
-            if done:
-                keep = [(r, n) for r, n in zip(flying, left, strict=True) if n > 0]
-                flying[:] = [r for r, _ in keep]
-                left[:] = [n for _, n in keep]
-        else:
-            done = flying[:]
-            self.columns.outcome[done] = FAILED
-            flying.clear()
-            left.clear()
-        if done:
-            for request in done:
-                self._completed.extend((request, batch))
-            if self.closed:
-                clients = self._clients
-                self.fleet.answer([clients[r] for r in done], end_s, ok)
-        if self._track_sleepers:
-            self._check_sleepers(None)
+            self.load.busy_until_s[replica] = now_s + self._median_s[padded]
+            self.load.running[replica] = count
 
     def _sleep(self, replica: int, now_s: float, queue, decision: Wait) -> Sleep:
         until_s, length = decision.until_s, decision.until_queue_len
         if until_s is not None and not until_s > now_s:
-            self._refuse(f"returned {decision} at {now_s!r}: a Wait must name a later time")
+            self.guard.refuse(f"returned {decision} at {now_s!r}: a Wait must name a later time")
         wake_s = self._wake_s(queue, until_s, length)
         if self._track_sleepers:
             self._sleeping[replica] = (decision, math.inf if wake_s is None else wake_s)
@@ -620,51 +497,3 @@ class ServerCore:
             if new is not None and new < wake_s:
                 self._sleeping[replica] = (wait, new)
                 self.rewakes.append((replica, new))
-
-    def _batch_requests(self, batch: int) -> list[int]:
-        sizes = np.array(self._batch_log, dtype=float).reshape(-1, 4)[:, 2].astype(np.int64)
-        offset = int(sizes[:batch].sum())
-        return list(self._members[offset : offset + int(sizes[batch])])
-
-    def _checked_launch(self, decision: Launch, queued: int) -> tuple[int, int]:
-        """A plug-in's launch, checked: integers of another type are taken as they are; a
-        count beyond the queue, a padding below it, a size the profile did not measure or
-        the memory cap refuses is the policy's error, reported in one line."""
-        count, padded = decision.count, decision.padded_size
-        integral = all(
-            isinstance(v, int | np.integer) and not isinstance(v, bool) for v in (count, padded)
-        )
-        if not integral:
-            self._refuse(f"returned {decision}: count and padded_size must be integers")
-        count, padded = int(count), int(padded)
-        if not 0 < count <= queued:
-            self._refuse(f"returned {decision} with {queued} queued")
-        if padded < count:
-            self._refuse(f"returned {decision}: a batch is padded to at least its size")
-        if not self._min_size <= padded <= self._max_size:
-            self._refuse(
-                f"launched a batch padded to {padded}, outside the profile's measured sizes "
-                f"{self._min_size}..{self._max_size}"
-            )
-        cap = self.spec.memory_cap
-        if cap is not None and padded > cap:
-            self._refuse(f"launched {padded}, above the memory limit ({cap})")
-        return count, padded
-
-    def _refuse(self, what: str) -> None:
-        kind = self.spec.policy_kind
-        label = f"policy {kind}" if kind else repr(self._policies[0])
-        raise InputError(f"{label} {what}", source=self.spec.source, field="policy.kind")
-
-    def _guarded(self, method):
-        """A plug-in's method whose failures are the scenario's error, in one line."""
-
-        def call(*args):
-            try:
-                return method(*args)
-            except InputError:
-                raise
-            except Exception as exc:
-                self._refuse(f"raised {type(exc).__name__} in {method.__name__}(): {exc}")
-
-        return call
