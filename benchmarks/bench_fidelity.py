@@ -25,7 +25,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sim.validation.live import TARGETS, validate, validate_records  # noqa: E402
+from sim.validation.compare import TARGETS  # noqa: E402
+from sim.validation.live import validate  # noqa: E402
+from sim.validation.records import validate_records  # noqa: E402
 
 METRICS = tuple(TARGETS)
 

@@ -22,7 +22,7 @@ _API = {
     "Recommendation": "sim.api",
     "project_dir": "sim.api",
     "validate": "sim.validation.live",
-    "validate_records": "sim.validation.live",
+    "validate_records": "sim.validation.records",
     "estimate": "sim.profiles.estimate.roofline",
     "GPUS": "sim.profiles.estimate.gpus",
     "confidence_interval": "sim.experiments.sweep",

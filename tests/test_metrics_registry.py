@@ -9,7 +9,7 @@ from sim.config import load
 from sim.engine.pipeline import simulate, summarise
 from sim.experiments.search import SloTerm
 from sim.metrics.registry import METRICS, REGISTRY, SLO_NAMES, flatten, metric_value
-from sim.validation.live import COMPARED
+from sim.validation.compare import COMPARED
 from tests.conftest import ROOT
 
 

@@ -381,7 +381,7 @@ def test_ctrl_c_on_a_sweep_is_one_line_and_resumable(tmp_path):
 def test_intervals_never_cross_a_log_axis_floor():
     import pandas as pd
 
-    from sim.io.plots import _error_bars
+    from sim.plots.figures import _error_bars
 
     values, half = pd.Series([1.0, 100.0, 1000.0]), pd.Series([5.0, 1.0, float("nan")])
     lower, upper = _error_bars(values, half, log=True)

@@ -16,7 +16,7 @@ from sim.config import load  # noqa: E402
 from sim.core.records import COMPLETED, FAILED  # noqa: E402
 from sim.engine.pipeline import simulate  # noqa: E402
 from sim.real.live import run_live  # noqa: E402
-from sim.validation.live import render_report  # noqa: E402
+from sim.validation.report import render_report  # noqa: E402
 from tests.conftest import ROOT, run_cli  # noqa: E402
 
 
@@ -304,7 +304,7 @@ def test_a_server_that_wakes_late_matches_the_simulation_with_that_wake_latency(
 
 
 def test_comparison_rows_take_medians_of_live_runs_and_of_simulation_draws():
-    from sim.validation.live import comparison_rows, target_verdicts
+    from sim.validation.compare import comparison_rows, target_verdicts
 
     def summary(thr, p50, p99):
         return {"throughput_rps": thr, "latency_ms": {"p50": p50, "p99": p99}}

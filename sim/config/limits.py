@@ -3,7 +3,7 @@
 A typo such as `rate_rps: 1e12` or `max_batch: 1000000000` must be refused in a second,
 not discovered as a 24 TiB allocation or a machine that swaps for an hour. Each limit has
 a default that covers every realistic study; a scenario that really means more raises it
-in its `limits:` section, or with `--set limits.NAME=VALUE`.
+in its `limits:` section, or with the override `limits.NAME=VALUE`.
 
 Scenario fields that size an allocation (`max_batch`, `replicas`, robot `count`,
 `sources`, ...) carry their limit in their type (`BatchSize`, `ReplicaCount`,
@@ -53,17 +53,16 @@ def over(name: str, value: float, limit: int, what: str) -> str:
     n = f"{value:,.0f}" if value < 1e15 else f"{value:.3g}"
     return (
         f"asks for {what.format(n=n)}, above the work limit {name} = {limit:,}; "
-        f"if you mean it, raise it in the scenario's limits: section (--set limits.{name}=N)"
+        f"if you mean it, raise it in the scenario's limits: section (override limits.{name}=N)"
     )
 
 
-def check(
-    name: str, value: float, limits: Limits, what: str, *, source: str | None, field: str | None
-) -> None:
-    """Refuse `value` (an estimate of work) when it is over the limit `name`."""
+def check(name: str, value: float, limits: Limits, what: str, **where: str | None) -> None:
+    """Refuse `value` (an estimate of work) when it is over the limit `name` (`where`: the
+    error's source, field, option and given)."""
     limit = getattr(limits, name)
     if value > limit:
-        raise InputError(over(name, value, limit, what), source=source, field=field)
+        raise InputError(over(name, value, limit, what), **where)
 
 
 def _within(name: str, what: str) -> AfterValidator:

@@ -56,7 +56,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def apply_overrides(
-    data: dict[str, Any], overrides: list[str], source: str = "--set"
+    data: dict[str, Any], overrides: list[str], option: str = "set"
 ) -> dict[str, Any]:
     """Apply `KEY=VALUE` overrides (dotted key, YAML value) to a raw scenario mapping."""
     out = _deep_copy(data)
@@ -64,14 +64,12 @@ def apply_overrides(
         key, sep, raw = item.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise InputError(
-                f"'{item}' is not KEY=VALUE (e.g. --set policy.max_batch=8)", source=source
-            )
+            raise InputError(f"'{item}' is not KEY=VALUE (e.g. policy.max_batch=8)", option=option)
         try:
-            value = files.parse_yaml(raw, source) if raw.strip() else None
+            value = files.parse_yaml(raw, option) if raw.strip() else None
         except InputError:
             raise InputError(
-                f"the value '{raw}' is not valid YAML", source=source, field=key
+                f"the value '{raw}' is not valid YAML", option=option, field=key
             ) from None
         node = out
         parts = key.split(".")
@@ -81,7 +79,7 @@ def apply_overrides(
                 child = node[part] = {}
             if not isinstance(child, dict):
                 prefix = ".".join(parts[: depth + 1])
-                raise InputError(f"'{prefix}' is a value, not a section", source=source, field=key)
+                raise InputError(f"'{prefix}' is a value, not a section", option=option, field=key)
             node = child
         node[parts[-1]] = value
     return out
@@ -114,14 +112,14 @@ def parse(
     *,
     base: Path | None = None,
     origin: str | None = None,
-    flag: str = "--set",
+    option: str = "set",
 ) -> ParsedScenario:
     """Read a file (or take a mapping), apply overrides and validate every section.
 
     `overrides`: `--set`-style "KEY=VALUE" strings (YAML values), or {dotted key: value}.
     `base`: where relative paths are looked up first (default: the file's folder, or the
     working directory for a mapping); `origin`: the file a mapping came from, for error
-    lines; `flag`: how the overrides were given (--set, --grid, --space). An error that an
+    lines; `option`: how the overrides were given (set, grid, space). An error that an
     override caused names it.
     """
     if isinstance(source, Mapping):
@@ -134,8 +132,8 @@ def parse(
         if not isinstance(data, dict):
             raise InputError("a scenario must be a YAML mapping of keys to values", source=label)
     items = override_items(overrides)
-    data = apply_overrides(data, [text for _, text in items], source=flag)
-    with blaming(items, label, flag):
+    data = apply_overrides(data, [text for _, text in items], option)
+    with blaming(items, label, option):
         return ParsedScenario(parse_scenario(data, label), data, base_dir, label)
 
 
@@ -144,11 +142,11 @@ class Where(TypedDict, total=False):
 
     base: Path | None
     origin: str | None
-    flag: str
+    option: str
 
 
 @contextmanager
-def blaming(items: list[tuple[str, str]], label: str, flag: str) -> Iterator[None]:
+def blaming(items: list[tuple[str, str]], label: str, option: str) -> Iterator[None]:
     """An error in the scenario's own fields that an override caused names the override."""
     try:
         yield
@@ -156,7 +154,7 @@ def blaming(items: list[tuple[str, str]], label: str, flag: str) -> Iterator[Non
         culprit = _override_for(exc.field, items)
         if culprit is None or exc.source not in (label, None):
             raise
-        raise InputError(exc.message, source=f"{label} {flag} {culprit}", field=exc.field) from None
+        raise exc.located(source=label, option=option, given=culprit) from None
 
 
 def override_items(overrides: Overrides) -> list[tuple[str, str]]:

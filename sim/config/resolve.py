@@ -93,8 +93,8 @@ def resolve(
 ) -> ResolvedScenario:
     """Read the scenario's profile (each file once), check the scenario against it, and
     return the plain values a run is built from. An error an override caused names it."""
-    flag = (where or {}).get("flag", "--set")
-    with blaming(overrides or [], parsed.source, flag):
+    option = (where or {}).get("option", "set")
+    with blaming(overrides or [], parsed.source, option):
         return _resolve(parsed)
 
 

@@ -179,6 +179,7 @@ class Run:
     scenario: ResolvedScenario
     records: RunRecords
     summary: dict[str, Any] = field(repr=False)
+    wall_s: float | None = None  # how long it took, where the caller timed it
 
     def metric(self, name: str) -> float | None:
         """A figure by its registry name (sim.metrics: latency_p99_ms, robots_stall_fraction, ...)."""

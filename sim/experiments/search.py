@@ -48,15 +48,15 @@ class SloTerm:
         if not match:
             raise InputError(
                 f"'{text}' is not METRIC<=VALUE (e.g. p99_ms<=100, attainment>=0.99)",
-                source="--slo",
+                option="slo",
             )
         name, op, bound = match.groups()
         if name not in SLO_NAMES:
             raise InputError(
-                f"unknown metric '{name}'; one of {', '.join(SLO_NAMES)}", source="--slo"
+                f"unknown metric '{name}'; one of {', '.join(SLO_NAMES)}", option="slo"
             )
         if not math.isfinite(float(bound)):
-            raise InputError(f"'{text}': the bound must be a finite number", source="--slo")
+            raise InputError(f"'{text}': the bound must be a finite number", option="slo")
         return cls(name, SLO_NAMES[name], op, float(bound))
 
     def shortfall(self, values: Sequence[float | None]) -> float:
@@ -114,7 +114,7 @@ class Candidate:
 
 
 def parse_space(items: Sequence[str], limits: Limits = DEFAULT) -> dict[str, list[Any]]:
-    """--space KEY=V1,V2,... or KEY=LO:HI[:STEP] (integers); at most limits.max_points
+    """KEY=V1,V2,... or KEY=LO:HI[:STEP] (integers); at most limits.max_points
     configurations in all, counted before any is listed."""
     plain, ranges = [], {}
     for item in items:
@@ -124,23 +124,18 @@ def parse_space(items: Sequence[str], limits: Limits = DEFAULT) -> dict[str, lis
             lo, hi, step = int(m.group(1)), int(m.group(2)), int(m.group(3) or 1)
             if hi < lo or step < 1:
                 raise InputError(
-                    f"'{raw}' is not LO:HI[:STEP] with LO <= HI", source=f"--space {item}"
+                    f"'{raw}' is not LO:HI[:STEP] with LO <= HI", option="space", given=item
                 )
             what = "{n} configurations"
             count = (hi - lo) // step + 1
-            check("max_points", count, limits, what, source=f"--space {item}", field=None)
+            check("max_points", count, limits, what, option="space", given=item)
             ranges[key.strip()] = range(lo, hi + 1, step)
         else:
             plain.append(item)
-    try:
-        space = parse_grid(plain)
-    except InputError as exc:  # the same syntax as --grid, but the user typed --space
-        raise InputError(
-            exc.message, source=(exc.source or "").replace("--grid", "--space"), field=exc.field
-        ) from None
+    space = parse_grid(plain, "space")  # the syntax of a sweep's grid
     space.update(ranges)
     total = math.prod(len(values) for values in space.values())
-    check("max_points", total, limits, "{n} configurations", source="--space", field=None)
+    check("max_points", total, limits, "{n} configurations", option="space")
     return {key: list(values) for key, values in space.items()}
 
 
@@ -162,7 +157,7 @@ class Recommender:
         if objective not in OBJECTIVES:
             raise InputError(
                 f"unknown objective '{objective}'; one of {', '.join(OBJECTIVES)}",
-                source="--objective",
+                option="objective",
             )
         self.objective = objective
         self.search_key, self.direction = OBJECTIVES[objective]
@@ -170,9 +165,9 @@ class Recommender:
             self.search_key = search_key
         self.slo = [SloTerm.parse(s) for s in slo]
         if not self.slo:
-            raise InputError("give at least one --slo (e.g. --slo 'p99_ms<=100')", source="--slo")
+            raise InputError("give at least one term (e.g. 'p99_ms<=100')", option="slo")
         if replications < 1:
-            raise InputError("must be >= 1", source="--replications")
+            raise InputError("must be >= 1", option="replications")
         self.replications = replications
         self.tolerance = tolerance
         self.scenario_path = Path(scenario_path)
@@ -186,8 +181,9 @@ class Recommender:
         if not isinstance(start, int | float) or isinstance(start, bool) or start <= 0:
             raise InputError(
                 f"the {objective} search varies {self.search_key}, which this scenario does not set "
-                f"to a positive number; choose the key with --search",
+                "to a positive number; choose the key with {search}",
                 source=str(self.scenario_path),
+                mentions=("search",),
             )
         self.start = start
         self.configs = [dict(zip(self.space, combo, strict=True)) for combo in _product(self.space)]
@@ -195,7 +191,7 @@ class Recommender:
         self.warnings: list[str] = []  # what the CLI should say beside the answer
         for config in self.configs:  # every configuration must load before any work
             loaded = load(self.base, config, base=parsed.base, origin=str(self.scenario_path),
-                          flag="--space")  # fmt: skip
+                          option="space")  # fmt: skip
             floor = self.floor(loaded)
             if floor is not None:
                 self.floors[_config_key(config)] = floor
@@ -452,7 +448,7 @@ class Recommender:
             kept = (
                 f"{len(log.known)} probes are saved in {log.path}; the same command reuses them"
                 if log is not None
-                else "nothing is saved (give --out to keep the probes and resume)"
+                else "nothing is saved (give an output folder to keep the probes and resume)"
             )
             raise Interrupted(
                 f"{len(results)} of {len(self.configs)} configurations searched; {kept}"
@@ -617,8 +613,8 @@ class ProbeLog:
             lines = path.read_text().splitlines()
             if lines and lines[0] != header:
                 raise InputError(
-                    "holds the probes of a different search (scenario, --space, --slo, "
-                    "--objective or --replications differ); use another --out",
+                    "holds the probes of a different search (scenario, space, SLO, objective "
+                    "or replications differ); use another output folder",
                     source=str(path),
                 )
             for line in lines[1:]:

@@ -52,49 +52,52 @@ def run_point(
         {**overrides, "seed": seed},
         base=Path(base_dir),
         origin="<sweep point>",
-        flag="--grid",
+        option="grid",
     )
     started = time.perf_counter()
     summary = pipeline.run(loaded).summary
     return {**flatten(summary), "wall_s": time.perf_counter() - started}
 
 
-def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
-    """`--grid KEY=V1,V2,...` (YAML values) -> {key: [values]}."""
+def parse_grid(items: Sequence[str], option: str = "grid") -> dict[str, list[Any]]:
+    """`KEY=V1,V2,...` (YAML values; `@FILE.yaml` a mapping in a file) -> {key: [values]};
+    `option`: the parameter they were given as (grid, space), for error lines."""
     grid: dict[str, list[Any]] = {}
     for item in items:
         key, sep, raw = item.partition("=")
         key = key.strip()
         if not sep or not key:
             raise InputError(
-                f"'{item}' is not KEY=V1,V2,... (e.g. --grid policy.max_batch=4,8,16)",
-                source="--grid",
+                f"'{item}' is not KEY=V1,V2,... (e.g. policy.max_batch=4,8,16)",
+                option=option,
             )
         if not raw.strip():
-            raise InputError("needs at least one value", source=f"--grid {item}", field=key)
+            raise InputError("needs at least one value", option=option, given=item, field=key)
         # @FILE values: quoted, since YAML reserves a bare "@"
         raw = re.sub(
             r"(^|,)\s*@([^,\[\]{}]+)", lambda m: f'{m.group(1)}"@{m.group(2).strip()}"', raw
         )
         try:
-            values = files.parse_yaml(f"[{raw}]", "--grid")
+            values = files.parse_yaml(f"[{raw}]", option)
         except InputError:
             raise InputError(
-                f"'{raw}' is not a comma-separated list of YAML values", source=f"--grid {item}"
+                f"'{raw}' is not a comma-separated list of YAML values", option=option, given=item
             ) from None
         if key in grid:
-            raise InputError("the same key is given twice", source=f"--grid {item}", field=key)
-        grid[key] = [_from_file(v, f"--grid {item}") for v in values]
+            raise InputError("the same key is given twice", option=option, given=item, field=key)
+        grid[key] = [_from_file(v, option, item) for v in values]
     return grid
 
 
-def _from_file(value: Any, source: str) -> Any:
+def _from_file(value: Any, option: str, given: str) -> Any:
     """`@FILE.yaml`: the YAML mapping in that file (a whole policy section, say)."""
     if not (isinstance(value, str) and value.startswith("@")):
         return value
     data = files.read_yaml(Path(value[1:]), "grid value")
     if not isinstance(data, dict):
-        raise InputError(f"{value[1:]} must hold a YAML mapping (e.g. a policy)", source=source)
+        raise InputError(
+            f"{value[1:]} must hold a YAML mapping (e.g. a policy)", option=option, given=given
+        )
     return data
 
 
@@ -144,7 +147,7 @@ class Sweep:
         section = parsed.scenario.sweep or SweepSection()
         self.grid = {**section.grid, **grid}
         if replications is not None and replications < 1:
-            raise InputError("must be >= 1", source="--replications")
+            raise InputError("must be >= 1", option="replications")
         self.replications = replications or section.replications
         self.base = {k: v for k, v in parsed.data.items() if k != "sweep"}
         self.base_dir = str(parsed.base)
@@ -162,10 +165,10 @@ class Sweep:
         """The grid x replications is within the scenario's limits, before it is listed."""
         for key, values in self.grid.items():
             if not isinstance(values, list) or not values:
-                raise InputError("needs at least one value", source=f"--grid {key}", field=key)
+                raise InputError("needs at least one value", option="grid", given=key, field=key)
         points = math.prod(len(v) for v in self.grid.values()) * self.replications
         what = "{n} sweep points (configurations x replications)"
-        check("max_points", points, parsed.scenario.limits, what, source="--grid", field=None)
+        check("max_points", points, parsed.scenario.limits, what, option="grid", field=None)
 
     def _expand(self) -> list[dict[str, Any]]:
         keys = list(self.grid)
@@ -177,7 +180,7 @@ class Sweep:
         """Every configuration must load (schema, profile, policy vs profile) before any work."""
         for config in self.configs:
             load(self.base, config, base=Path(self.base_dir), origin=str(self.scenario_path),
-                 flag="--grid")  # fmt: skip
+                 option="grid")  # fmt: skip
 
     def points(self) -> list[Point]:
         return [
@@ -201,13 +204,15 @@ class Sweep:
                 raise InputError(
                     f"{exc.message}: the sweep's record is damaged. If the scenario and grid "
                     "are unchanged, delete sweep.json to resume with the points already done; "
-                    "otherwise use a new --out folder",
+                    "otherwise use a new {out} folder",
                     source=str(meta_path),
+                    mentions=("out",),
                 ) from None
             if not isinstance(meta, dict) or meta.get("hash") != self.hash:
                 raise InputError(
-                    "holds a different sweep (scenario or grid changed); use a new --out folder",
+                    "holds a different sweep (scenario or grid changed); use a new {out} folder",
                     source=str(self.out),
+                    mentions=("out",),
                 )
         self.points_dir.mkdir(parents=True, exist_ok=True)
         for stale in self.points_dir.glob("*.tmp"):
@@ -333,7 +338,7 @@ def connect(address: str, timeout_s: float = 5.0) -> Any:
     except ValueError:
         raise InputError(
             f"'{address}' is not a scheduler address (e.g. tcp://127.0.0.1:8786)",
-            source="--scheduler",
+            option="scheduler",
         ) from None
     try:
         return Client(address, timeout=f"{timeout_s}s")
@@ -341,7 +346,7 @@ def connect(address: str, timeout_s: float = 5.0) -> Any:
         raise InputError(
             f"cannot reach the Dask scheduler at {address} within {timeout_s:g} s "
             f"({type(exc).__name__})",
-            source="--scheduler",
+            option="scheduler",
         ) from None
 
 

@@ -34,30 +34,33 @@ RUN_FILES = frozenset(
 )
 
 
-def _writable_ancestor(path: Path, flag: str) -> None:
+def _writable_ancestor(path: Path, option: str) -> None:
     """Every existing ancestor is a folder, and the nearest one may be written."""
     parent = path.parent
     while not parent.exists():
         parent = parent.parent
     for ancestor in path.parents:
         if ancestor.exists() and not ancestor.is_dir():
-            raise InputError(f"sits inside a file ({ancestor})", source=f"{flag} {path}")
+            raise InputError(f"sits inside a file ({ancestor})", option=option, given=str(path))
     if not os.access(parent, os.W_OK | os.X_OK):
         raise InputError(
             f"cannot be written: {parent} is not writable (permission denied)",
-            source=f"{flag} {path}",
+            option=option,
+            given=str(path),
         )
 
 
-def check_out_dir(path: Path, flag: str = "--out", owned: frozenset[str] | None = None) -> None:
+def check_out_dir(path: Path, option: str = "out", owned: frozenset[str] | None = None) -> None:
     """`path` can be made (or is) an output folder. With `owned`, an existing folder may
     only hold those names (it is replaced whole)."""
-    _writable_ancestor(path, flag)
+    _writable_ancestor(path, option)
     if path.exists():
         if not path.is_dir():
-            raise InputError("is a file; it must be a folder", source=f"{flag} {path}")
+            raise InputError("is a file; it must be a folder", option=option, given=str(path))
         if not os.access(path, os.W_OK | os.X_OK):
-            raise InputError("cannot be written (permission denied)", source=f"{flag} {path}")
+            raise InputError(
+                "cannot be written (permission denied)", option=option, given=str(path)
+            )
         if owned is not None:
             foreign = sorted(p.name for p in path.iterdir() if p.name not in owned)
             if foreign:
@@ -65,17 +68,18 @@ def check_out_dir(path: Path, flag: str = "--out", owned: frozenset[str] | None 
                 raise InputError(
                     f"holds files that are not a run's outputs ({shown}); a run replaces its "
                     "folder whole, so give a new or empty folder",
-                    source=f"{flag} {path}",
+                    option=option,
+                    given=str(path),
                 )
 
 
-def check_out_file(path: Path, flag: str = "--out") -> None:
+def check_out_file(path: Path, option: str = "out") -> None:
     """`path` can be written as a file."""
-    _writable_ancestor(path, flag)
+    _writable_ancestor(path, option)
     if path.is_dir():
-        raise InputError("is a folder; it must be a file path", source=f"{flag} {path}")
+        raise InputError("is a folder; it must be a file path", option=option, given=str(path))
     if path.exists() and not os.access(path, os.W_OK):
-        raise InputError("cannot be written (permission denied)", source=f"{flag} {path}")
+        raise InputError("cannot be written (permission denied)", option=option, given=str(path))
 
 
 @contextlib.contextmanager

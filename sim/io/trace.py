@@ -31,8 +31,8 @@ def chrome_trace(records: RunRecords, name: str = "batchsim") -> dict[str, Any]:
     if total > MAX_EVENTS:
         raise InputError(
             f"the trace would hold {total:,} slices; at most {MAX_EVENTS:,} (shorten the run, "
-            "e.g. --set duration_s=60)",
-            source="--trace",
+            "e.g. the override duration_s=60)",
+            option="trace",
         )
     events: list[dict[str, Any]] = [
         _meta(1, 0, "process_name", f"{name}: replicas"),

@@ -91,10 +91,10 @@ def build(name: str, size: str = "tiny", device: str | None = None, **options: A
     if name not in MODELS:
         raise InputError(
             f"unknown model '{name}'; one of {', '.join(MODELS)}, or package.module:factory",
-            source="--model",
+            option="model",
         )
     if size not in SIZES:
-        raise InputError(f"unknown size '{size}'; one of {', '.join(SIZES)}", source="--size")
+        raise InputError(f"unknown size '{size}'; one of {', '.join(SIZES)}", option="size")
     module = importlib.import_module(f"sim.models.{name.replace('-', '_')}")
     return module.build(size, **options)
 
@@ -107,21 +107,21 @@ def _plugin(spec: str, size: str) -> ModelBundle:
         module = importlib.import_module(module_name)
     except Exception as exc:  # an import error, or the module's own failure
         raise InputError(
-            f"cannot import '{module_name}' ({one_line(exc)})", source="--model"
+            f"cannot import '{module_name}' ({one_line(exc)})", option="model"
         ) from None
     factory = getattr(module, attr, None)
     if factory is None or not callable(factory):
-        raise InputError(f"'{module_name}' has no callable '{attr}'", source="--model")
+        raise InputError(f"'{module_name}' has no callable '{attr}'", option="model")
     try:
         made = factory(size)
     except Exception as exc:  # the plug-in's own failure: name it, not our traceback
         raise InputError(
-            f"the factory {spec}({size!r}) failed: {one_line(exc)}", source="--model"
+            f"the factory {spec}({size!r}) failed: {one_line(exc)}", option="model"
         ) from None
     if isinstance(made, ModelBundle):
         return made
     if isinstance(made, tuple) and len(made) == 2:
         return ModelBundle(spec, size, made[0], made[1], config={"plugin": spec, "size": size})
     raise InputError(
-        f"{spec}({size!r}) must return a ModelBundle or (module, make_inputs)", source="--model"
+        f"{spec}({size!r}) must return a ModelBundle or (module, make_inputs)", option="model"
     )

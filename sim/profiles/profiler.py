@@ -88,43 +88,48 @@ class ProfileOptions:
 
         if self.dtype not in DTYPES:
             raise InputError(
-                f"unknown dtype '{self.dtype}'; one of {', '.join(DTYPES)}", source="--dtype"
+                f"unknown dtype '{self.dtype}'; one of {', '.join(DTYPES)}", option="dtype"
             )
         if self.device not in ("cpu", "cuda"):
-            raise InputError(f"unsupported device '{self.device}'; cpu or cuda", source="--device")
+            raise InputError(f"unsupported device '{self.device}'; cpu or cuda", option="device")
         if self.device == "cuda" and not torch.cuda.is_available():
             raise InputError(
-                "no CUDA device is available here; use --device cpu", source="--device"
+                "no CUDA device is available here; use {device} cpu",
+                option="device",
+                mentions=("device",),
             )
         if self.cuda_graphs and self.device != "cuda":
-            raise InputError("CUDA graphs need --device cuda", source="--cuda-graphs")
+            raise InputError(
+                "CUDA graphs need {device} cuda", option="cuda_graphs", mentions=("device",)
+            )
         if self.threads is not None and self.threads < 1:
-            raise InputError("must be >= 1", source="--threads")
+            raise InputError("must be >= 1", option="threads")
         if any(not level >= 0 for level in self.idle_ms):  # NaN is refused too
-            raise InputError("idle levels must be >= 0 ms", source="--idle-ms")
+            raise InputError("idle levels must be >= 0 ms", option="idle_ms")
         if self.idle_ms and not self.interleave:
-            raise InputError("idle levels are measured in interleaved rounds", source="--idle-ms")
+            raise InputError("idle levels are measured in interleaved rounds", option="idle_ms")
         if self.busy_repeats < 1:
             raise InputError("must be >= 1", source="busy_repeats")
         if self.busy_lead_ms < 0:
             raise InputError("must be >= 0 ms", source="busy_lead_ms")
         if self.warmup < 0:
-            raise InputError(f"must be >= 0 (got {self.warmup})", source="--warmup")
+            raise InputError(f"must be >= 0 (got {self.warmup})", option="warmup")
         if self.max_reps < 1:
-            raise InputError(f"must be >= 1 (got {self.max_reps})", source="--max-reps")
+            raise InputError(f"must be >= 1 (got {self.max_reps})", option="max_reps")
         if not (math.isfinite(self.budget_s) and self.budget_s >= 0):  # 0: min_reps calls
             raise InputError(
                 f"must be a finite number of seconds >= 0 (got {self.budget_s:g})",
-                source="--budget-s",
+                option="budget_s",
             )
         if self.stages and self.compile:
             raise InputError(
-                "stages are timed as the module defines them: --stages with --compile is not "
+                "stages are timed as the module defines them: {stages} with {compile} is not "
                 "supported",
-                source="--stages",
+                option="stages",
+                mentions=("stages", "compile"),
             )
         if self.stages and not self.interleave:
-            raise InputError("stages are measured in interleaved rounds", source="--stages")
+            raise InputError("stages are measured in interleaved rounds", option="stages")
         if self.wall_budget_s is not None and not (self.interleave and self.wall_budget_s > 0):
             raise InputError(
                 "a wall budget (> 0 s) is for interleaved rounds", source="wall_budget_s"
@@ -274,13 +279,13 @@ class Profiler:
             raise InputError(
                 f"model {name} exposes no stages: give its module a stages(**inputs) method "
                 "returning (name, repeat, call) for each stage",
-                source="--stages",
+                option="stages",
             )
         try:
             calls = list(stages(**inputs))
         except Exception as exc:
             raise InputError(
-                f"model {name}: stages() failed: {one_line(exc)}", source="--stages"
+                f"model {name}: stages() failed: {one_line(exc)}", option="stages"
             ) from None
         valid = bool(calls) and all(
             isinstance(c, tuple)
@@ -296,7 +301,7 @@ class Profiler:
             raise InputError(
                 f"model {name}: stages() must return (name, repeat >= 1, call) for each "
                 "stage, with distinct names",
-                source="--stages",
+                option="stages",
             )
         return calls
 
@@ -486,9 +491,9 @@ def profile_model(
     """
     options = options or ProfileOptions()
     if not batch_sizes or any(b < 1 for b in batch_sizes):
-        raise InputError("batch sizes must be integers >= 1", source="--batch-sizes")
+        raise InputError("batch sizes must be integers >= 1", option="batch_sizes")
     if any(c < 1 for c in cameras):
-        raise InputError("cameras must be >= 1", source="--cameras")
+        raise InputError("cameras must be >= 1", option="cameras")
     profiler = Profiler(bundle, options)
     meta = provenance(bundle, options)
     rows: list[dict[str, Any]] = []
@@ -582,14 +587,15 @@ def check_append_target(path: Path) -> None:
     if missing:
         raise InputError(
             f"is not a profile written by batchsim profile (no {', '.join(missing)} column); "
-            "--append adds to one of those",
+            "appending adds to one of those",
             source=str(path),
         )
     meta_path = path.with_suffix("").with_suffix(".meta.json")
     if not meta_path.exists():
         raise InputError(
-            f"has no provenance sidecar {meta_path.name}; --append needs it to check the stamp",
+            f"has no provenance sidecar {meta_path.name}; {{append}} needs it to check the stamp",
             source=str(path),
+            mentions=("append",),
         )
     if not isinstance(read_json(meta_path, "provenance sidecar"), dict):
         raise InputError("provenance must be a JSON object", source=str(meta_path))

@@ -115,11 +115,13 @@ def server_spec(metadata: Any, target: str) -> dict[str, tuple[tuple[int, ...], 
     spec = metadata.get("observation_spec") if isinstance(metadata, dict) else None
     if spec is None:
         return None
-    where = f"--target {target}"
     field_ = "the server's metadata frame: observation_spec"
     if not isinstance(spec, dict) or not spec:
         raise InputError(
-            "must be a mapping of input keys to {shape, dtype}", source=where, field=field_
+            "must be a mapping of input keys to {shape, dtype}",
+            option="target",
+            given=target,
+            field=field_,
         )
     out, total = {}, 0
     for key, entry in spec.items():
@@ -134,7 +136,8 @@ def server_spec(metadata: Any, target: str) -> dict[str, tuple[tuple[int, ...], 
         if not ok_shape or dtype is None or dtype.kind not in "biuf" or len(shape) > 8:
             raise InputError(
                 f"{key!s:.40}: needs shape (a list of up to 8 sizes) and a numeric dtype",
-                source=where,
+                option="target",
+                given=target,
                 field=field_,
             )
         total += math.prod(shape) * dtype.itemsize
@@ -143,7 +146,8 @@ def server_spec(metadata: Any, target: str) -> dict[str, tuple[tuple[int, ...], 
         raise InputError(
             f"asks for {total / 2**20:,.0f} MiB per observation; at most "
             f"{MAX_OBSERVATION_BYTES // 2**20} MiB",
-            source=where,
+            option="target",
+            given=target,
             field=field_,
         )
     return out
@@ -185,9 +189,7 @@ def load_for_observe(path: Any, overrides: list[str]) -> Any:
 
 def check_target(target: str) -> str:
     if not target.startswith(("ws://", "wss://")) or len(target) > 2000:
-        raise InputError(
-            "must be a websocket address, ws://HOST:PORT (or wss://)", source="--target"
-        )
+        raise InputError("must be a websocket address, ws://HOST:PORT (or wss://)", option="target")
     return target
 
 
@@ -214,7 +216,8 @@ def connect(target: str, timeout_s: float = CONNECT_TIMEOUT_S) -> Any:
         raise InputError(
             f"connected, but no metadata frame came within {timeout_s:g} s (is it an openpi "
             "policy server?)",
-            source=f"--target {target}",
+            option="target",
+            given=target,
         )
     exc = box["error"]
     reason = (
@@ -222,7 +225,7 @@ def connect(target: str, timeout_s: float = CONNECT_TIMEOUT_S) -> Any:
         if isinstance(exc, ConnectionRefusedError)
         else f"cannot connect ({type(exc).__name__}: {first_line(exc)})"
     )
-    raise InputError(reason, source=f"--target {target}")
+    raise InputError(reason, option="target", given=target)
 
 
 def _drop(policy: Any) -> None:
@@ -517,10 +520,10 @@ def observe(
         times, sources = arrivals.time_s, arrivals.source
         count = connections or min(32, max(1, len(times)))
     if count > MAX_CONNECTIONS:
-        what = "robots" if closed else "--connections"
+        where = {"source": loaded.source} if closed else {"option": "connections"}
         raise InputError(
             f"{count:,} connections; observe opens at most {MAX_CONNECTIONS:,} (one thread each)",
-            source=loaded.source if closed else what,
+            **where,
         )
     if s.observation is not None:  # refused before anything connects
         try:

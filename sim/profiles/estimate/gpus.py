@@ -147,7 +147,7 @@ def gpu_for_device(device: str) -> GpuSpec | None:
     return None
 
 
-def load_gpu(name_or_path: str, source: str = "--gpu") -> GpuSpec:
+def load_gpu(name_or_path: str, option: str = "gpu") -> GpuSpec:
     """A GPU by table name, or a spec file (YAML or JSON) with GpuSpec's keys."""
     if name_or_path.lower() in GPUS:
         return GPUS[name_or_path.lower()]
@@ -157,7 +157,7 @@ def load_gpu(name_or_path: str, source: str = "--gpu") -> GpuSpec:
             f"unknown GPU '{name_or_path}'; one of {', '.join(GPUS)}, or a spec file "
             "(YAML or JSON: name, bf16_dense_tflops, memory_bandwidth_gbs, memory_gb, "
             "l2_cache_mb, source)",
-            source=source,
+            option=option,
         )
     from sim.io.files import read_yaml
 

@@ -139,24 +139,6 @@ def _count(model: str, size: str, batch_size: int, shape: tuple, dtype: str) -> 
     return count(_bundle(model, size), batch_size, dict(shape), torch_dtype(dtype))
 
 
-def parse_shape(items: list[str] | None, flag: str) -> dict[str, int]:
-    """COLUMN=VALUE pairs (integers) as a dict."""
-    out: dict[str, int] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise InputError(f"'{item}' is not COLUMN=VALUE (e.g. cameras=3)", source=flag)
-        try:
-            number = int(value)
-        except ValueError:
-            raise InputError(f"'{item}': the value must be an integer", source=flag) from None
-        if not 1 <= number <= 4096:
-            raise InputError(f"'{item}': the value must be from 1 to 4,096", source=flag)
-        out[key] = number
-    return out
-
-
 @dataclass
 class Estimate:
     frame: Any  # pandas.DataFrame: the estimated profile's rows
@@ -177,8 +159,9 @@ def _model_of(provenance: dict[str, Any], model: str | None, source: str) -> tup
     if spec is None:
         raise InputError(
             f"its sidecar names no model batchsim can count ({provenance.get('model')!r}); "
-            "give --model NAME[:SIZE] (e.g. pi0-torch:full) or package.module:factory",
+            "give {model} NAME[:SIZE] (e.g. pi0-torch:full) or package.module:factory",
             source=source,
+            mentions=("model",),
         )
     spec = str(spec)
     if _is_plugin(spec):  # the factory is called with the size the profile was made at
@@ -189,7 +172,7 @@ def _model_of(provenance: dict[str, Any], model: str | None, source: str) -> tup
         raise InputError(
             f"'{spec}' is not a model to count: NAME[:SIZE] with NAME one of "
             f"{', '.join(MODELS)} and SIZE one of {', '.join(SIZES)}, or package.module:factory",
-            source="--model" if model else source,
+            option="model" if model else source,
         )
     return name, size
 
@@ -256,15 +239,16 @@ def estimate(
     if dtype is None:
         raise InputError("the sidecar names no dtype", source=source)
     if source_gpu is not None:
-        measured_on = load_gpu(source_gpu, "--source-gpu")
+        measured_on = load_gpu(source_gpu, "source_gpu")
     else:
         device = str(provenance.get("gpu") or provenance.get("device") or "")
         found = gpu_for_device(device)
         if found is None:
             raise InputError(
                 f"was measured on '{device}', which is not a GPU in the table; give its "
-                "specs with --source-gpu NAME|SPEC.yaml",
+                "specs with {source_gpu} NAME|SPEC.yaml",
                 source=source,
+                mentions=("source_gpu",),
             )
         measured_on = found
     launch_bound = _launch_bound(provenance, source)
@@ -280,19 +264,20 @@ def estimate(
             raise InputError(
                 f"no column '{column}' to select on (shape columns: "
                 f"{column_list(shape_columns) or 'none'})",
-                source="--select",
+                option="select",
             )
         frame = frame[pd.to_numeric(frame[column], errors="coerce") == value]
         if frame.empty:
-            raise InputError(f"no rows with {column}={value}", source="--select")
+            raise InputError(f"no rows with {column}={value}", option="select")
     shape = dict(shape or {})
     for column in shape:
         if column in frame.columns and frame[column].nunique() > 1:
             values = ", ".join(map(str, sorted(frame[column].unique())))
             raise InputError(
                 f"the profile holds {column} {values}; choose the rows to calibrate on with "
-                f"--select {column}=N",
-                source="--shape",
+                f"{{select}} {column}=N",
+                option="shape",
+                mentions=("select",),
             )
 
     for column in shape_columns:
@@ -307,8 +292,9 @@ def estimate(
     if pairs > MAX_PAIRS:
         raise InputError(
             f"holds {pairs:,} (shape, batch size) pairs; estimate counts at most {MAX_PAIRS} "
-            "(about a second each): select fewer with --select",
+            "(about a second each): select fewer with {select}",
             source=source,
+            mentions=("select",),
         )
     params = provenance.get("params")
     if isinstance(params, bool) or not isinstance(params, int):
@@ -381,7 +367,7 @@ def estimate(
         raise InputError(
             f"no batch size fits the {target.name}'s {target.memory_gb:g} GB "
             f"({', '.join(str(r['batch_size']) for r in left_out)} all exceed it)",
-            source="--gpu",
+            option="gpu",
         )
     out = pd.concat(out_frames, ignore_index=True)
     meta = _sidecar(

@@ -103,7 +103,7 @@ def count(bundle: Any, batch_size: int, shape: dict[str, int], dtype: Any) -> Ca
     except TypeError as exc:
         raise InputError(
             f"model {bundle.name}'s inputs take no {', '.join(kwargs)} ({one_line(exc)})",
-            field="--shape",
+            option="shape",
         ) from None
     weights = {id(p) for p in module.parameters()}
     stages_of = getattr(module, "stages", None)

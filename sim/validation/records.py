@@ -1,0 +1,213 @@
+"""`batchsim validate --records`: the scenario's simulation against runs recorded elsewhere
+(observe, serve, validate's live runs, or a user's log: sim/real/recorded.py), judged by
+the same rules as a live validation (sim/validation/compare.py)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from sim.config import ResolvedScenario, load, parse
+from sim.core.records import RunRecords
+from sim.errors import InputError
+from sim.metrics.summary import summarize
+from sim.profiles import store
+from sim.profiles.profile import Profile
+from sim.validation.compare import (
+    SIM_DRAWS,
+    comparison_rows,
+    latencies_ms,
+    noise_aware,
+    target_verdicts,
+)
+from sim.validation.report import render_records_report
+
+
+def validate_records(
+    scenario_path: str | Path,
+    record_paths: list[str | Path],
+    out: str | Path,
+    overrides: list[str] | None = None,
+    profile_from_records: bool = False,
+    sim_draws: int = SIM_DRAWS,
+    stage: Callable[[str], None] = lambda message: None,
+) -> dict[str, Any]:
+    """Compare the scenario's simulation with recorded runs of the same traffic (observe,
+    serve, validate's live runs, or a user's log: sim.real.recorded). The prediction draws its
+    service times from the scenario's profile, or, with `profile_from_records` or when the
+    scenario has none, from the records' own batch times (the model and everything the
+    server did around it, per batch); with both at hand both are reported."""
+    from sim.engine import pipeline
+    from sim.io.outputs import check_out_dir
+    from sim.plots.figures import latency_cdfs, save
+    from sim.real.recorded import batch_times_ms, describe, read_recorded
+    from sim.validation.verdict import ks as two_sample_ks
+
+    check_out_dir(Path(out))
+    if sim_draws < 1:
+        raise InputError("must be >= 1 (simulations of the same traffic)", option="sim_draws")
+    if not record_paths:
+        raise InputError("give one or more recorded runs (folders or files)", option="records")
+    parsed = parse(scenario_path, overrides or ())
+    s = parsed.scenario
+    recorded = [read_recorded(Path(p), s.warmup_s) for p in record_paths]
+    observed = batch_times_ms(recorded)
+    if not observed:
+        raise InputError("the records hold no batch with a start and an end", option="records")
+    stage(
+        f"read {len(recorded)} recorded run(s), {sum(v.size for v in observed.values()):,} batches"
+    )
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    scenario_loaded = load(scenario_path, overrides or ()) if s.profile is not None else None
+    fill: dict[int, np.ndarray] = {}
+    if scenario_loaded is not None:  # sizes never recorded keep the scenario's profile
+        prof = scenario_loaded.profile
+        fill = dict(zip(prof.sizes, prof.samples_ms, strict=True))
+    filled = sorted(set(fill) - set(observed))
+    from_records = Profile.from_samples(
+        {**fill, **observed},
+        None,
+        {
+            "source": "recorded batch times (end - start of every recorded batch)",
+            "records": [r.source for r in recorded],
+            "sizes_from_scenario_profile": filled,
+        },
+        "recorded batch times",
+    )
+    records_profile = out / "profile-from-records.csv"
+    store.write(from_records, records_profile)
+
+    def simulations(loaded: ResolvedScenario) -> list[RunRecords]:
+        return [pipeline.simulate(loaded, service_draw=k) for k in range(sim_draws)]
+
+    def with_recorded_profile() -> ResolvedScenario:
+        data = {**parsed.data, "profile": str(records_profile.resolve())}
+        try:
+            return load(data, base=parsed.base, origin=parsed.source)
+        except InputError as exc:
+            raise InputError(
+                f"the recorded batch times (sizes {sorted(observed)}) cannot serve this "
+                f"scenario: {exc.message}; give the scenario a profile: for the sizes the "
+                "records lack",
+                option="records",
+            ) from None
+
+    kinds: dict[str, ResolvedScenario] = {}
+    primary = (
+        "recorded batch times" if profile_from_records or scenario_loaded is None else "scenario"
+    )
+    if primary == "scenario":
+        kinds["sim"] = scenario_loaded
+        try:
+            kinds["sim_recorded_batches"] = with_recorded_profile()
+        except InputError as exc:
+            stage(f"not simulated with the recorded batch times: {exc.message}")
+    else:
+        kinds["sim"] = with_recorded_profile()
+    stage(f"simulating the scenario ({sim_draws} draws of service times, {len(kinds)} way(s))")
+    sims = {key: simulations(loaded) for key, loaded in kinds.items()}
+    slo_ms = s.slo.latency_ms
+    live_summaries = []
+    for r in recorded:
+        summary = summarize(r.records, slo_ms)
+        if r.robots is not None:
+            summary["robots"] = r.robots
+        live_summaries.append(summary)
+    sim_summaries = {key: [summarize(x, slo_ms) for x in runs] for key, runs in sims.items()}
+    rows = comparison_rows(live_summaries, sim_summaries)
+    lat_live = np.concatenate([latencies_ms(r.records) for r in recorded])
+    lat_sim = np.concatenate([latencies_ms(x) for x in sims["sim"]])
+    ks = two_sample_ks(lat_live, lat_sim) if lat_live.size and lat_sim.size else None
+    label = "recorded" if len(recorded) == 1 else "recorded run {k}"
+    figure = save(
+        latency_cdfs(
+            {
+                **{
+                    label.format(k=k + 1): r.records.requests_frame()
+                    for k, r in enumerate(recorded)
+                },
+                f"simulated ({primary} profile, {sim_draws} draws)": pd.concat(
+                    [x.requests_frame() for x in sims["sim"]]
+                ),
+            }
+        ),
+        out / "latency_cdf.png",
+    )
+    first = kinds["sim"]
+    first_summary = pipeline.summarise(first, sims["sim"][0])
+    pipeline.write_outputs(out / "sim-draw-1", first_summary, sims["sim"][0], first.raw)
+    overhead = _outside_model(recorded)
+    result = {
+        "scenario": parsed.source,
+        "records": [describe(r) for r in recorded],
+        "prediction_profile": primary,
+        "profile": str(records_profile) if primary != "scenario" else first.profile.source,
+        "profile_from_records": {
+            "file": str(records_profile),
+            "recorded_sizes": sorted(observed),
+            "sizes_from_scenario_profile": filled,
+            "batches": int(sum(v.size for v in observed.values())),
+        },
+        "outside_model_ms": overhead,
+        "sim_draws": sim_draws,
+        "comparison": rows,
+        "targets": target_verdicts(rows),
+        "noise_aware": noise_aware(rows, lat_sim, lat_live),
+        **(
+            {
+                "noise_aware_recorded_batches": noise_aware(
+                    rows,
+                    np.concatenate([latencies_ms(x) for x in sims["sim_recorded_batches"]]),
+                    lat_live,
+                    kind="sim_recorded_batches",
+                )
+            }
+            if "sim_recorded_batches" in sims
+            else {}
+        ),
+        "ks": ks,
+        "requests": {
+            **{f"recorded_{k + 1}": v["requests"] for k, v in enumerate(live_summaries)},
+            **{k: v[0]["requests"] for k, v in sim_summaries.items()},
+        },
+        "figure": str(figure),
+    }
+    (out / "validation.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+    (out / "report.md").write_text(render_records_report(result))
+    return result
+
+
+def _outside_model(recorded: list[Any]) -> dict[str, Any] | None:
+    """Where the records carry the model call's own time per request (observe against
+    batchsim serve records server_timing.model_ms), the mean per-batch time outside it,
+    by padded size."""
+    parts = []
+    for r in recorded:
+        if r.model_ms is None:
+            continue
+        rec = r.records
+        served = rec.request_batch >= 0
+        batch = rec.request_batch[served]
+        batch_ms = (rec.batch_end_s[batch] - rec.batch_start_s[batch]) * 1000
+        parts.append(
+            pd.DataFrame(
+                {"padded": rec.batch_padded[batch], "outside_ms": batch_ms - r.model_ms[served]}
+            )
+        )
+    if not parts:
+        return None
+    frame = pd.concat(parts).dropna()
+    if frame.empty:
+        return None
+    return {
+        "mean_ms": float(frame.outside_ms.mean()),
+        "per_padded_size_ms": {
+            int(k): float(v) for k, v in frame.groupby("padded").outside_ms.mean().items()
+        },
+    }
