@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 SIM_STAMP := $(VENV)/.sim-stamp
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint format bench clean
+.PHONY: demo test test-fast lint format bench clean
 
 $(SIM_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,12 @@ test: $(STAMP)
 	$(BIN)/ruff check sim tests benchmarks scripts examples notebooks
 	$(BIN)/ruff format --check sim tests benchmarks scripts examples notebooks
 	$(BIN)/python -m pytest -n 2 -q
+
+## test-fast: the inner loop, under a minute: lint, then every test not marked slow, torch,
+## network or notebook (CI runs `make test`, which runs them all)
+test-fast: $(STAMP)
+	$(BIN)/ruff check sim tests benchmarks scripts examples notebooks
+	$(BIN)/python -m pytest -n 2 -q -m "not slow and not torch and not network and not notebook"
 
 lint: $(STAMP)
 	$(BIN)/ruff check sim tests benchmarks scripts examples notebooks

@@ -92,12 +92,16 @@ def run(
     trace: str | Path | None = None,
     progress: Callable[[float], None] | None = None,
     run_log: Mapping[str, Any] | None = None,
+    check: bool = False,
 ) -> Run:
     """Simulate a scenario once (its seed: the same result every time, however often it is
     run). A `Run` has the summary, `metric(name)`, the records as DataFrames and `write`.
     `out`: also write the run's files there (with `run_log` and the wall time in run.json);
     `trace`: a Perfetto/Chrome trace of its batches and robot stalls. Both are checked
-    before anything is simulated; `progress(fraction of simulated time)` as it goes."""
+    before anything is simulated; `progress(fraction of simulated time)` as it goes.
+    `check`: assert every named invariant that applies (sim/core/invariants.py) on the
+    records, after they are written; their names are in `Run.checked`, and one that breaks
+    raises InvariantViolation."""
     from sim.engine import pipeline
     from sim.io.outputs import RUN_FILES, check_out_dir, check_out_file
 
@@ -116,6 +120,8 @@ def run(
         from sim.io.trace import write_trace
 
         write_trace(result.records, Path(trace), loaded.scenario.name)
+    if check:
+        result.checked = pipeline.check_invariants(result)
     return result
 
 

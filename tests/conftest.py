@@ -62,3 +62,53 @@ def simulate_arrays(
 settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
+
+
+# ---- markers: what a test needs and costs (README, "Tests"); `make test-fast` leaves out
+# slow, torch, network and notebook tests, CI runs them all -----------------------------
+MODULE_MARKS = {
+    "test_notebooks.py": ("notebook", "slow", "torch"),
+    "test_serve.py": ("network", "torch"),
+    "test_observe.py": ("network", "torch"),
+    "test_models.py": ("torch",),
+    "test_estimate.py": ("torch",),
+    "test_recommend.py": ("slow",),
+}
+# (module, test name or a prefix of a parametrized case's id): marks
+TEST_MARKS = {
+    ("test_validate.py", "test_validate_end_to_end"): ("torch", "slow"),
+    ("test_sweep.py", "test_small_sweep"): ("slow",),
+    ("test_sweep.py", "test_killed_sweep"): ("slow",),
+    ("test_sweep.py", "test_changed_grid"): ("slow",),
+    ("test_sweep.py", "test_sweep_runs_on_an_external"): ("slow", "network"),
+    ("test_sweep.py", "test_recommend_"): ("slow",),
+    ("test_sweep.py", "test_plot_writes"): ("slow",),
+    ("test_sweep.py", "test_sweep_section_in"): ("slow",),
+    ("test_sweep.py", "test_a_damaged_point"): ("slow",),
+    ("test_sweep.py", "test_ctrl_c"): ("slow",),
+    ("test_api.py", "test_sweep_and_recommend"): ("slow",),
+    ("test_plugins.py", "test_the_plugin_runs_in_a_sweep"): ("slow",),
+    ("test_plugins.py", "test_the_plugin_runs_in_recommend"): ("slow",),
+    ("test_cli.py", "test_every_shipped_scenario"): ("slow",),
+    # a fresh interpreter per case; the forked table of test_bad_input.py covers the same
+    ("test_cli.py", "test_bad_input_is_one_clear_line"): ("slow",),
+    ("test_bad_input.py", "test_a_run_killed"): ("slow",),
+    ("test_bad_input.py", "test_bad_input_gets_one_clear_line[estimate"): ("torch",),
+    ("test_bad_input.py", "test_bad_input_gets_one_clear_line[profile"): ("torch",),
+    ("test_bad_input.py", "test_bad_input_gets_one_clear_line[serve"): ("torch",),
+    ("test_bad_input.py", "test_bad_input_gets_one_clear_line[sweep"): ("slow",),
+    ("test_bad_input.py", "test_bad_input_gets_one_clear_line[recommend"): ("slow",),
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    import pytest
+
+    for item in items:
+        module = item.path.name
+        marks = set(MODULE_MARKS.get(module, ()))
+        for (where, prefix), more in TEST_MARKS.items():
+            if where == module and item.name.startswith(prefix):
+                marks.update(more)
+        for mark in sorted(marks):
+            item.add_marker(getattr(pytest.mark, mark))

@@ -188,7 +188,7 @@ def run_case(name: str, tmp: Path) -> dict:
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_golden_run(name, tmp_path):
+def test_inv13_golden_run(name, tmp_path):
     expected = json.loads((GOLDEN / f"{name}.json").read_text())
     got = run_case(name, tmp_path)
     assert got["summary"] == expected["summary"]

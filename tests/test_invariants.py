@@ -4,65 +4,37 @@ determinism), checked on fixed cases and on random ones drawn by hypothesis."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sim.core import invariants as inv
 from sim.core.records import COMPLETED, DROPPED, IN_SERVICE, QUEUED, REJECTED
 from sim.policies import DynamicPolicy, Launch, StaticPolicy, Wait
 from sim.profiles.profile import Profile
 from sim.workload import gamma_arrivals, periodic_arrivals, poisson_arrivals
-from tests.conftest import simulate_arrays
+from tests.conftest import ROOT, simulate_arrays
 
 EPS = 1e-9
 
 
 def check_invariants(rec, policy, profile=None, timeout_s=None, max_queue=None):
-    n = rec.arrival_s.size
-    served = rec.request_batch >= 0
-    # conservation: every request has exactly one outcome, and batches hold exactly the served
-    assert set(np.unique(rec.outcome)) <= {QUEUED, COMPLETED, IN_SERVICE, DROPPED, REJECTED}
-    assert int(rec.batch_size.sum()) == int(served.sum())
-    assert np.array_equal(
-        np.bincount(rec.request_batch[served], minlength=rec.batch_size.size), rec.batch_size
+    """INV-1..INV-6 through the package's own checks (sim/core/invariants.py), plus what a
+    run of a policy without drops of its own keeps: nothing dropped without a timeout."""
+    inv.conservation(rec)
+    inv.causality(rec)
+    inv.one_batch_per_replica(rec)
+    deterministic = profile is not None and profile.deterministic
+    inv.sizes_and_padding(
+        rec, policy.max_batch, policy.launch_sizes(), profile.latency_ms if deterministic else None
     )
-    assert np.all(served == np.isin(rec.outcome, [COMPLETED, IN_SERVICE]))
-    assert (rec.outcome == QUEUED).sum() + (rec.outcome == DROPPED).sum() + (
-        rec.outcome == REJECTED
-    ).sum() + served.sum() == n
-    # causality: nothing starts before it arrives, completion is the batch end
-    start = rec.request_start_s
-    assert np.all(start[served] >= rec.arrival_s[served] - EPS)
-    assert np.all(rec.batch_end_s >= rec.batch_start_s)
-    done = rec.outcome == COMPLETED
-    assert np.all(rec.request_completion_s[done] <= rec.end_s + EPS)
-    assert np.all(np.isnan(rec.request_completion_s[~done]))
-    # one batch per replica at a time
-    for r in range(rec.replicas):
-        mine = np.flatnonzero(rec.batch_replica == r)
-        s, e = rec.batch_start_s[mine], rec.batch_end_s[mine]
-        assert np.all(np.diff(s) >= 0)
-        assert np.all(s[1:] >= e[:-1] - EPS)
-    # sizes and padding
-    assert np.all(rec.batch_size >= 1)
-    assert np.all(rec.batch_size <= policy.max_batch)
-    assert np.all(rec.batch_padded >= rec.batch_size)
-    assert set(np.unique(rec.batch_padded).tolist()) <= policy.launch_sizes()
-    if profile is not None and profile.deterministic:
-        expected = np.array([profile.latency_ms(int(p)) / 1000 for p in rec.batch_padded])
-        assert np.allclose(rec.batch_end_s - rec.batch_start_s, expected, rtol=1e-12, atol=1e-12)
-    # shared FIFO: service begins in arrival order
-    ids = np.flatnonzero(served)
-    assert np.all(np.diff(start[ids]) >= -EPS)
-    # admission
-    if timeout_s is not None:
-        assert np.all(start[served] - rec.arrival_s[served] <= timeout_s + EPS)
-    else:
+    inv.fifo_order(rec)  # a shared FIFO queue: these policies' order
+    inv.admission(rec, timeout_s, max_queue)
+    if timeout_s is None:
         assert not np.any(rec.outcome == DROPPED)
-    if max_queue is None:
-        assert not np.any(rec.outcome == REJECTED)
 
 
-def test_fixed_case_conserves_everything():
+def test_inv1_to_inv6_hold_on_a_fixed_case():
     profile = Profile.from_samples({1: 10.0, 4: 14.0, 8: 20.0})
     policy = DynamicPolicy(8, 5.0)
     arrivals = poisson_arrivals(np.random.default_rng(0), 500.0, count=20_000)
@@ -71,7 +43,7 @@ def test_fixed_case_conserves_everything():
     assert np.all(rec.outcome == COMPLETED)
 
 
-def test_horizon_leaves_requests_queued_or_in_service():
+def test_inv1_inv2_a_horizon_leaves_requests_queued_or_in_service():
     profile = Profile.from_samples({1: 50.0, 8: 80.0})
     policy = DynamicPolicy(8, 5.0)
     arrivals = poisson_arrivals(np.random.default_rng(0), 400.0, duration_s=5.0)  # overload
@@ -119,7 +91,7 @@ def test_max_queue_rejects_and_timeout_drops():
     check_invariants(rec, policy, profile, timeout_s=0.150)
 
 
-def test_identical_seeds_give_identical_records():
+def test_inv8_identical_seeds_give_identical_records():
     profile = Profile.from_samples({1: [5.0, 6.0, 9.0], 8: [12.0, 15.0, 30.0]})
     policy = DynamicPolicy(8, 2.0)
     times = poisson_arrivals(np.random.default_rng(9), 300.0, count=5000).time_s
@@ -237,7 +209,7 @@ def arrival_times(draw):
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
-def test_invariants_hold_for_random_runs(data):
+def test_inv1_to_inv8_hold_for_random_runs(data):
     profile = data.draw(profiles())
     policy = data.draw(policies(profile.max_size))
     times = data.draw(arrival_times())
@@ -316,7 +288,7 @@ def test_the_simulator_never_needs_torch(tmp_path):
     assert result.returncode == 0, result.stderr
 
 
-def test_another_service_draw_keeps_the_traffic_and_redraws_service_times():
+def test_inv10_another_service_draw_keeps_the_traffic_and_redraws_service_times():
     """validate's simulation draws: the same arrivals (and robot phases), other service times."""
     from sim.config import load
     from sim.engine.pipeline import simulate
@@ -339,3 +311,76 @@ def test_another_service_draw_keeps_the_traffic_and_redraws_service_times():
     first, second = (simulate(load(fleet), service_draw=k) for k in (0, 1))
     assert np.array_equal(first.arrival_s[:6], second.arrival_s[:6])  # the same first sends
     assert not np.array_equal(first.batch_end_s, second.batch_end_s)
+
+
+# ---- the package's checks fail when an invariant breaks -----------------------------------
+def _open_run():
+    profile = Profile.from_samples({1: 10.0, 4: 14.0, 8: 20.0})
+    times = poisson_arrivals(np.random.default_rng(2), 300.0, count=400).time_s
+    return simulate_arrays(times, DynamicPolicy(8, 5.0), profile, replicas=2), profile
+
+
+def _broken(kind, rec):
+    """A copy of the records with one invariant broken."""
+    from dataclasses import replace
+
+    if kind == "conservation":
+        size = rec.batch_size.copy()
+        size[0] += 1
+        return replace(rec, batch_size=size)
+    if kind == "causality":
+        arrival = rec.arrival_s.copy()
+        arrival[0] = rec.batch_start_s[rec.request_batch[0]] + 1.0
+        return replace(rec, arrival_s=arrival)
+    if kind == "one_batch_per_replica":
+        start = rec.batch_start_s.copy()
+        mine = np.flatnonzero(rec.batch_replica == 0)
+        start[mine[1]] = rec.batch_end_s[mine[0]] - 0.001
+        return replace(rec, batch_start_s=start)
+    if kind == "sizes_and_padding":
+        padded = rec.batch_padded.copy()
+        padded[np.argmax(rec.batch_size)] = 0
+        return replace(rec, batch_padded=padded)
+    if kind == "fifo_order":
+        batch = rec.request_batch.copy()
+        batch[0], batch[-1] = batch[-1], batch[0]
+        return replace(rec, request_batch=batch)
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["conservation", "causality", "one_batch_per_replica", "sizes_and_padding", "fifo_order"],
+)
+def test_each_invariant_check_catches_its_violation(kind):
+    rec, profile = _open_run()
+    args = (8, set(range(1, 9))) if kind == "sizes_and_padding" else ()
+    getattr(inv, kind)(rec, *args)  # the run as it was keeps it
+    with pytest.raises(inv.InvariantViolation) as caught:
+        getattr(inv, kind)(_broken(kind, rec), *args)
+    assert caught.value.name == inv.name_of(getattr(inv, kind))
+
+
+def test_inv6_admission_catches_a_wait_past_the_timeout():
+    rec, _ = _open_run()
+    waited = float(np.nanmax(rec.request_start_s - rec.arrival_s))
+    inv.admission(rec, waited, None)
+    with pytest.raises(inv.InvariantViolation, match="INV-6"):
+        inv.admission(rec, waited / 2, None)
+
+
+def test_run_check_asserts_the_invariants_and_exits_1_on_a_violation(monkeypatch, capsys):
+    from sim.cli import main
+
+    scenario = str(ROOT / "scenarios" / "quickstart.yaml")
+    assert main(["run", scenario, "--set", "duration_s=20", "--check"]) == 0
+    out = capsys.readouterr().out
+    assert "invariants hold: INV-1 conservation" in out and "INV-5 FIFO order" in out
+
+    def broken(records):
+        raise inv.InvariantViolation("INV-5 FIFO order", "request 3 starts after a later one")
+
+    broken.__doc__ = inv.fifo_order.__doc__
+    monkeypatch.setattr(inv, "fifo_order", broken)
+    assert main(["run", scenario, "--set", "duration_s=20", "--check"]) == 1
+    assert "batchsim: invariant violated: INV-5 FIFO order" in capsys.readouterr().err

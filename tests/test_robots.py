@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sim.config import load
+from sim.core import invariants as inv
 from sim.engine.pipeline import simulate, summarise
 from sim.metrics.robots import robots_frame
 
@@ -108,7 +109,7 @@ def test_async_deadline_is_when_the_queue_runs_dry():
     jitter=st.floats(0.0, 5.0),
     max_queue=st.none() | st.integers(1, 6),
 )
-def test_actions_are_conserved(
+def test_inv12_actions_are_conserved(
     count, hz, chunk, execute_frac, mode, threshold, start, latency_ms, uplink, jitter, max_queue
 ):
     execute = max(1, int(chunk * execute_frac))
@@ -120,15 +121,7 @@ def test_actions_are_conserved(
     }  # fmt: skip
     admission = {"admission": {"max_queue": max_queue}} if max_queue else {}
     _, records = fleet(workload, lambda b: latency_ms + b, duration_s=8.0, **admission)
-    r = records.robots
-    accounted = (
-        r.executed_actions + r.stale_actions + r.unused_actions + r.replaced_actions
-        + r.queued_actions
-    )  # fmt: skip
-    assert np.array_equal(accounted, r.delivered_actions)
-    answered = r.responses + r.failures
-    assert np.all((answered <= r.sent) & (r.sent <= answered + 1))
-    assert np.all((r.window_stall_s >= 0.0) & (r.window_stall_s <= 8.0 + 1e-9))
+    inv.actions_conserved(records)  # INV-12, the package's check
     served = records.request_batch >= 0
     assert np.all(records.request_start_s[served] >= records.arrival_s[served] - 1e-12)
 

@@ -38,7 +38,7 @@ def in_system_just_before(records, i: int) -> list[int]:
     replicas=st.integers(2, 4),
     slow=st.floats(20.0, 200.0),
 )
-def test_shortest_queue_dispatches_from_the_state_just_before_each_arrival(
+def test_inv11_shortest_queue_dispatches_from_the_state_just_before_each_arrival(
     seed, rate, replicas, slow
 ):
     """Fixed in Engine II: requests that arrived while every replica was busy used to be

@@ -206,7 +206,7 @@ DEADLINE = {"kind": "deadline", "max_batch": 8, "quantile": 0.9, "on_miss": "ser
     ],
     ids=["dynamic", "static", "deadline-serve", "deadline-drop"],
 )
-def test_live_open_loop_with_classes_matches_the_simulation_bit_for_bit(policy):
+def test_inv9_live_open_loop_with_classes_matches_the_simulation_bit_for_bit(policy):
     """Classes with their own SLOs and priorities: deadlines out of arrival order, so the
     live runner must serve from the engine's own queue order (EDF, or priority then arrival)."""
     loaded = scenario(
@@ -226,7 +226,7 @@ def test_live_open_loop_with_classes_matches_the_simulation_bit_for_bit(policy):
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
 @pytest.mark.parametrize("policy", [None, DEADLINE], ids=["dynamic", "deadline"])
-def test_live_robot_fleet_matches_the_simulation_bit_for_bit(mode, policy):
+def test_inv9_live_robot_fleet_matches_the_simulation_bit_for_bit(mode, policy):
     """Closed loop, two clocks: the fleet's own client state machines on the live runner's
     clock (a model that takes exactly the profile's time) give the simulation's requests,
     batches and robot figures exactly. Robots' deadlines come out of arrival order, so the
@@ -283,7 +283,7 @@ def test_profiling_passes_are_scaled_to_the_median_speed_before_pooling():
 
 
 @pytest.mark.parametrize("robots", [False, True], ids=["open-loop", "robots"])
-def test_a_server_that_wakes_late_matches_the_simulation_with_that_wake_latency(robots):
+def test_inv9_a_server_that_wakes_late_matches_the_simulation_with_that_wake_latency(robots):
     """Sleeps that end 0.3 ms late: the simulation with cluster.wake_latency_ms 0.3 gives the
     live runner's batches bit for bit, and without it, other batches."""
     workload = (

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from sim.cli.render import err_console, out_console
+from sim.core.invariants import InvariantViolation
 from sim.errors import InputError, Interrupted
 
 app = typer.Typer(
@@ -114,6 +115,11 @@ def main(argv: list[str] | None = None) -> int:
             emoji=False,
         )
         return 2
+    except InvariantViolation as exc:  # a bug (or a plug-in's), not bad input: exit 1
+        err_console.print(
+            f"batchsim: invariant violated: {exc}", markup=False, highlight=False, soft_wrap=True
+        )
+        return 1
     except Interrupted as exc:
         err_console.print(
             f"batchsim: interrupted: {exc}", markup=False, highlight=False, soft_wrap=True

@@ -30,10 +30,18 @@ def run(
             help="also write the batch timeline (and robot stalls) as a Perfetto/Chrome trace JSON",
         ),
     ] = None,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="assert every named invariant (docs/semantics.md) on the run's records; "
+            "exit 1 at the first that breaks",
+        ),
+    ] = False,
 ) -> None:
     """Simulate one scenario and print its summary."""
     run_log = {"argv": sys.argv[1:], "batchsim": version()}
-    options = {"out": out, "trace": trace, "run_log": run_log}
+    options = {"out": out, "trace": trace, "run_log": run_log, "check": check}
     if err_console.is_terminal and not quiet:
         with Progress(
             TextColumn("[bold]simulating[/] {task.description}"),
@@ -64,6 +72,8 @@ def run(
     if trace is not None:
         note += f"; wrote {trace} (open it in ui.perfetto.dev)"
     out_console.print(note)
+    if check:
+        out_console.print(f"invariants hold: {', '.join(result.checked)}")
 
 
 @command()

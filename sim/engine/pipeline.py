@@ -180,6 +180,7 @@ class Run:
     records: RunRecords
     summary: dict[str, Any] = field(repr=False)
     wall_s: float | None = None  # how long it took, where the caller timed it
+    checked: list[str] = field(default_factory=list)  # invariants asserted on its records
 
     def metric(self, name: str) -> float | None:
         """A figure by its registry name (sim.metrics: latency_p99_ms, robots_stall_fraction, ...)."""
@@ -217,6 +218,38 @@ def run(resolved: ResolvedScenario, **options: Any) -> Run:
     """Build, simulate and summarise one run (`options`: those of `simulate`)."""
     records = simulate(resolved, **options)
     return Run(resolved, records, summarise(resolved, records))
+
+
+def check_invariants(run: Run) -> list[str]:
+    """Every named invariant of sim/core/invariants.py that applies to the run's scenario,
+    checked on its records; returns their names, or raises InvariantViolation at the first
+    that breaks (`batchsim run --check`)."""
+    from sim.core import invariants as inv
+
+    resolved, records = run.scenario, run.records
+    s = resolved.scenario
+    max_batch = max(resolved.launch_sizes)
+    timeout_s = None if s.admission.timeout_ms is None else s.admission.timeout_ms / 1000.0
+    checks: list[tuple[Any, tuple]] = []
+    if resolved.step_level:
+        max_admit = getattr(s.policy, "max_admit", None)
+        checks += [(inv.iterations_conserve, ()), (inv.iteration_causality, ()),
+                   (inv.one_batch_per_replica, ()), (inv.in_flight_counts, ()),
+                   (inv.steps_one_per_iteration, ()),
+                   (inv.iteration_bounds, (max_batch, max_admit))]  # fmt: skip
+    else:
+        checks += [(inv.conservation, ()), (inv.causality, ()), (inv.one_batch_per_replica, ()),
+                   (inv.sizes_and_padding, (max_batch, resolved.launch_sizes))]  # fmt: skip
+        one_order = not any(c.priority != s.classes[0].priority for c in s.classes or [])
+        shared = s.cluster.queue == "shared" and s.workload.kind != "robots"
+        if shared and one_order and build_policy(resolved).order == "fifo":
+            checks.append((inv.fifo_order, ()))
+    checks.append((inv.admission, (timeout_s, s.admission.max_queue)))
+    if records.robots is not None:
+        checks.append((inv.actions_conserved, ()))
+    for invariant, args in checks:
+        invariant(records, *args)
+    return [inv.name_of(invariant) for invariant, _ in checks]
 
 
 def write_outputs(
