@@ -1,4 +1,5 @@
-"""The local Dask cluster that sweeps and recommend run on.
+"""The one Dask executor of sweeps and recommend: `fan_out` runs a function over jobs on a
+local cluster (or a client already connected), yielding each result as it finishes.
 
 Ctrl-C reaches every process of the terminal's group, so the workers are started with
 SIGINT ignored (a disposition that survives their exec): the parent alone handles it,
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any
 
@@ -41,3 +42,24 @@ def local_cluster(workers: int) -> Iterator[Any]:
             client.close()
         with suppress(Exception):
             cluster.close()
+
+
+def fan_out(
+    fn: Callable[..., Any],
+    jobs: Sequence[tuple],
+    workers: int = 1,
+    client: Any | None = None,
+    keys: Sequence[str] | None = None,
+) -> Iterator[tuple[int, Any]]:
+    """`fn(*job)` for every job on Dask: on `client` (closed at the end), else on a local
+    cluster of `workers` processes; yields (the job's index, its result) as each finishes.
+    `keys`: the tasks' names (a resumed sweep's points keep theirs)."""
+    from dask.distributed import as_completed
+
+    with client if client is not None else local_cluster(workers) as connected:
+        futures = {
+            connected.submit(fn, *job, pure=False, **({"key": keys[i]} if keys else {})): i
+            for i, job in enumerate(jobs)
+        }
+        for future in as_completed(futures):
+            yield futures[future], future.result()

@@ -16,6 +16,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -420,22 +421,15 @@ class Recommender:
         results: list[Candidate] = []
         try:
             if workers and workers > 1 and len(self.configs) > 1:
-                from dask.distributed import as_completed
+                from sim.experiments.executor import fan_out
 
-                from sim.experiments.executor import local_cluster
-
-                with local_cluster(workers) as client:
-                    futures = [
-                        client.submit(self.search, c, None, known, pure=False) for c in self.configs
-                    ]
-                    for future in as_completed(futures):
-                        cand = future.result()
+                jobs = [(c, None, known) for c in self.configs]
+                searched = fan_out(self.search, jobs, workers)
+                with closing(searched):  # the cluster closes at once, also on Ctrl-C
+                    for _, cand in searched:
                         for ev in cand.evaluations:
-                            heard(
-                                cand.config,
-                                ev,
-                                known is not None and probe_key(cand.config, ev.load) in known,
-                            )
+                            reused = known is not None and probe_key(cand.config, ev.load) in known
+                            heard(cand.config, ev, reused)
                         results.append(cand)
                         if on_done:
                             on_done(cand)

@@ -22,6 +22,7 @@ import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -361,8 +362,6 @@ def run_sweep(
     on_result: Callable[[Point, dict[str, Any] | None, int, int], None] | None = None,
 ) -> pd.DataFrame:
     """Run every missing point on Dask, writing each as it finishes; return all results."""
-    from dask.distributed import as_completed
-
     sweep.prepare_out()
     done = sweep.done()
     todo = [p for p in sweep.points() if p.name not in done]
@@ -371,36 +370,22 @@ def run_sweep(
     if on_result is not None:
         on_result(None, None, finished, total)
     if todo:
-        from sim.experiments.executor import local_cluster
+        from sim.experiments.executor import fan_out
 
-        if scheduler is None:
-            clients = local_cluster(workers or os.cpu_count() or 1)
-        elif isinstance(scheduler, str):  # an address, or a client already connected to it
-            clients = connect(scheduler)
-        else:  # a connected Client: closed at the end, as the others
-            clients = scheduler
+        if isinstance(scheduler, str):  # an address, or a client already connected to it
+            scheduler = connect(scheduler)
         before = finished
+        jobs = [(sweep.base, sweep.base_dir, p.overrides, sweep.base_seed + p.replication)
+                for p in todo]  # fmt: skip
+        keys = [f"batchsim-{sweep.hash}-{p.name}" for p in todo]
+        results = fan_out(run_point, jobs, workers or os.cpu_count() or 1, scheduler, keys)
         try:
-            with clients as client:
-                futures = {
-                    client.submit(
-                        run_point,
-                        sweep.base,
-                        sweep.base_dir,
-                        p.overrides,
-                        sweep.base_seed + p.replication,
-                        key=f"batchsim-{sweep.hash}-{p.name}",
-                        pure=False,
-                    ): p
-                    for p in todo
-                }
-                for future in as_completed(futures):
-                    point = futures[future]
-                    result = future.result()
-                    sweep.write_point(point, result)
+            with closing(results):  # the cluster closes at once, also on Ctrl-C
+                for i, result in results:
+                    sweep.write_point(todo[i], result)
                     finished += 1
                     if on_result is not None:
-                        on_result(point, result, finished, total)
+                        on_result(todo[i], result, finished, total)
         except KeyboardInterrupt:
             saved = len(sweep.done())  # what is on disk (a point may land as Ctrl-C comes)
             raise Interrupted(

@@ -22,6 +22,17 @@ def time_embedding(t: torch.Tensor, width: int) -> torch.Tensor:
 class FlowMatching:
     """forward and stages of a pi0-shaped model, from its see / fill / denoise."""
 
+    def _action_head(self, action_dim: int, width: int) -> None:
+        """The action expert's ends: state and noisy actions in, the time MLP, velocity out."""
+        from torch import nn
+
+        self.state_proj = nn.Linear(action_dim, width)
+        self.action_in = nn.Linear(action_dim, width)
+        self.time_mlp = nn.Sequential(
+            nn.Linear(2 * width, width), nn.SiLU(), nn.Linear(width, width)
+        )
+        self.action_out = nn.Linear(width, action_dim)
+
     def _start(self, images: torch.Tensor, state: torch.Tensor):
         b = images.shape[0]
         shape = (b, self.cfg["chunk"], self.cfg["action_dim"])

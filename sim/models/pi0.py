@@ -47,12 +47,7 @@ class Pi0Style(FlowMatching, nn.Module):
         self.expert = GemmaModel(GemmaConfig(**expert))
         width, e_width, a_dim = prefix.hidden_size, cfg["expert"]["hidden_size"], cfg["action_dim"]
         self.image_proj = nn.Linear(cfg["vision"]["hidden_size"], width)
-        self.state_proj = nn.Linear(a_dim, e_width)
-        self.action_in = nn.Linear(a_dim, e_width)
-        self.time_mlp = nn.Sequential(
-            nn.Linear(2 * e_width, e_width), nn.SiLU(), nn.Linear(e_width, e_width)
-        )
-        self.action_out = nn.Linear(e_width, a_dim)
+        self._action_head(a_dim, e_width)
 
     # the three stages of one call (see `stages`): forward runs them in order
     def see(self, images: torch.Tensor, instruction: torch.Tensor) -> torch.Tensor:

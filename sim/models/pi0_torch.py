@@ -96,13 +96,7 @@ class Pi0Torch(FlowMatching, nn.Module):
         self.expert = nn.ModuleList(
             Block(e_width, pre["heads"], pre["head_dim"]) for _ in range(pre["layers"])
         )
-        a_dim = cfg["action_dim"]
-        self.state_proj = nn.Linear(a_dim, e_width)
-        self.action_in = nn.Linear(a_dim, e_width)
-        self.time_mlp = nn.Sequential(
-            nn.Linear(2 * e_width, e_width), nn.SiLU(), nn.Linear(e_width, e_width)
-        )
-        self.action_out = nn.Linear(e_width, a_dim)
+        self._action_head(cfg["action_dim"], e_width)
 
     # the three stages of one call (see `stages`): forward runs them in order
     def see(self, images: torch.Tensor, instruction: torch.Tensor) -> torch.Tensor:

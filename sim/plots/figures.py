@@ -142,30 +142,33 @@ def attainment_vs_load(summary: pd.DataFrame, load: str, hue: str | None = None)
 
 def latency_cdfs(runs: dict[str, pd.DataFrame]):
     """Empirical CDFs of request latency (ms), one line per labelled requests table."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    lines = {}
     for label, requests in runs.items():
         done = requests[requests.outcome == "completed"]
-        latency = np.sort((done.completion - done.arrival).to_numpy() * 1000)
-        if latency.size:
-            ax.plot(latency, np.arange(1, latency.size + 1) / latency.size, label=label)
-    ax.set_xlabel("latency (ms)")
-    ax.set_ylabel("fraction of requests")
-    ax.legend(fontsize="small")
-    fig.tight_layout()
-    return fig
+        lines[label] = (done.completion - done.arrival).to_numpy() * 1000
+    return _cdfs(lines, "latency (ms)", "fraction of requests")
 
 
 def round_trip_cdfs(trips: pd.DataFrame):
     """Empirical CDFs of the robots' round trips (ms, send to answer at the robot), one
     line per robot group."""
+    lines = {
+        f"{group} ({frame.robot.nunique()} robots)": frame.round_trip_ms.to_numpy()
+        for group, frame in trips.groupby("group", observed=True)
+    }
+    return _cdfs(lines, "robot round trip (ms): send to answer, network included",
+                 "fraction of round trips")  # fmt: skip
+
+
+def _cdfs(lines: dict[str, np.ndarray], xlabel: str, ylabel: str):
+    """One empirical CDF per labelled sample (an empty one draws nothing)."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for group, frame in trips.groupby("group", observed=True):
-        values = np.sort(frame.round_trip_ms.to_numpy())
+    for label, values in lines.items():
+        values = np.sort(values)
         if values.size:
-            ax.plot(values, np.arange(1, values.size + 1) / values.size,
-                    label=f"{group} ({frame.robot.nunique()} robots)")  # fmt: skip
-    ax.set_xlabel("robot round trip (ms): send to answer, network included")
-    ax.set_ylabel("fraction of round trips")
+            ax.plot(values, np.arange(1, values.size + 1) / values.size, label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.legend(fontsize="small")
     fig.tight_layout()
     return fig

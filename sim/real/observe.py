@@ -315,6 +315,13 @@ class ObserveRun:
         self.opened.append(policy)
         return policy
 
+    def carry_on(self, alive: bool, policy: Any, who: str, reconnects: int) -> tuple[Any, int]:
+        """After a request: the same connection while it lives, else a fresh one (None:
+        the client stops), with the reconnects counted."""
+        if alive:
+            return policy, reconnects
+        return self.reconnect(who, reconnects), reconnects + 1
+
     def watchdog(self) -> None:
         """Drop requests unanswered for timeout_s, until the run stops."""
         while not self.stop.wait(0.05):
@@ -343,12 +350,9 @@ def robot_loop(run: ObserveRun, k: int, client: Any, policy: Any, obs: dict) -> 
             return
         if record.received_s < run.horizon_s:
             client.deliver(record.received_s, bool(record.ok))
-        if alive:
-            continue
-        policy = run.reconnect(f"robot {client.id}", reconnects)
+        policy, reconnects = run.carry_on(alive, policy, f"robot {client.id}", reconnects)
         if policy is None:
             return
-        reconnects += 1
 
 
 def open_loop_worker(run: ObserveRun, k: int, policy: Any, obs: dict, work: Any) -> None:
@@ -363,12 +367,9 @@ def open_loop_worker(run: ObserveRun, k: int, policy: Any, obs: dict, work: Any)
         if at_s >= run.horizon_s or not run.sleep_until(at_s):
             return
         alive = run.request(k, policy, obs, Sent(int(source), float(at_s), run.now()))
-        if alive:
-            continue
-        policy = run.reconnect(f"connection {k}", reconnects)
+        policy, reconnects = run.carry_on(alive, policy, f"connection {k}", reconnects)
         if policy is None:
             return
-        reconnects += 1
 
 
 def clock_offset(sent: list[Sent]) -> tuple[float | None, float | None]:
