@@ -1,3 +1,10 @@
-"""The SimPy engine: the clock-free core driven by a simulated clock, the service-time
-models it draws batch times from, and the one run pipeline (scenario -> records ->
-summary -> files)."""
+"""engine: the simulated clock, and the one run pipeline.
+
+engine.py drives the core on SimPy's clock (one process per replica); service.py holds
+the service-time models a simulated batch draws from; pipeline.py assembles every run:
+build (streams, traffic, server with fresh policies), simulate, summarise, write, and
+the invariant checks of `run --check`.
+
+May import: errors, io, profiles, core, config, workload, metrics. Imported by
+experiments, real, validation, api and cli.
+"""

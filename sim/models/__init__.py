@@ -9,6 +9,10 @@ size (and number of cameras, instruction length), the shape of one output, and t
 configuration (hashed into the profile's provenance). A user's own model plugs in as
 `package.module:factory`, where factory(size) returns a ModelBundle or a tuple
 (module, make_inputs).
+
+May import: errors (and torch, transformers). Imported by profiles (the profiler and the
+work count), real, validation, api and cli, always on first use: the simulator never
+imports torch.
 """
 
 from __future__ import annotations

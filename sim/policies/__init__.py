@@ -1,4 +1,11 @@
-"""Batching policies: plain decision objects shared by the simulator and the live runner."""
+"""policies: batching policies as plain decision objects, shared by every clock.
+
+base.py is the protocol (Launch, Wait, Drop; QueueView; Policy, StepLevelPolicy); one
+module per built-in (static, dynamic, adaptive, deadline, continuous, lazy); registry.py
+the one place a policy is built, plug-ins imported and trust decided.
+
+May import: errors, profiles. Imported by core, config and everything above them.
+"""
 
 from sim.policies.adaptive import AdaptivePolicy
 from sim.policies.base import Decision, Drop, Launch, Policy, QueueView, Wait

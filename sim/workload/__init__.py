@@ -1,4 +1,13 @@
-"""Traffic: open-loop arrival processes (known in advance) and, later, closed-loop clients."""
+"""workload: the traffic a run sends.
+
+open.py draws open-loop arrivals (poisson, gamma, periodic, mmpp, trace); phases.py the
+phase rules; robots.py a robot's control loop as a clock-free state machine and its
+records; traffic.py a fleet as closed-loop traffic; build.py a resolved scenario's
+random streams and traffic.
+
+May import: errors, io, core (its traffic interfaces and records), config. Imported by
+engine, real and the API.
+"""
 
 from sim.workload.open import (
     Arrivals,
