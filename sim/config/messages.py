@@ -92,7 +92,7 @@ def format_error(exc: ValidationError) -> tuple[str, str]:
         return field, f"key {loc[-2]!r}: {err['msg']}"
     if etype == "extra_forbidden":
         model = _model_at(loc)
-        allowed = ", ".join(model.model_fields) if model else "see DESIGN.md"
+        allowed = ", ".join(model.model_fields) if model else "see docs/semantics.md"
         return field, f"unknown field; allowed here: {allowed}"
     if etype == "missing":
         return field, "required field is missing"

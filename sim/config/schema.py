@@ -354,7 +354,7 @@ class Scenario(Strict):
     # open loop with a shape-aware profile: {VALUE: share}, e.g. {1: 0.7, 3: 0.3} cameras
     request_shapes: dict[PositiveInt, PositiveFloat] | None = Field(None, min_length=1)
     sweep: SweepSection | None = None  # used by `batchsim sweep`, ignored by `run`
-    limits: Limits = Limits()  # the most work the scenario may ask for (sim/limits.py)
+    limits: Limits = Limits()  # the most work the scenario may ask for (sim/config/limits.py)
 
     @model_validator(mode="after")
     def _classes(self) -> Scenario:

@@ -183,7 +183,7 @@ class Run:
     checked: list[str] = field(default_factory=list)  # invariants asserted on its records
 
     def metric(self, name: str) -> float | None:
-        """A figure by its registry name (sim.metrics: latency_p99_ms, robots_stall_fraction, ...)."""
+        """A figure by its registry name (sim/metrics/registry.py: latency_p99_ms, robots_stall_fraction, ...)."""
         if name not in METRICS:
             from sim.errors import InputError
 

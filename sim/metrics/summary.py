@@ -1,4 +1,4 @@
-"""Records -> summary figures, exactly as DESIGN.md's output contract defines them.
+"""Records -> summary figures, exactly as docs/design.md's output contract defines them.
 
 Definitions (docs/semantics.md):
 - measured requests: those that arrived at or after `warmup_s`; every request

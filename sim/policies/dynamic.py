@@ -32,7 +32,7 @@ class DynamicPolicy(Capped):
         min_steps: int | None = None,
     ):
         super().__init__(max_batch, max_wait_ms, min_batch)
-        self.min_steps = min_steps  # applied by the server core (sim/engine/steps.py)
+        self.min_steps = min_steps  # applied by the server core (sim/core/steps.py)
         preferred = sorted(set(preferred_sizes or []))
         if any(not 1 <= p <= max_batch for p in preferred):
             raise ValueError("preferred_sizes must lie between 1 and max_batch")

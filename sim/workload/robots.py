@@ -1,6 +1,6 @@
 """Closed-loop robot clients: a control loop that executes action chunks from a policy server.
 
-A `RobotClient` is a clock-free state machine (DESIGN.md, principle 1): the driver
+A `RobotClient` is a clock-free state machine (docs/design.md, principle 2): the driver
 asks when it will send its next request, tells it when it sent one, and hands it
 each response (or failure notice) at the moment it reaches the robot. Actions are
 executed one per control period and accounted analytically between those calls,
