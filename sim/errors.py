@@ -54,6 +54,15 @@ class InputError(Exception):
         return InputError(self.message, mentions=self.mentions, **parts)
 
 
+class InvariantViolation(AssertionError):
+    """A run broke a named invariant (docs/semantics.md; sim/core/invariants.py): `name`
+    (e.g. "INV-3 one batch per replica") and what broke. A bug, not bad input: exit 1."""
+
+    def __init__(self, name: str, what: str):
+        self.name, self.what = name, what
+        super().__init__(f"{name}: {what}")
+
+
 class Interrupted(Exception):
     """Ctrl-C stopped long work; the message says what was kept and how to go on."""
 

@@ -12,8 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from sim.cli.render import err_console, out_console
-from sim.core.invariants import InvariantViolation
-from sim.errors import InputError, Interrupted
+from sim.errors import InputError, Interrupted, InvariantViolation
 
 app = typer.Typer(
     name="batchsim",

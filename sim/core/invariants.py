@@ -16,17 +16,10 @@ from typing import Any
 import numpy as np
 
 from sim.core.records import COMPLETED, DROPPED, IN_SERVICE, QUEUED, REJECTED, RunRecords
+from sim.errors import InvariantViolation
 
 # time comparisons forgive a nanosecond (SimPy adds delays to its clock: 1 ulp late)
 EPS = 1e-9
-
-
-class InvariantViolation(AssertionError):
-    """A run broke a named invariant: `name` (e.g. "INV-3 one batch per replica") and what."""
-
-    def __init__(self, name: str, what: str):
-        self.name, self.what = name, what
-        super().__init__(f"{name}: {what}")
 
 
 def _require(ok: Any, name: str, what: Callable[[], str]) -> None:
