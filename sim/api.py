@@ -125,6 +125,40 @@ def run(
     return result
 
 
+def plot(
+    folder: str | Path,
+    hue: str | None = None,
+    load: str | None = None,
+    x: str | None = None,
+    y: str | None = None,
+) -> list[Path]:
+    """The figures of a run folder (`run --out`) or a sweep folder, into FOLDER/plots/
+    (one file per figure and parameters); `x`/`y` a swept key or metric against a metric,
+    `hue` a swept key drawn as one line per value, `load` the key on attainment's x axis.
+    Returns the files written."""
+    from sim.plots.folders import plot_dir
+
+    return list(plot_dir(Path(folder), hue, load, x, y))
+
+
+def plot_profile(path: str | Path) -> Path:
+    """A profile CSV drawn beside it as NAME.png (latency and per-request latency against
+    batch size, and memory), once it reads as a profile; returns the figure's path."""
+    from sim.io.outputs import check_out_file
+    from sim.plots.figures import profile_figure, save
+    from sim.profiles import store
+
+    path = Path(path)
+    table = store.read_table(path)  # a readable profile, before its .png is named
+    png = path.with_suffix(".png")
+    check_out_file(png, "plot-profile")
+    if "cameras" in table.frame.columns:
+        store.by_shape(table, "cameras")  # checks every camera count's data
+    else:
+        store.selected(table)
+    return save(profile_figure(table.frame, path.stem), png)
+
+
 def sweep(
     scenario: str | Path,
     grid: Mapping[str, Sequence[Any]],

@@ -124,33 +124,13 @@ def profile(
         + (" (interrupted: partial)" if meta.get("interrupted") else "")
     )
     if plot_:
-        _plot_profile(path)
-
-
-def _plot_profile(path: Path) -> None:
-    from sim.io.files import read_csv
-    from sim.plots.figures import profile_figure, save
-
-    frame = read_csv(path, "profile")
-    png = save(profile_figure(frame, path.stem), path.with_suffix(".png"))
-    out_console.print(f"wrote {png}")
+        out_console.print(f"wrote {api.plot_profile(path)}")
 
 
 @command("plot-profile")
 def plot_profile(path: Annotated[Path, typer.Argument(help="a profile CSV")]) -> None:
     """Draw a profile: latency and per-request latency vs batch size, and memory."""
-    from sim.io.files import read_csv
-    from sim.io.outputs import check_out_file
-    from sim.profiles import store
-
-    columns = read_csv(path, "profile").columns  # a readable file, before its .png is named
-    check_out_file(path.with_suffix(".png"), "plot-profile")
-    table = store.read_table(path)
-    if "cameras" in columns:
-        store.by_shape(table, "cameras")  # checks every camera count's data
-    else:
-        store.selected(table)
-    _plot_profile(path)
+    out_console.print(f"wrote {api.plot_profile(path)}")
 
 
 @command()

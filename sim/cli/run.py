@@ -92,7 +92,5 @@ def plot(
     ] = None,
 ) -> None:
     """Draw the figures of a run or a sweep into FOLDER/plots/ (one file per figure and parameters)."""
-    from sim.plots.folders import plot_dir
-
-    for path in plot_dir(folder, hue, load, x, y):
+    for path in api.plot(folder, hue, load, x, y):
         out_console.print(f"wrote {path}")
