@@ -4,8 +4,8 @@ run` against a lean hand-written SimPy loop of the same model, measured in this 
 Models (both: dynamic batching, max_batch 16, max_wait 5 ms, s(b) = 10 + 2b ms):
 - open loop: 1,000,000 Poisson requests at 0.8 of the capacity at max_batch
   (rate = 0.8 * 16 / 42 ms = 304.8 requests/s);
-- fleet: 100 sync robots at 50 Hz executing 25 of 50 actions, staggered, one simulated
-  hour (688,334 requests).
+- fleet: 100 sync robots at 50 Hz executing 25 of 50 actions, staggered, four simulated
+  hours (about 2.75M requests; --fleet-hours).
 
 Prints, each as the median of --repeats runs, interleaved:
   - the whole `batchsim run --out` process (start-up, imports, simulation, summary and
@@ -13,15 +13,19 @@ Prints, each as the median of --repeats runs, interleaved:
   - batchsim's engine alone, in process;
   - the lean SimPy loop (open: one event per arrival and a deque; fleet: one process per
     robot waiting on its answer), in process: the baseline the issue asks for;
-  - the peak memory of a whole process on --memory-requests open-loop requests (10M).
+  - the peak memory of a whole process on --memory-requests open-loop requests (10M);
+  - replica scaling: the cost per completed request of a whole process at 1, 8, 32 and 64
+    replicas (--scaling-replicas), for the 60-robot ALOHA fleet and open-loop traffic.
 
 Usage: python benchmarks/bench_engine.py [--requests N] [--fleet-hours H] [--repeats K]
-       [--memory-requests N (0: skip)]
+       [--memory-requests N (0: skip)] [--scaling-replicas 1,8,32,64 ('': skip)]
+       [--scaling-repeats K]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
@@ -39,6 +43,7 @@ import yaml
 MAX_BATCH, MAX_WAIT_S = 16, 0.005
 RATE_RPS = 0.8 * MAX_BATCH / (0.010 + 0.002 * MAX_BATCH)
 ROBOTS, CONTROL_HZ, CHUNK, EXECUTE = 100, 50.0, 50, 25
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def service_s(b: int) -> float:
@@ -158,13 +163,13 @@ def fleet_scenario(hours: float) -> dict:
     }  # fmt: skip
 
 
-def whole_process(path: Path, out: Path) -> tuple[float, float]:
+def whole_process(path: Path, out: Path, extra: list[str] = ()) -> tuple[float, float]:
     """Wall seconds and peak RSS (MB) of one `batchsim run` process."""
     start = time.perf_counter()
     cmd = [sys.executable, "-c", "import resource, sys\nfrom sim.cli import main\n"
            "code = main(sys.argv[1:])\n"
            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\nsys.exit(code)",
-           "run", str(path), "--out", str(out), "-q"]  # fmt: skip
+           "run", str(path), "--out", str(out), "-q", *extra]  # fmt: skip
     done = subprocess.run(cmd, check=True, capture_output=True, text=True)
     wall = time.perf_counter() - start
     return wall, int(done.stdout.split()[-1]) / 1024  # ru_maxrss is KiB on Linux
@@ -180,12 +185,51 @@ def engine_only(path: Path):
     return time.perf_counter() - start, records
 
 
+SCALING_FLEET = ROOT / "scenarios" / "aloha-pi0-fleet.yaml"
+SCALING_OPEN = ROOT / "scenarios" / "quickstart.yaml"
+SCALING_POLICY = "policy={kind: dynamic, max_batch: 16, max_wait_ms: 2}"
+
+
+def replica_scaling(replicas: list[int], repeats: int) -> None:
+    """Per completed request, what a run costs as the replicas grow (whole process, median
+    of `repeats`): the issue's fleet (60 sync ALOHA robots on the H100 pi0 profile, 300 s,
+    dynamic 16 / 2 ms) and open-loop traffic at 400 req/s on the same policy."""
+    cases = {
+        "fleet, 60 sync robots, 300 s": (SCALING_FLEET, ["workload.count=60", "duration_s=300"]),
+        "open loop, 400 req/s, 300 s": (SCALING_OPEN, ["workload.rate_rps=400", "duration_s=300"]),
+    }
+    print(
+        f"replica scaling (whole process, median of {repeats}): us per completed request "
+        f"(x the cost at {replicas[0]} replica)"
+    )
+    print(f"{'':34s}" + "".join(f"{f'{r} repl.':>18s}" for r in replicas))
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, (path, overrides) in cases.items():
+            costs = []
+            for r in replicas:
+                walls = []
+                for _ in range(repeats):
+                    out = Path(tmp) / f"scale-{r}"
+                    sets = [*overrides, SCALING_POLICY, f"cluster.replicas={r}"]
+                    argv = [a for s in sets for a in ("--set", s)]
+                    walls.append(whole_process(path, out, argv)[0])
+                summary = json.loads((out / "summary.json").read_text())
+                costs.append(statistics.median(walls) / summary["requests"]["completed"] * 1e6)
+            cells = "".join(f"{f'{c:,.1f} ({c / costs[0]:.1f}x)':>18s}" for c in costs)
+            print(f"{label:34s}{cells}")
+    print("target: 32 replicas cost at most 1.5x of 1 replica, per completed request")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=1_000_000)
-    parser.add_argument("--fleet-hours", type=float, default=1.0)
+    parser.add_argument("--fleet-hours", type=float, default=4.0)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--memory-requests", type=int, default=10_000_000)
+    parser.add_argument(
+        "--scaling-replicas", default="1,8,32,64", help="replica counts of the scaling rows"
+    )
+    parser.add_argument("--scaling-repeats", type=int, default=1)
     args = parser.parse_args()
     med = statistics.median
     print(
@@ -247,6 +291,8 @@ def main() -> None:
         f"{trips.mean() * 1000:.4f} vs {lean_trip * 1000:.4f} ms, mean batch "
         f"{fleet_records.batch_size.mean():.4f} vs {lean_fleet_batch:.4f}"
     )
+    if args.scaling_replicas:
+        replica_scaling([int(r) for r in args.scaling_replicas.split(",")], args.scaling_repeats)
 
 
 if __name__ == "__main__":

@@ -113,3 +113,23 @@ def test_every_shipped_profile_loads_with_provenance(path):
             assert {"device", "dtype", "torch", "timing", "date"} <= p.provenance.keys()
     if stages != [None]:
         assert [s["name"] for s in json.loads(path.with_suffix(".meta.json").read_text())["stages"]]
+
+
+def test_a_profile_file_is_parsed_once_per_content_not_per_mtime(tmp_path):
+    """Issue 27, item 3: recommend and sweeps load every configuration; each profile CSV
+    is parsed once per distinct content in a process (keyed by its bytes and its
+    sidecar's, not a modification time)."""
+    import os
+
+    path = tmp_path / "p.csv"
+    path.write_text("batch_size,latency_ms\n1,5\n2,6\n")
+    first = store.read_table(path)
+    assert store.read_table(path) is first  # the same bytes: not parsed again
+    assert store.selected(first) is store.selected(store.read_table(path))
+    stat = path.stat()
+    path.write_text("batch_size,latency_ms\n1,7\n2,9\n")  # same size, same mtime
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    again = store.read_table(path)
+    assert again is not first and store.selected(again).latency_ms(1) == 7.0
+    (tmp_path / "p.meta.json").write_text('{"device": "cpu"}')  # a sidecar is content too
+    assert store.selected(store.read_table(path)).provenance == {"device": "cpu"}

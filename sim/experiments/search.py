@@ -21,12 +21,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sim.config import load, parse
+from sim.config import checks, load, parse
 from sim.config.limits import DEFAULT, Limits, check
 from sim.errors import InputError, Interrupted
 from sim.experiments.sweep import confidence_interval, parse_grid, run_point
 from sim.metrics.registry import SLO_NAMES
 
+# the load keys the objectives search: they move the traffic and the cluster, not what the
+# profile must cover
+LOAD_KEYS = ("workload.rate_rps", "workload.count", "cluster.replicas", "workload.rate_hz")
 OBJECTIVES = {
     "max-throughput": ("workload.rate_rps", "max"),
     "max-robots": ("workload.count", "max"),
@@ -190,13 +193,16 @@ class Recommender:
         self.configs = [dict(zip(self.space, combo, strict=True)) for combo in _product(self.space)]
         self.floors: dict[str, str] = {}  # configuration -> why no load can meet the SLO
         self.warnings: list[str] = []  # what the CLI should say beside the answer
+        resolved = []
         for config in self.configs:  # every configuration must load before any work
             loaded = load(self.base, config, base=parsed.base, origin=str(self.scenario_path),
                           option="space")  # fmt: skip
+            resolved.append(loaded)
             floor = self.floor(loaded)
             if floor is not None:
                 self.floors[_config_key(config)] = floor
-        self.max_value = max_value or self._ceiling(256 if self.integer else start * 4096)
+        wanted = 256 if self.integer else start * 4096
+        self.max_value = max_value or self._ceiling(wanted, resolved)
 
     def floor_of(self, config: dict[str, Any]) -> str | None:
         """Why this configuration was refused before any probe (see floor), or None."""
@@ -253,17 +259,27 @@ class Recommender:
                     )
         return None
 
-    def _ceiling(self, wanted: float) -> float:
+    def _ceiling(self, wanted: float, resolved: list[Any]) -> float:
         """The highest load the search may probe: `wanted`, halved until every
         configuration is within the scenario's work limits there (a search must not
-        stop half way on a limit)."""
+        stop half way on a limit). Each configuration was loaded once (`resolved`); the
+        load key moves only the traffic and the cluster, so at each halving its schema
+        is validated again and the work checked against the profile it already read."""
+        if self.search_key not in LOAD_KEYS:  # another key may change what the profile must hold
+            resolved = [None] * len(self.configs)
         value = wanted
         while value > self.start:
             load_value = int(value) if self.integer else value
             try:
-                for config in self.configs:
-                    load(self.base, {**config, self.search_key: load_value},
-                         base=Path(self.base_dir), origin=str(self.scenario_path))  # fmt: skip
+                for config, loaded in zip(self.configs, resolved, strict=True):
+                    overrides = {**config, self.search_key: load_value}
+                    where = {"base": Path(self.base_dir), "origin": str(self.scenario_path)}
+                    if loaded is None:
+                        load(self.base, overrides, **where)
+                        continue
+                    s = parse(self.base, overrides, **where).scenario
+                    checks.check_work(s, loaded.source, loaded.profile)
+                    checks.check_requests(s, loaded.source, loaded.profile.min_latency_s)
                 return value
             except InputError:
                 value = max(value // 2, 1) if self.integer else value / 2
@@ -280,6 +296,7 @@ class Recommender:
             "throughput_rps",
             "latency_p99_ms",
             "slo_attainment",
+            "requests_arrived",  # what each probe simulated (in its measured window)
         }:
             values = [row.get(name) for row in rows]
             if all(v is not None for v in values):

@@ -92,9 +92,14 @@ def read_text(path: Path, what: str, max_mb: float = MAX_CONFIG_MB) -> str:
 
 def read_csv(path: Path, what: str) -> pd.DataFrame:
     """A CSV file of the user's (a profile, a trace) as a frame; `what` names it in errors."""
+    return parse_csv(read_bytes(path, what, MAX_TABLE_MB), path, what)
+
+
+def parse_csv(data: bytes, path: Path, what: str) -> pd.DataFrame:
+    """The bytes of a CSV file (read_bytes) as a frame, or one line saying why not."""
     import pandas as pd
 
-    text = read_text(path, what, MAX_TABLE_MB)
+    text = decode(data, what, str(path))
     try:
         return pd.read_csv(io.StringIO(text))
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
@@ -103,7 +108,12 @@ def read_csv(path: Path, what: str) -> pd.DataFrame:
 
 def read_json(path: Path, what: str) -> Any:
     """A JSON file of the user's or of an earlier run (a sidecar, sweep.json, summary.json)."""
-    text = read_text(path, what)
+    return parse_json(read_bytes(path, what, MAX_CONFIG_MB), path, what)
+
+
+def parse_json(data: bytes, path: Path, what: str) -> Any:
+    """The bytes of a JSON file (read_bytes) as data, or one line saying why not."""
+    text = decode(data, what, str(path))
     try:
         return json.loads(text)
     except (json.JSONDecodeError, RecursionError) as exc:

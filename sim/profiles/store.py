@@ -5,13 +5,19 @@ idle_ms level, a stage) and its NAME.meta.json provenance sidecar.
 A file is read once (`read_table`), and every profile the scenario needs is selected from
 that table: a variant (`select`), one profile per request shape (`by_shape`), one per idle
 level (`by_idle_level`), and the stages its sidecar lists (`ProfileTable.stages`).
+
+A process keeps the tables it read, keyed by the bytes of the CSV and its sidecar (not a
+modification time: a file rewritten within the same second is read again), and each
+table the profiles selected from it: a recommend search or a sweep loads every
+configuration, and would otherwise parse the same CSV for each.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +27,15 @@ if TYPE_CHECKING:  # pandas is imported where a CSV or a frame is handled, not t
     import pandas as pd
 
 from sim.errors import InputError
-from sim.io.files import cell, column_list, read_csv, read_json
+from sim.io.files import (
+    MAX_CONFIG_MB,
+    MAX_TABLE_MB,
+    cell,
+    column_list,
+    parse_csv,
+    parse_json,
+    read_bytes,
+)
 from sim.profiles.profile import Profile
 
 REQUIRED_COLUMNS = ("batch_size", "latency_ms")
@@ -62,11 +76,20 @@ def _idle_levels(frame: pd.DataFrame, source: str) -> pd.Series:
 @dataclass(frozen=True)
 class ProfileTable:
     """A profile CSV as read: its rows and its provenance sidecar ({"provenance":
-    "unknown"} without one), read once whatever is selected from it."""
+    "unknown"} without one), read once whatever is selected from it. Shared by every
+    load of the same bytes in a process: nothing changes its frame (selections copy)."""
 
     path: Path
     frame: pd.DataFrame
     provenance: dict[str, Any]
+    # what was selected from it, by (kind, selection): Profiles are values
+    selections: dict[tuple, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def memo(self, key: tuple, make: Any) -> Any:
+        """`make()` once per key for this table (a selection is a pure function of it)."""
+        if key not in self.selections:
+            self.selections[key] = make()
+        return self.selections[key]
 
     def stages(self) -> list[tuple[str, int]] | None:
         """The stages the sidecar lists (`"stages": [{"name", "repeat"}, ...]`, as `batchsim
@@ -95,17 +118,30 @@ class ProfileTable:
         return [(s["name"], s.get("repeat", 1)) for s in stages]
 
 
+_TABLES: dict[tuple[str, bytes], ProfileTable] = {}
+_MAX_TABLES = 64  # distinct profile files kept per process
+
+
 def read_table(path: str | Path) -> ProfileTable:
-    """A profile CSV's rows and its provenance sidecar."""
+    """A profile CSV's rows and its provenance sidecar (once per distinct content)."""
     path = Path(path)
-    frame = read_csv(path, "profile")
-    provenance: dict[str, Any] = {"provenance": "unknown"}
+    data = read_bytes(path, "profile", MAX_TABLE_MB)
     meta = meta_path_for(path)
-    if meta.exists():
-        provenance = read_json(meta, "provenance sidecar")
-        if not isinstance(provenance, dict):
-            raise InputError("provenance must be a JSON object", source=str(meta))
-    return ProfileTable(path, frame, provenance)
+    meta_data = read_bytes(meta, "provenance sidecar", MAX_CONFIG_MB) if meta.exists() else None
+    digest = hashlib.sha256(data + b"\0" + (meta_data if meta_data is not None else b"-"))
+    key = (str(path), digest.digest())  # as the caller names it: error lines quote it
+    table = _TABLES.get(key)
+    if table is None:
+        frame = parse_csv(data, path, "profile")
+        provenance: dict[str, Any] = {"provenance": "unknown"}
+        if meta_data is not None:
+            provenance = parse_json(meta_data, meta, "provenance sidecar")
+            if not isinstance(provenance, dict):
+                raise InputError("provenance must be a JSON object", source=str(meta))
+        if len(_TABLES) >= _MAX_TABLES:
+            _TABLES.pop(next(iter(_TABLES)))
+        table = _TABLES[key] = ProfileTable(path, frame, provenance)
+    return table
 
 
 def read(path: str | Path, select: Mapping[str, Any] | None = None) -> Profile:
@@ -116,10 +152,14 @@ def read(path: str | Path, select: Mapping[str, Any] | None = None) -> Profile:
 def selected(table: ProfileTable, select: Mapping[str, Any] | None = None) -> Profile:
     """The profile of the rows `select` picks (every row: one variant, or the smallest idle
     level), with the sidecar's provenance."""
-    provenance = table.provenance
-    if select:
-        provenance = {**provenance, "selected": dict(select)}
-    return from_frame(table.frame, select, provenance, str(table.path))
+
+    def make() -> Profile:
+        provenance = table.provenance
+        if select:
+            provenance = {**provenance, "selected": dict(select)}
+        return from_frame(table.frame, select, provenance, str(table.path))
+
+    return table.memo(("select", _key(select)), make)
 
 
 def by_shape(
@@ -127,6 +167,13 @@ def by_shape(
 ) -> dict[int, Profile]:
     """One profile per value of the numeric shape column (e.g. cameras), for batches whose
     cost depends on the largest request shape in them."""
+
+    return table.memo(("shape", shape, _key(select)), lambda: _by_shape(table, shape, select))
+
+
+def _by_shape(
+    table: ProfileTable, shape: str, select: Mapping[str, Any] | None
+) -> dict[int, Profile]:
     import pandas as pd
 
     frame, path = table.frame, table.path
@@ -152,6 +199,16 @@ def by_idle_level(
 ) -> dict[float, Profile] | None:
     """One profile per idle level (seconds idle before the call -> samples), or None when
     the file measured one level only or the scenario selected one."""
+    return table.memo(("idle", _key(select)), lambda: _by_idle_level(table, select))
+
+
+def _key(select: Mapping[str, Any] | None) -> tuple:
+    return tuple(sorted((str(k), repr(v)) for k, v in (select or {}).items()))
+
+
+def _by_idle_level(
+    table: ProfileTable, select: Mapping[str, Any] | None
+) -> dict[float, Profile] | None:
     frame, path = table.frame, table.path
     if IDLE_COLUMN not in frame.columns or IDLE_COLUMN in (select or {}):
         return None
