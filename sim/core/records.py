@@ -55,17 +55,15 @@ class RobotRecords:
     def __len__(self) -> int:
         return int(self.id.size)
 
-    def round_trips_of(self, robot: int) -> np.ndarray:
-        """Robot row `robot`'s window round trips (s)."""
-        ends = np.cumsum(self.round_trip_count)
-        return self.round_trips_s[ends[robot] - self.round_trip_count[robot] : ends[robot]]
+    def round_trips_by_robot(self) -> list[np.ndarray]:
+        """Each robot row's window round trips (s), split in one pass."""
+        return np.split(self.round_trips_s, np.cumsum(self.round_trip_count)[:-1])
 
-    def stalls_of(self, robot: int) -> np.ndarray:
-        """Robot row `robot`'s freezes as (start, end) rows (none where not kept)."""
+    def stalls_by_robot(self) -> list[np.ndarray]:
+        """Each robot row's freezes as (start, end) rows (none where they were not kept)."""
         if self.stall_log is None or self.stall_count is None:
-            return np.zeros((0, 2))
-        ends = np.cumsum(self.stall_count)
-        return self.stall_log[ends[robot] - self.stall_count[robot] : ends[robot]]
+            return [np.zeros((0, 2)) for _ in range(len(self))]
+        return np.split(self.stall_log, np.cumsum(self.stall_count)[:-1])
 
 
 @dataclass(frozen=True)

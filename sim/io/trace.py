@@ -64,9 +64,9 @@ def chrome_trace(records: RunRecords, name: str = "batchsim") -> dict[str, Any]:
         )
     if robots is not None and len(robots):
         events.append(_meta(2, 0, "process_name", f"{name}: robots (stalls)"))
-        for row, robot in enumerate(robots.id.tolist()):
+        for robot, stalls in zip(robots.id.tolist(), robots.stalls_by_robot(), strict=True):
             events.append(_meta(2, robot, "thread_name", f"robot {robot}"))
-            for start, end in robots.stalls_of(row).tolist():
+            for start, end in stalls.tolist():
                 events.append(
                     {
                         "name": "stall",

@@ -15,12 +15,13 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
-def _per_robot_percentile(rec: RunRecords, q: float) -> list[float | None]:
-    robots = rec.robots
-    out: list[float | None] = []
-    for k in range(len(robots)):
-        trips_ms = robots.round_trips_of(k) * 1000.0
-        out.append(float(np.percentile(trips_ms, q)) if trips_ms.size else None)
+def _per_robot_percentiles(rec: RunRecords, qs: tuple[float, ...]) -> list[list[float | None]]:
+    """Each robot's round-trip percentiles (ms), one list per q (None: no round trip)."""
+    out: list[list[float | None]] = [[] for _ in qs]
+    for trips_s in rec.robots.round_trips_by_robot():
+        trips_ms = trips_s * 1000.0
+        for column, q in zip(out, qs, strict=True):
+            column.append(float(np.percentile(trips_ms, q)) if trips_ms.size else None)
     return out
 
 
@@ -36,6 +37,7 @@ def robots_columns(rec: RunRecords) -> dict[str, list[Any]]:
         miss_rate = r.window_misses / answered
         episode_mean_ms = r.window_stall_s / episodes * 1000.0
     effective_hz = r.window_executed / window_s
+    trip_p50, trip_p99 = _per_robot_percentiles(rec, (50, 99))
     return {
         "robot": r.id.tolist(),
         "group": list(r.group),
@@ -65,8 +67,8 @@ def robots_columns(rec: RunRecords) -> dict[str, list[Any]]:
         "unused_actions": r.unused_actions.tolist(),
         "replaced_actions": r.replaced_actions.tolist(),
         "queued_actions": r.queued_actions.tolist(),
-        "round_trip_p50_ms": _per_robot_percentile(rec, 50),
-        "round_trip_p99_ms": _per_robot_percentile(rec, 99),
+        "round_trip_p50_ms": trip_p50,
+        "round_trip_p99_ms": trip_p99,
     }
 
 
