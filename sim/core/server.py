@@ -30,6 +30,7 @@ from operator import attrgetter
 
 import numpy as np
 
+from sim.core.actions import Sleep, Start
 from sim.core.batch_log import BatchLog
 from sim.core.columns import RequestColumns
 from sim.core.dispatch import ReplicaLoad, make_dispatcher
@@ -42,32 +43,6 @@ from sim.core.traffic import ClosedLoopTraffic, OpenTraffic
 from sim.policies import registry
 from sim.policies.base import Drop, Launch, Policy, Wait
 from sim.profiles.profile import Profile
-
-
-# actions are plain values (not frozen: they are made once per decision, and never changed)
-@dataclass(slots=True)
-class Start:
-    """Run batch `batch` on its replica: `count` requests padded to `padded` (shape `variant`).
-
-    A request-level batch runs every stage, its last `steps` times (None: the model's K).
-    A step-level iteration (`admitted` not None) runs the prefix of the `admitted` newly
-    admitted requests (shape `admitted_variant`) and one step of the `count` in flight.
-    """
-
-    batch: int
-    count: int
-    padded: int
-    variant: int | None = None
-    steps: int | None = None
-    admitted: int | None = None
-    admitted_variant: int | None = None
-
-
-@dataclass(slots=True)
-class Sleep:
-    """Nothing to run: decide again at `until_s`, or (None) when something else happens."""
-
-    until_s: float | None
 
 
 @dataclass(frozen=True)

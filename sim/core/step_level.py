@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from sim.core.actions import Sleep, Start
 from sim.core.records import FAILED
 from sim.policies.base import Wait
 
 if TYPE_CHECKING:
-    from sim.core.server import ServerCore, Sleep, Start
+    from sim.core.server import ServerCore
 
 # the weight of the newest iteration in the moving mean of iteration times
 _SMOOTHING = 0.25
@@ -31,8 +32,6 @@ class Iterations:
     def start(self, replica: int, now_s: float, queue) -> Start | Sleep:
         """The replica's next iteration (admit, then one step for all in flight), or, with
         nothing in flight or waiting, a sleep until a request comes."""
-        from sim.core.server import Start
-
         core = self.core
         flying, left = self.flying[replica], self.left[replica]
         in_flight = len(flying)
