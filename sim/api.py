@@ -115,7 +115,9 @@ def run(
     result.wall_s = time.perf_counter() - started
     if out is not None:
         # the wall time goes to run.json: summary.json is the same bytes on every rerun
-        result.write(out, {"wall_s": result.wall_s, **(run_log or {})})
+        # (the folder was checked before the run: written here, not checked again)
+        run_log = {"wall_s": result.wall_s, **(run_log or {})}
+        pipeline.write_outputs(Path(out), result.summary, result.records, loaded.raw, run_log)
     if trace is not None:
         from sim.io.trace import write_trace
 
