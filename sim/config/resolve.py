@@ -63,10 +63,7 @@ class ResolvedScenario:
 
     def path(self, path: str, field: str) -> Path:
         """A file the scenario names, found beside it or in the working directory."""
-        try:
-            return resolve_path(path, self.base, field)
-        except InputError as exc:
-            raise InputError(str(exc), source=self.source) from None
+        return _scenario_file(path, self.base, self.source, field)
 
 
 def build_policy(resolved: ResolvedScenario, planned_with: Profile | None = None) -> Policy:
@@ -170,6 +167,14 @@ def resolve_path(path: str, base: Path, field: str) -> Path:
     raise InputError(f"file '{path}' not found (looked in {looked})", field=field)
 
 
+def _scenario_file(path: str, base: Path, source: str, field: str) -> Path:
+    """resolve_path, its error a line of the scenario (`source`)."""
+    try:
+        return resolve_path(path, base, field)
+    except InputError as exc:
+        raise InputError(str(exc), source=source) from None
+
+
 class _Tables:
     """The profile CSVs of one scenario, each read once however many stages select from it."""
 
@@ -178,10 +183,7 @@ class _Tables:
         self._read: dict[Path, store.ProfileTable] = {}
 
     def find(self, path: str, field: str) -> Path:
-        try:
-            return resolve_path(path, self.base, field)
-        except InputError as exc:
-            raise InputError(str(exc), source=self.source) from None
+        return _scenario_file(path, self.base, self.source, field)
 
     def table(self, path: Path) -> store.ProfileTable:
         if path not in self._read:

@@ -32,6 +32,7 @@ import pandas as pd
 from sim.errors import InputError, one_line
 from sim.io.files import read_csv, read_json
 from sim.io.outputs import replacing, write_text
+from sim.profiles.store import meta_path_for
 
 DTYPES = ("float32", "bfloat16", "float16")
 # the provenance fields that must agree for two profiles to be combined
@@ -556,7 +557,7 @@ def write_profile(
 ) -> Path:
     """Write NAME.csv and NAME.meta.json; with `append`, add to an existing profile of the same stamp."""
     path = Path(path)
-    meta_path = path.with_suffix("").with_suffix(".meta.json")
+    meta_path = meta_path_for(path)
     if append and path.exists():
         old_meta = read_json(meta_path, "provenance sidecar") if meta_path.exists() else {}
         if stamp(old_meta) != stamp(meta):
@@ -590,7 +591,7 @@ def check_append_target(path: Path) -> None:
             "appending adds to one of those",
             source=str(path),
         )
-    meta_path = path.with_suffix("").with_suffix(".meta.json")
+    meta_path = meta_path_for(path)
     if not meta_path.exists():
         raise InputError(
             f"has no provenance sidecar {meta_path.name}; {{append}} needs it to check the stamp",

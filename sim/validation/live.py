@@ -246,7 +246,7 @@ def measure(
         profile_file = write_profile(profile_pass(), meta, out / "profile-before-live.csv")
     else:
         profile_file = Path(profile_path)
-        meta_file = profile_file.with_suffix("").with_suffix(".meta.json")
+        meta_file = store.meta_path_for(profile_file)
         meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
         expected = {
             "model": bundle.name,
