@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any
 
+_POLL_S = 0.05  # how often a fan-out waiting for results looks for a Ctrl-C
+
 
 @contextmanager
 def local_cluster(workers: int) -> Iterator[Any]:
@@ -53,13 +55,32 @@ def fan_out(
 ) -> Iterator[tuple[int, Any]]:
     """`fn(*job)` for every job on Dask: on `client` (closed at the end), else on a local
     cluster of `workers` processes; yields (the job's index, its result) as each finishes.
-    `keys`: the tasks' names (a resumed sweep's points keep theirs)."""
+    `keys`: the tasks' names (a resumed sweep's points keep theirs).
+
+    Ctrl-C while it waits raises KeyboardInterrupt here, between results: the signal only
+    sets a flag, which the wait polls. Python's own handler raises wherever the main thread
+    is, and a Ctrl-C that lands in one of distributed's garbage-collection callbacks was
+    swallowed there ("Exception ignored"), so the sweep ran on to the end."""
     from dask.distributed import as_completed
 
-    with client if client is not None else local_cluster(workers) as connected:
-        futures = {
-            connected.submit(fn, *job, pure=False, **({"key": keys[i]} if keys else {})): i
-            for i, job in enumerate(jobs)
-        }
-        for future in as_completed(futures):
-            yield futures[future], future.result()
+    stop = threading.Event()
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: stop.set()) if main else None
+    try:
+        with client if client is not None else local_cluster(workers) as connected:
+            futures = {
+                connected.submit(fn, *job, pure=False, **({"key": keys[i]} if keys else {})): i
+                for i, job in enumerate(jobs)
+            }
+            finished = as_completed(futures)
+            while not finished.is_empty():
+                if stop.is_set():
+                    raise KeyboardInterrupt
+                if not finished.has_ready():
+                    stop.wait(_POLL_S)
+                    continue
+                for future in finished.next_batch(block=False):
+                    yield futures[future], future.result()
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)
