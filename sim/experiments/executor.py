@@ -30,7 +30,9 @@ def local_cluster(workers: int) -> Iterator[Any]:
             n_workers=workers,
             threads_per_worker=1,
             processes=True,
-            dashboard_address=None,
+            # any free port: with None the scheduler still served HTTP on 8787, a fixed port
+            # that a second cluster on the machine (another test, another user) collides on
+            dashboard_address=":0",
             silence_logs=50,
         )
     finally:
