@@ -27,6 +27,12 @@ class Start:
 
 @dataclass(slots=True)
 class Sleep:
-    """Nothing to run: decide again at `until_s`, or (None) when something else happens."""
+    """Nothing to run: decide again at `until_s`, or (None) when something else happens.
+
+    `parked`: another idle replica of the same queue waits on the same condition and will
+    hand the turn on (the core lists it in `rewakes`); until then this one sleeps with no
+    wake of its own, whatever the clock.
+    """
 
     until_s: float | None
+    parked: bool = False

@@ -4,7 +4,8 @@ plug-in authors call them on runs of their policy, and `batchsim run --check`
 (sim.engine.pipeline.check_invariants) runs every one that applies to a run.
 
 The invariants about several runs (INV-7 the policy followed exactly, INV-8 determinism,
-INV-9 two clocks, INV-10 common random numbers, INV-11 dispatch, INV-13 stable figures)
+INV-9 two clocks, INV-10 common random numbers, INV-11 dispatch, INV-13 stable figures,
+INV-14 wake-ups are an optimisation)
 are checked by the test suite, which names each test by its invariant.
 """
 

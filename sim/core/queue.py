@@ -235,8 +235,10 @@ class Admission:
         max_queue: int | None = None,
         timeout_s: float | None = None,
         on_fail: FailFn | None = None,
+        on_push: Callable[[int], None] | None = None,
     ):
         self._times = times
+        self._on_push = on_push  # told the index of each queue an arrival joins
         self.queues = list(queues)
         self.outcome = outcome
         self._on_fail = on_fail
@@ -307,6 +309,8 @@ class Admission:
                 self._on_fail((request,), at_s)
         else:
             queue.push(request)
+            if self._on_push is not None:
+                self._on_push(index)
 
     def expire(self, now_s: float) -> None:
         """Drop every queued request that has waited strictly longer than the timeout."""

@@ -24,6 +24,7 @@ costs the profile's time for p.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from operator import attrgetter
@@ -77,6 +78,9 @@ class ServerSpec:
     # denoising steps per request (sim/core/steps.py): for step-level batching, and for
     # request-level policies that may lower them; None: every batch runs the model whole
     steps: Steps | None = None
+    # every sleeping replica keeps its own wake and is asked again at it (the reference the
+    # cohorts and per-replica wake-ups are tested against: the same request times)
+    poll_every_sleeper: bool = False
 
     @classmethod
     def shared(cls, policy: Policy, profile: Profile, replicas: int = 1, **options) -> ServerSpec:
@@ -156,6 +160,7 @@ class ServerCore:
             spec.max_queue,
             spec.timeout_s,
             self._fail if self.closed else None,
+            self._pushed if per_replica and replicas > 1 else None,
         )
         # admission: open loop, lazily from the arrival column; closed, from the traffic
         self._admit = self._admit_closed if self.closed else self.admission.advance
@@ -174,11 +179,28 @@ class ServerCore:
         self._clients: list = []  # closed loop: the client of each request
         # closed loop: the requests of each replica's running batch (whose clients it answers)
         self._running: list[Sequence[int]] = [()] * replicas
-        # closed loop, several replicas: the waits of sleeping replicas, and those whose
-        # wake moved earlier since (the driver wakes them)
-        self._sleeping: dict[int, tuple[Wait, float]] = {}
+        # several replicas: sleeping replicas in cohorts, one per (queue, wait); only a
+        # cohort's first member keeps a wake, the rest would decide alike (one policy, one
+        # queue) and are parked until it launches and hands them the turn. `rewakes` lists
+        # the replicas a driver must wake (a hand-off, or a wake that moved earlier)
+        poll = spec.poll_every_sleeper
+        self._cohorted = replicas > 1 and (poll or not per_replica)
+        self._cohorts: dict[tuple, _Cohort] = {}
+        self._cohort_of: dict[int, _Cohort] = {}
+        self._leaving: _Cohort | None = None  # the cohort the deciding replica slept in
+        # a cohort shares a queue (polling: each replica is a cohort of its own)
+        self._cohort_owner = [r if per_replica or poll else 0 for r in range(replicas)]
         self.rewakes: list[tuple[int, float]] = []
-        self._track_sleepers = self.closed and replicas > 1
+        self._track_sleepers = self.closed and self._cohorted
+        # per-replica queues, several replicas: a sleeping replica's queue grows only by
+        # the arrivals dispatched to it, so it is woken when one is (Admission's on_push),
+        # never by arrivals elsewhere; the driver admits each arrival at its moment
+        # (next_arrival_s, admit_until)
+        self.evented = per_replica and replicas > 1 and not poll
+        self._asleep: dict[int, tuple[Wait, float]] = {}
+        # closed loop: an arrival or an answer since the last check, the only things that
+        # can bring a sleeper's moment forward (taking and expiring requests only delay it)
+        self._moved = False
         # per-request steps, kept when steps can vary (a floor) or run step by step
         self.steps = spec.steps
         self.degrade = spec.steps is not None and spec.steps.floor is not None
@@ -189,8 +211,10 @@ class ServerCore:
     # ---- what a driver calls --------------------------------------------------------------
     def decide(self, replica: int, now_s: float) -> Start | Sleep:
         """Replica `replica` is free at `now_s`: start a batch, or sleep until when?"""
-        if self._track_sleepers:
-            self._sleeping.pop(replica, None)
+        if self._cohorted:
+            self._leave_cohort(replica)
+        elif self.evented:
+            self._asleep.pop(replica, None)
         self._admit(now_s)
         queue = self._queue_of[replica]
         if self.iterations is not None:
@@ -204,7 +228,9 @@ class ServerCore:
                 action = self._sleep(replica, now_s, queue, decision)
             else:
                 action = self._drop_then_decide(replica, now_s, queue, decision)
-        if self._track_sleepers:
+        if self._cohorted and self._leaving is not None:  # it launched: the next one's turn
+            self._hand_off(now_s)
+        if self._moved and self._track_sleepers:
             self._check_sleepers(replica)
         return action
 
@@ -220,7 +246,7 @@ class ServerCore:
             if self.closed:
                 # one batch at a time per replica: the replica's running batch is this one
                 self._answer(self._running[self.log.replica[batch]], end_s, ok)
-        if self._track_sleepers:
+        if self._moved and self._track_sleepers:
             self._check_sleepers(None)
 
     def free(self, replica: int, now_s: float, service_s: float) -> None:
@@ -239,6 +265,19 @@ class ServerCore:
         """Closed loop: the clients of batch `batch`'s requests, in the order it took them."""
         clients = self._clients
         return [clients[request] for request in self.log.requests(batch)]
+
+    def next_arrival_s(self) -> float:
+        """When the next arrival not yet admitted reaches the server (inf: none known yet)."""
+        if self.fleet is not None:
+            return self.fleet.next_arrival_s
+        admission = self.admission
+        i = admission.next_arrival
+        return self._times[i] if i < len(self._times) else math.inf
+
+    def admit_until(self, now_s: float) -> None:
+        """Per-replica queues (`evented`): admit every arrival up to `now_s`; the replicas
+        whose queue it changed in a way their policy waits for are listed in `rewakes`."""
+        self._admit(now_s)
 
     def take_rewakes(self) -> list[tuple[int, float]]:
         """(replica, new wake) for sleeping replicas whose moment moved earlier."""
@@ -354,6 +393,7 @@ class ServerCore:
 
     def _admitted_from(self, first: int) -> None:
         """Closed loop: requests first.. have joined the columns; size the rest to match."""
+        self._moved = True
         c, n = self.columns, len(self._times)
         if n > c.outcome.size:
             grown = np.zeros(max(n, 2 * c.outcome.size), dtype=np.int8)
@@ -373,6 +413,7 @@ class ServerCore:
 
     def _answer(self, requests: Sequence[int], at_s: float, ok: bool) -> None:
         """Closed loop: these requests' clients are answered at `at_s`, in this order."""
+        self._moved = True
         clients = self._clients
         self.fleet.answer([clients[request] for request in requests], at_s, ok)
 
@@ -437,10 +478,103 @@ class ServerCore:
         until_s, length = decision.until_s, decision.until_queue_len
         if until_s is not None and not until_s > now_s:
             self.guard.refuse(f"returned {decision} at {now_s!r}: a Wait must name a later time")
+        if self.evented:
+            wake_s = self._own_wake_s(queue, until_s, length, now_s)
+            self._asleep[replica] = (decision, math.inf if wake_s is None else wake_s)
+            return Sleep(wake_s, wake_s is None)
         wake_s = self._wake_s(queue, until_s, length)
-        if self._track_sleepers:
-            self._sleeping[replica] = (decision, math.inf if wake_s is None else wake_s)
+        if self._cohorted:
+            return self._join_cohort(replica, decision, wake_s)
         return Sleep(wake_s)
+
+    # ---- per-replica queues: woken by their own queue -----------------------------------
+    def _own_wake_s(
+        self, queue, until_s: float | None, length: int | None, now_s: float
+    ) -> float | None:
+        """The earliest moment the answer could change, from the replica's own queue alone:
+        its Wait's time, now once the queue holds its length, or when its oldest expires
+        (arrivals to come are told by _pushed)."""
+        wake = math.inf if until_s is None else until_s
+        if length is not None and len(queue) >= length:
+            wake = now_s
+        timeout_s = self.spec.timeout_s
+        if timeout_s is not None:
+            oldest_s = queue.oldest_arrival_s()
+            if oldest_s is not None:
+                wake = min(wake, expires_at_s(oldest_s, timeout_s))
+        return None if wake == math.inf else wake
+
+    def _pushed(self, index: int) -> None:
+        """An arrival joined queue `index` (its replica's): if the replica sleeps, its moment
+        may have come forward."""
+        slept = self._asleep.get(index)
+        if slept is None:
+            return
+        wait, wake_s = slept
+        queue = self.queues[index]
+        arrival_s = self._times[self.admission.next_arrival - 1]
+        new = self._own_wake_s(queue, wait.until_s, wait.until_queue_len, arrival_s)
+        if new is not None and new < wake_s:
+            self._asleep[index] = (wait, new)
+            self.rewakes.append((index, new))
+
+    # ---- sleeping replicas of one queue (several replicas) ------------------------------
+    def _leave_cohort(self, replica: int) -> None:
+        """The replica is awake (its wake, a hand-off, or its batch's end): out of its cohort,
+        whose remaining members follow what it decides."""
+        cohort = self._cohort_of.pop(replica, None)
+        self._leaving = cohort
+        if cohort is not None:
+            cohort.members.popleft()  # only a cohort's first member is ever woken
+            if not cohort.members:
+                self._cohorts.pop(cohort.key, None)
+                self._leaving = None
+
+    def _hand_off(self, now_s: float) -> None:
+        """The replica that left a cohort launched: the cohort's next member decides now, as
+        it would have on the same wake."""
+        cohort, self._leaving = self._leaving, None
+        cohort.wake_s = now_s
+        self.rewakes.append((cohort.members[0], now_s))
+
+    def _join_cohort(self, replica: int, wait: Wait, wake_s: float | None) -> Sleep:
+        """The replica sleeps on `wait`: the first of a new cohort (which keeps the wake), or
+        parked behind a cohort already waiting on the same; the members of the cohort it
+        left come with it, since they would have decided the same."""
+        left, self._leaving = self._leaving, None
+        key = (self._cohort_owner[replica], wait.until_s, wait.until_queue_len)
+        wake = math.inf if wake_s is None else wake_s
+        cohort = self._cohorts.get(key)
+        if cohort is not None:
+            if cohort is left:  # the same wait again: still first
+                cohort.members.appendleft(replica)
+                cohort.wake_s = wake
+                self._cohort_of[replica] = cohort
+                return Sleep(wake_s)
+            if left is None:  # alone, behind those already waiting on it
+                cohort.members.append(replica)
+                self._cohort_of[replica] = cohort
+                return _PARKED
+        cohorts, cohort_of = self._cohorts, self._cohort_of
+        if cohort is None:
+            if left is None:
+                cohort = cohorts[key] = _Cohort(key, wait, wake, deque((replica,)))
+            else:  # its cohort follows it to the new wait (the object moves: O(1))
+                cohort = left
+                del cohorts[cohort.key]
+                cohort.key, cohort.wait, cohort.wake_s = key, wait, wake
+                cohort.members.appendleft(replica)
+                cohorts[key] = cohort
+            cohort_of[replica] = cohort
+            return Sleep(wake_s)
+        # behind a cohort already waiting on it (rare: two waits that met), with its own
+        del cohorts[left.key]
+        cohort.members.append(replica)
+        cohort.members.extend(left.members)
+        cohort_of[replica] = cohort
+        for member in left.members:
+            cohort_of[member] = cohort
+        return _PARKED
 
     def _wake_s(self, queue, until_s: float | None, length: int | None) -> float | None:
         """The earliest moment the policy's answer could change: its time, or when the queue
@@ -464,11 +598,30 @@ class ServerCore:
 
     def _check_sleepers(self, acting: int | None) -> None:
         """Closed loop with several replicas: what one replica did (answers, admissions) may
-        bring another's moment forward; those are listed in `rewakes`."""
-        for replica, (wait, wake_s) in list(self._sleeping.items()):
-            if replica == acting:
+        bring a cohort's moment forward; its first member is listed in `rewakes`."""
+        self._moved = False
+        for cohort in self._cohorts.values():
+            first = cohort.members[0]
+            if first == acting:
                 continue
-            new = self._wake_s(self._queue_of[replica], wait.until_s, wait.until_queue_len)
-            if new is not None and new < wake_s:
-                self._sleeping[replica] = (wait, new)
-                self.rewakes.append((replica, new))
+            wait = cohort.wait
+            new = self._wake_s(self._queue_of[first], wait.until_s, wait.until_queue_len)
+            if new is not None and new < cohort.wake_s:
+                cohort.wake_s = new
+                self.rewakes.append((first, new))
+
+
+_PARKED = Sleep(None, True)  # never changed by a driver: one value serves every parking
+
+
+class _Cohort:
+    """Sleeping replicas of one queue that wait on the same condition, in the order they
+    would wake; only the first keeps a wake (`wake_s`, inf: none)."""
+
+    __slots__ = ("key", "wait", "wake_s", "members")
+
+    def __init__(self, key: tuple, wait: Wait, wake_s: float, members: deque):
+        self.key = key
+        self.wait = wait
+        self.wake_s = wake_s
+        self.members = members

@@ -10,6 +10,7 @@ the core admits both in bulk before each decision.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import simpy
@@ -20,6 +21,21 @@ from sim.core.traffic import ClosedLoopTraffic, OpenTraffic
 from sim.engine.service import ServiceModel
 
 ProgressFn = Callable[[float], None]
+
+
+class _AfterTheInstant(simpy.Timeout):
+    """A timeout that fires after every other event of its instant (SimPy orders an
+    instant's events by priority, then by when they were scheduled; this one's priority
+    comes after NORMAL): arrivals admitted by it see the completions of that instant."""
+
+    def __init__(self, env: simpy.Environment, delay: float):
+        # as simpy.Timeout.__init__, with a later priority
+        self.env = env
+        self.callbacks = []
+        self._value = None
+        self._delay = delay
+        self._ok = True
+        env.schedule(self, simpy.events.NORMAL + 1, delay)
 
 
 class Engine:
@@ -44,44 +60,95 @@ class Engine:
         self.wake_latency_s = wake_latency_s
         self._progress = progress
         self._processes: list[simpy.Process] = []
+        # each replica's bell while it sleeps with no moment of its own (parked, or closed
+        # loop until an answer), else None: it holds a timer, which an interrupt moves
+        self._bells: list[simpy.Event | None] = [None] * spec.replicas
+        # per-replica queues: the process that admits each arrival at its moment, and the
+        # moment it sleeps until (an earlier arrival, known later, moves it)
+        self._clock: simpy.Process | None = None
+        self._clock_s = math.inf
 
     def _replica(self, replica: int):
         env, core, service = self.env, self.core, self.service
         late_s = self.wake_latency_s
         closed = core.closed
-        watch = closed and core.replicas > 1  # only then can a replica's moment move
+        watch = core.replicas > 1  # only then is a replica woken by another's doing
+        clocked = closed and core.evented  # answers may bring the next arrival forward
         while True:
             now = env.now
             action = core.decide(replica, now)
             if watch and core.rewakes:
                 self._rewake()
+            if clocked:
+                self._retime_clock()
             if type(action) is Start:
                 service_s = service(replica, now, action)
                 end_s = now + service_s  # what the clock will read then (SimPy adds the same)
                 core.end(action.batch, end_s)
                 if watch and core.rewakes:
                     self._rewake()
+                if clocked:
+                    self._retime_clock()
                 yield env.timeout(service_s)
                 core.free(replica, end_s, service_s)
                 continue
             wake = action.until_s
-            if wake is None and not closed:
+            if wake is None and not closed and not action.parked:
                 return  # open loop: no arrival can come and no timer is set
+            bells = self._bells
             while True:
                 try:
-                    if wake is None:  # closed loop: until another replica's answer wakes it
-                        yield env.event()
-                    else:
-                        delay = wake - now
-                        # a server that sleeps wakes late; one whose moment has come does not
-                        yield env.timeout(delay + late_s if delay > 0 else 0.0)
+                    if wake is None:  # until another replica's doing rings its bell
+                        bell = bells[replica] = env.event()
+                        wake = yield bell
+                        now = env.now
+                        if wake <= now:  # its turn has come (a hand-off): decide at once
+                            break
+                        continue
+                    delay = wake - now
+                    # a server that sleeps wakes late; one whose moment has come does not
+                    yield env.timeout(delay + late_s if delay > 0 else 0.0)
                     break
-                except simpy.Interrupt as moved:
+                except simpy.Interrupt as moved:  # its moment moved earlier
                     wake, now = moved.cause, env.now
+                    if wake <= now:
+                        break
 
     def _rewake(self) -> None:
+        bells = self._bells
         for replica, wake_s in self.core.take_rewakes():
-            self._processes[replica].interrupt(wake_s)
+            bell = bells[replica]
+            if bell is not None:  # asleep with no moment of its own: ring (cheaper)
+                bells[replica] = None
+                bell.succeed(wake_s)
+            else:
+                self._processes[replica].interrupt(wake_s)
+
+    def _arrivals(self):
+        """Per-replica queues: admit every arrival at its moment, after the instant's other
+        events, and wake the replica it was dispatched to if that changes its answer."""
+        env, core = self.env, self.core
+        while True:
+            at_s = self._clock_s = core.next_arrival_s()
+            try:
+                if at_s == math.inf:
+                    if not core.closed:
+                        return  # open loop: every arrival admitted
+                    yield env.event()  # until an answer makes the next one known
+                else:
+                    yield _AfterTheInstant(env, max(0.0, at_s - env.now))
+            except simpy.Interrupt:
+                continue  # an earlier arrival became known
+            core.admit_until(env.now)
+            if core.rewakes:
+                self._rewake()
+            if core.closed:
+                self._retime_clock()
+
+    def _retime_clock(self) -> None:
+        if self.core.next_arrival_s() < self._clock_s and self._clock is not None:
+            self._clock_s = -math.inf  # one interrupt until the clock sets its next moment
+            self._clock.interrupt()
 
     def _monitor(self, horizon_s: float, ticks: int = 100):
         step = horizon_s / ticks
@@ -93,6 +160,8 @@ class Engine:
         """Run to the horizon (or until nothing can happen) and return the records."""
         for replica in range(self.core.replicas):
             self._processes.append(self.env.process(self._replica(replica)))
+        if self.core.evented:
+            self._clock = self.env.process(self._arrivals())
         if self._progress is not None:
             span = (
                 self.horizon_s if self.horizon_s is not None else self.core.admission.last_arrival_s
