@@ -253,3 +253,79 @@ def test_round_trips_file_agrees_with_robots_and_is_plotted(tmp_path):
     done = run_cli("plot", str(out))
     assert done.returncode == 0, done.stderr
     assert (out / "plots" / "round_trip_cdf.png").stat().st_size > 10_000
+
+
+def records_with(scenario: dict, reference: bool, log_stalls: bool):
+    """One run's records, with the lean SyncRobot where it applies or (reference) every robot
+    a RobotClient, which counts its figures on the way."""
+    from sim.workload import build
+    from sim.workload.robots import RobotClient
+
+    with pytest.MonkeyPatch.context() as patch:
+        if reference:
+            patch.setattr(build, "client_class", lambda params: RobotClient)
+        return simulate(load(scenario), log_stalls=log_stalls)
+
+
+ROBOT_FIELDS = (
+    "sent", "responses", "failures", "misses", "executed_actions", "delivered_actions",
+    "stale_actions", "unused_actions", "replaced_actions", "queued_actions", "window_sent",
+    "window_responses", "window_failures", "window_misses", "window_executed",
+    "window_stall_s", "window_stall_episodes", "window_stall_longest_s", "round_trips_s",
+    "round_trip_count", "stall_log", "stall_count",
+)  # fmt: skip
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 1000),
+    count=st.integers(1, 10),
+    hz=st.sampled_from([10.0, 30.0, 50.0]),
+    chunk=st.integers(1, 40),
+    execute_frac=st.floats(0.05, 1.0),
+    start=st.sampled_from(["synchronized", "staggered", "random"]),
+    latency_ms=st.floats(2.0, 300.0),
+    network=st.sampled_from([None, {"uplink": 3, "downlink": 2}, {"downlink": 1, "jitter": 0.7}]),
+    warmup_s=st.sampled_from([0.0, 0.37, 2.0]),
+    slo_ms=st.none() | st.floats(5.0, 400.0),
+    admission=st.sampled_from([{}, {"max_queue": 2}, {"timeout_ms": 20}]),
+    limit=st.sampled_from(["duration", "requests"]),
+    replicas=st.integers(1, 3),
+    log_stalls=st.booleans(),
+)
+def test_sync_robots_figures_derived_after_the_run_are_those_counted_on_the_way(
+    seed, count, hz, chunk, execute_frac, start, latency_ms, network, warmup_s,
+    slo_ms, admission, limit, replicas, log_stalls,
+):  # fmt: skip
+    """A SyncRobot keeps only its sends and answers; every robot figure it derives after the
+    run is bit for bit what RobotClient counts on the way, failures, warm-up, network
+    delays, request limits and freeze logs included."""
+    workload = {"kind": "robots", "count": count, "control_hz": hz, "chunk": chunk,
+                "execute": max(1, round(chunk * execute_frac)), "mode": "sync", "start": start}  # fmt: skip
+    if network:
+        workload["network_ms"] = network
+    scenario = {
+        "seed": seed,
+        "warmup_s": warmup_s,
+        "profile": {"batch_size": [1, 8], "latency_ms": [[latency_ms, latency_ms * 1.3]] * 2},
+        "workload": workload,
+        "policy": {"kind": "dynamic", "max_batch": 8, "max_wait_ms": 2},
+        "admission": admission,
+        "cluster": {"replicas": replicas},
+    }
+    if limit == "duration":
+        scenario["duration_s"] = warmup_s + 4.0
+    else:
+        scenario["requests"] = 60
+    if slo_ms is not None:
+        scenario["slo"] = {"latency_ms": slo_ms}
+    lean = records_with(scenario, False, log_stalls)
+    counted = records_with(scenario, True, log_stalls)
+    np.testing.assert_array_equal(lean.arrival_s, counted.arrival_s)
+    np.testing.assert_array_equal(lean.deadline_s, counted.deadline_s)
+    for name in ROBOT_FIELDS:
+        a, b = getattr(lean.robots, name), getattr(counted.robots, name)
+        if a is None or b is None:
+            assert a is None and b is None, name
+            continue
+        np.testing.assert_array_equal(a, b, err_msg=name)

@@ -131,7 +131,13 @@ class ServerCore:
             c.deadlines,
             c.priority,
             known=not self.closed,
-            in_order=not (self.closed or per_replica or spec.max_queue is not None),
+            # every arrival joins the one queue in order: open loop, and closed loop without
+            # limits (its robots' requests are released in arrival order)
+            in_order=not (
+                per_replica
+                or spec.max_queue is not None
+                or (self.closed and spec.timeout_s is not None)
+            ),
         )
         self.queues = [make_queue() for _ in range(replicas if per_replica else 1)]
         self._queue_of = [self.queues[r if per_replica else 0] for r in range(replicas)]
@@ -184,6 +190,7 @@ class ServerCore:
         # queue) and are parked until it launches and hands them the turn. `rewakes` lists
         # the replicas a driver must wake (a hand-off, or a wake that moved earlier)
         poll = spec.poll_every_sleeper
+        self._several = replicas > 1
         self._cohorted = replicas > 1 and (poll or not per_replica)
         self._cohorts: dict[tuple, _Cohort] = {}
         self._cohort_of: dict[int, _Cohort] = {}
@@ -211,10 +218,12 @@ class ServerCore:
     # ---- what a driver calls --------------------------------------------------------------
     def decide(self, replica: int, now_s: float) -> Start | Sleep:
         """Replica `replica` is free at `now_s`: start a batch, or sleep until when?"""
-        if self._cohorted:
-            self._leave_cohort(replica)
-        elif self.evented:
-            self._asleep.pop(replica, None)
+        several = self._several
+        if several:
+            if self._cohorted:
+                self._leave_cohort(replica)
+            else:
+                self._asleep.pop(replica, None)
         self._admit(now_s)
         queue = self._queue_of[replica]
         if self.iterations is not None:
@@ -228,10 +237,11 @@ class ServerCore:
                 action = self._sleep(replica, now_s, queue, decision)
             else:
                 action = self._drop_then_decide(replica, now_s, queue, decision)
-        if self._cohorted and self._leaving is not None:  # it launched: the next one's turn
-            self._hand_off(now_s)
-        if self._moved and self._track_sleepers:
-            self._check_sleepers(replica)
+        if several:
+            if self._leaving is not None:  # it launched: the next one's turn
+                self._hand_off(now_s)
+            if self._moved and self._track_sleepers:
+                self._check_sleepers(replica)
         return action
 
     def end(self, batch: int, end_s: float, ok: bool = True) -> None:
@@ -414,8 +424,7 @@ class ServerCore:
     def _answer(self, requests: Sequence[int], at_s: float, ok: bool) -> None:
         """Closed loop: these requests' clients are answered at `at_s`, in this order."""
         self._moved = True
-        clients = self._clients
-        self.fleet.answer([clients[request] for request in requests], at_s, ok)
+        self.fleet.answer(list(map(self._clients.__getitem__, requests)), at_s, ok)
 
     # ---- decisions ------------------------------------------------------------------------
     def _drop_then_decide(self, replica: int, now_s: float, queue, decision) -> Start | Sleep:
@@ -456,7 +465,8 @@ class ServerCore:
             log.shape.append(variant)
         if self.closed:
             self._running[replica] = ids
-        self._dispatch_sees(replica, now_s, padded, count)
+        if self._per_replica:
+            self._dispatch_sees(replica, now_s, padded, count)
         if self._batch_done_of[replica] is not None:
             self._last_batch[replica] = batch
         steps = None

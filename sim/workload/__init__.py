@@ -2,7 +2,8 @@
 
 open.py draws open-loop arrivals (poisson, gamma, periodic, mmpp, trace); phases.py the
 phase rules; robots.py a robot's control loop as a clock-free state machine and its
-records; traffic.py a fleet as closed-loop traffic; build.py a resolved scenario's
+records; sync_robot.py the lean sync robot whose figures are derived after the run;
+traffic.py a fleet as closed-loop traffic; build.py a resolved scenario's
 random streams and traffic.
 
 May import: errors, io, core (its traffic interfaces and records), config. Imported by

@@ -16,6 +16,7 @@ from sim.workload import open as open_loop
 from sim.workload.open import Arrivals
 from sim.workload.phases import phase_offset_s
 from sim.workload.robots import RobotClient, RobotParams
+from sim.workload.sync_robot import SyncRobot
 from sim.workload.traffic import Fleet
 
 # the run's named random streams, spawned by position: adding one never changes the others
@@ -56,7 +57,7 @@ def traffic(
 def robots(
     resolved: ResolvedScenario, rng: np.random.Generator, log_stalls: bool = False
 ) -> list[RobotClient]:
-    """One RobotClient per robot, numbered across groups in order."""
+    """One client per robot (client_class), numbered across groups in order."""
     s = resolved.scenario
     workload: RobotsWorkload = s.workload
     slo_ms = s.slo.latency_ms
@@ -82,8 +83,17 @@ def robots(
                 shape=group.shape,
             )
             child = np.random.default_rng(rng.integers(2**63))
-            clients.append(RobotClient(len(clients), params, child, s.warmup_s, log_stalls))
+            client = client_class(params)
+            clients.append(client(len(clients), params, child, s.warmup_s, log_stalls))
     return clients
+
+
+def client_class(params: RobotParams) -> type:
+    """The lean SyncRobot where its figures can be derived after the run (sync, no send
+    jitter), else RobotClient, which counts them on the way."""
+    if params.mode == "sync" and params.jitter_s == 0:
+        return SyncRobot
+    return RobotClient
 
 
 def arrivals(resolved: ResolvedScenario, rng: np.random.Generator) -> Arrivals:

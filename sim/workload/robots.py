@@ -174,8 +174,9 @@ class RobotClient:
             self.window_sent += 1
         return deadline_s
 
-    def deliver(self, now_s: float, ok: bool) -> None:
-        """The response (ok) or a failure notice (not ok) reaches the robot at `now_s`."""
+    def deliver(self, now_s: float, ok: bool) -> float | None:
+        """The response (ok) or a failure notice (not ok) reaches the robot at `now_s`;
+        returns its next send (next_send_s)."""
         stalled = self.stalled_since_s
         if stalled is None:
             if self.queue:  # ticks strictly before now; a response at a tick comes first
@@ -187,7 +188,7 @@ class RobotClient:
         in_window = now_s >= self.warmup_s
         if not ok:
             self._failed(now_s, in_window)
-            return
+            return self.next_send_s
         if now_s > self.deadline_s + 1e-12:
             self.misses += 1
             self.window_misses += in_window
@@ -216,6 +217,7 @@ class RobotClient:
             self.next_send_s = self._jittered(send_s) if self._jitter_s > 0 else send_s
         else:
             self._schedule_async_send(now_s)
+        return self.next_send_s
 
     def _failed(self, now_s: float, in_window: bool) -> None:
         """A failure notice: a miss; the robot sends again one control period later."""
@@ -233,6 +235,15 @@ class RobotClient:
         if self.stalled_since_s is not None:
             self._add_stall(self.stalled_since_s, end_s)
             self.stalled_since_s = end_s
+
+    def figures(self) -> dict:
+        """The figures it counted, by name (robot_records gathers every robot's)."""
+        row = {name: getattr(self, name) for name in _INT_FIGURES}
+        row["window_stall_s"] = self.window_stall_s
+        row["window_stall_longest_s"] = self.window_stall_longest_s
+        row["round_trips_s"] = np.array(self.round_trips_s, dtype=float)
+        row["stall_log"] = None if self.stall_log is None else np.array(self.stall_log, dtype=float)
+        return row
 
     # ---- the loop between events ----------------------------------------------------------
     def _run_until(self, t_s: float, inclusive: bool = False) -> None:
@@ -293,24 +304,38 @@ class RobotClient:
         return max(0.0, nominal_s + float(self._rng.normal(0.0, self.network_jitter_s)))
 
 
-def robot_records(clients: Sequence[RobotClient]) -> RobotRecords:
-    """The robots' running totals as columns, one row per client in order (a finished run's
-    figures: call once every client has been told the end)."""
+def ticks_from(first_s: np.ndarray, count: np.ndarray, period_s: float, lo_s: float) -> np.ndarray:
+    """_ticks_in for runs of `count` actions from each `first_s`, counting those at or after
+    `lo_s` (a run that starts at or after it counts whole), with the same arithmetic."""
+    before = np.ceil((lo_s - first_s) / period_s - 1e-9)
+    skipped = np.maximum(before, 0).astype(np.int64)
+    partial = np.maximum(count - skipped, 0)
+    return np.where(first_s >= lo_s, count, np.where(count > 0, partial, 0))
+
+
+_INT_FIGURES = (
+    "sent", "responses", "failures", "misses", "executed_actions", "stale_actions",
+    "replaced_actions", "window_sent", "window_responses", "window_failures",
+    "window_misses", "window_executed", "window_stall_episodes", "queue",
+)  # fmt: skip
+
+
+def robot_records(clients: Sequence) -> RobotRecords:
+    """Every robot's figures as columns, one row per client in order (a finished run's
+    figures: call once every client has been told the end). A RobotClient counted them on
+    the way; a SyncRobot (sim/workload/sync_robot.py) derives them from its log."""
+    rows = [c.figures() for c in clients]
     ints = {
-        name: np.fromiter((getattr(c, name) for c in clients), dtype=np.int64, count=len(clients))
-        for name in (
-            "sent", "responses", "failures", "misses", "executed_actions", "stale_actions",
-            "replaced_actions", "window_sent", "window_responses", "window_failures",
-            "window_misses", "window_executed", "window_stall_episodes", "queue",
-        )
-    }  # fmt: skip
+        name: np.fromiter((row[name] for row in rows), dtype=np.int64, count=len(rows))
+        for name in _INT_FIGURES
+    }
     floats = {
-        name: np.fromiter((getattr(c, name) for c in clients), dtype=float, count=len(clients))
+        name: np.fromiter((row[name] for row in rows), dtype=float, count=len(rows))
         for name in ("window_stall_s", "window_stall_longest_s")
     }
-    trips = [np.array(c.round_trips_s, dtype=float) for c in clients]
-    logged = clients and all(c.stall_log is not None for c in clients)
-    logs = [np.array(c.stall_log, dtype=float) for c in clients] if logged else []
+    trips = [row["round_trips_s"] for row in rows]
+    logged = bool(rows) and all(row["stall_log"] is not None for row in rows)
+    logs = [row["stall_log"] for row in rows] if logged else []
     chunk = np.array([c.p.chunk for c in clients], dtype=np.int64)
     usable = np.array([c.usable for c in clients], dtype=np.int64)
     responses = ints["responses"]

@@ -1,0 +1,162 @@
+"""A lean sync robot: on the hot path it decides only when it sends; every figure of what
+it did is derived after the run from its sends and answers (`figures`), with numpy.
+
+A sync robot without send jitter always runs dry before it sends: it executes its
+`usable` actions from the answer on, one per control period, and sends when the last one's
+period ends. So between two calls nothing is left to account for: its actions, stalls and
+misses are functions of (start, sends, answers, their outcomes, the end). `RobotClient`
+(sim/workload/robots.py) is the reference these figures are tested against, bit for bit
+(tests/test_robots.py); it still runs async robots and sync robots whose sends jitter,
+whose actions overlap their requests.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+
+import numpy as np
+
+from sim.workload.robots import RobotParams, ticks_from
+
+
+class SyncRobot:
+    """A sync robot whose sends do not jitter, with RobotClient's driver interface: it keeps
+    its next send, its request's deadline, its network draws and a log of its sends and
+    answers (`finish` notes the end; `figures` derives the rest)."""
+
+    __slots__ = (
+        "id", "p", "_rng", "warmup_s", "usable", "next_send_s", "deadline_s", "uplink_s",
+        "downlink_s", "nominal_downlink_s", "network_jitter_s", "_period_s", "_cycle_s",
+        "_slo_s", "sends", "answers", "failed", "end_s", "log_stalls",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        robot_id: int,
+        params: RobotParams,
+        rng: np.random.Generator,
+        warmup_s: float = 0.0,
+        log_stalls: bool = False,
+    ):
+        if params.mode != "sync" or params.jitter_s > 0:
+            raise ValueError("SyncRobot runs sync robots whose sends do not jitter")
+        self.id = robot_id
+        self.p = params
+        self._rng = rng
+        self.warmup_s = warmup_s
+        self.log_stalls = log_stalls
+        self.usable = min(params.execute, params.chunk)
+        self._period_s = params.period_s
+        # the chunk's actions from the answer to the send (RobotClient: tick + queue x period)
+        self._cycle_s = self.usable * self._period_s
+        self._slo_s = params.slo_s
+        self.next_send_s: float | None = params.start_s
+        self.deadline_s = math.inf
+        self.uplink_s = params.uplink_s
+        self.downlink_s = params.downlink_s
+        self.network_jitter_s = params.network_jitter_s
+        self.nominal_downlink_s = params.downlink_s
+        self.sends = array("d")
+        self.answers = array("d")
+        self.failed: list[int] = []  # which answers were failure notices (rare)
+        self.end_s = math.nan
+
+    def draw_network(self) -> None:
+        """As RobotClient.draw_network (the same draws from the same stream)."""
+        if self.network_jitter_s > 0:
+            jitter, p = self.network_jitter_s, self.p
+            self.uplink_s = max(0.0, p.uplink_s + float(self._rng.normal(0.0, jitter)))
+            self.downlink_s = max(0.0, p.downlink_s + float(self._rng.normal(0.0, jitter)))
+
+    def send(self, now_s: float) -> float:
+        self.sends.append(now_s)
+        self.next_send_s = None
+        slo_s = self._slo_s
+        self.deadline_s = deadline_s = math.inf if slo_s is None else now_s + slo_s
+        return deadline_s
+
+    def deliver(self, now_s: float, ok: bool) -> float:
+        """The answer reaches the robot; returns its next send."""
+        answers = self.answers
+        answers.append(now_s)
+        if ok:  # its chunk runs out a cycle later
+            self.next_send_s = send_s = now_s + self._cycle_s
+        else:  # a failure notice: it retries at its next tick
+            self.failed.append(len(answers) - 1)
+            self.next_send_s = send_s = now_s + self._period_s
+        return send_s
+
+    def finish(self, end_s: float) -> None:
+        self.end_s = end_s
+
+    # ---- after the run ------------------------------------------------------------------
+    def figures(self) -> dict:
+        """Every figure RobotClient counts on the way, from the log (see robot_records)."""
+        w, end_s = self.warmup_s, self.end_s
+        usable, period = self.usable, self._period_s
+        sends = np.frombuffer(self.sends, dtype=float) if self.sends else np.zeros(0)
+        answers = np.frombuffer(self.answers, dtype=float) if self.answers else np.zeros(0)
+        ok = np.ones(answers.size, dtype=bool)
+        ok[self.failed] = False
+        sent_of = sends[: answers.size]  # the request each answer answers
+        in_window = answers >= w
+        failed = ~ok
+        if self._slo_s is None:
+            late = np.zeros(answers.size, dtype=bool)
+        else:
+            late = answers > (sent_of + self._slo_s) + 1e-12
+        missed = failed | (ok & late)
+        trip = ok & (sent_of >= w)
+        # each answered chunk runs in full, but the last one if no send follows it
+        ok_at = answers[ok]
+        executed = np.full(ok_at.size, usable, dtype=np.int64)
+        queued = 0
+        tail_stall_from = None
+        if ok_at.size:
+            last = int(np.flatnonzero(ok)[-1])
+            dry_s = ok_at[-1] + self._cycle_s  # when its last chunk runs out
+            if sends.size > last + 1:  # it sent after its last chunk: dry then, till the end
+                if dry_s < end_s:
+                    tail_stall_from = dry_s
+            else:  # it is executing at the end (RobotClient._run_until)
+                due = math.ceil((end_s - ok_at[-1]) / period - 1e-9)
+                count = due if due < usable else usable
+                count = max(count, 0)
+                executed[-1] = count
+                queued = usable - count
+                if count == usable and dry_s < end_s:
+                    tail_stall_from = dry_s
+        # stalls: from the start to the first answer, from each chunk's end to the next
+        starts = np.concatenate(([self.p.start_s], ok_at[:-1] + self._cycle_s))
+        ends = ok_at.copy()
+        if not ok_at.size:
+            starts, ends = np.array([self.p.start_s]), np.array([end_s])
+        elif tail_stall_from is not None:
+            starts = np.append(starts, tail_stall_from)
+            ends = np.append(ends, end_s)
+        lo = np.where(starts >= w, starts, w)
+        counted = ends > lo
+        frozen = ends[counted] - lo[counted]
+        return {
+            "sent": sends.size,
+            "responses": int(ok.sum()),
+            "failures": int(failed.sum()),
+            "misses": int(missed.sum()),
+            "executed_actions": int(executed.sum()),
+            "stale_actions": 0,
+            "replaced_actions": 0,
+            "queue": queued,
+            "window_sent": int((sends >= w).sum()),
+            "window_responses": int((ok & in_window).sum()),
+            "window_failures": int((failed & in_window).sum()),
+            "window_misses": int((missed & in_window).sum()),
+            "window_executed": int(ticks_from(ok_at, executed, period, w).sum()),
+            "window_stall_s": float(np.cumsum(frozen)[-1]) if frozen.size else 0.0,
+            "window_stall_episodes": int(frozen.size),
+            "window_stall_longest_s": float(frozen.max()) if frozen.size else 0.0,
+            "round_trips_s": answers[trip] - sent_of[trip],
+            "stall_log": (
+                np.column_stack((starts, ends))[ends > starts].ravel() if self.log_stalls else None
+            ),
+        }
