@@ -15,7 +15,9 @@ Prints, each as the median of --repeats runs, interleaved:
     robot waiting on its answer), in process: the baseline the issue asks for;
   - the peak memory of a whole process on --memory-requests open-loop requests (10M);
   - replica scaling: the cost per completed request of a whole process at 1, 8, 32 and 64
-    replicas (--scaling-replicas), for the 60-robot ALOHA fleet and open-loop traffic.
+    replicas (--scaling-replicas), for the 60-robot ALOHA fleet and open-loop traffic;
+  - the same fleet with async robots, per request, against the lean sync loop's cost per
+    request (there is no lean async loop).
 
 Usage: python benchmarks/bench_engine.py [--requests N] [--fleet-hours H] [--repeats K]
        [--memory-requests N (0: skip)] [--scaling-replicas 1,8,32,64 ('': skip)]
@@ -163,6 +165,16 @@ def fleet_scenario(hours: float) -> dict:
     }  # fmt: skip
 
 
+def async_scenario(hours: float) -> dict:
+    """The fleet with async robots (send at half a chunk left): no lean loop of its own, so
+    its whole process is compared per request with the lean sync loop's."""
+    scenario = fleet_scenario(hours)
+    scenario["name"] = "bench-fleet-async"
+    scenario["workload"] = {**scenario["workload"], "mode": "async", "threshold": 0.5}
+    scenario["limits"] = {"max_requests": 100_000_000}  # its upper estimate is 1 / fastest batch
+    return scenario
+
+
 def whole_process(path: Path, out: Path, extra: list[str] = ()) -> tuple[float, float]:
     """Wall seconds and peak RSS (MB) of one `batchsim run` process."""
     start = time.perf_counter()
@@ -256,6 +268,10 @@ def main() -> None:
             start = time.perf_counter()
             lean_answers, lean_trip, lean_fleet_batch = lean_fleet(3600 * args.fleet_hours)
             times["fl"].append(time.perf_counter() - start)
+        async_path = Path(tmp) / "async.yaml"
+        async_path.write_text(yaml.safe_dump(async_scenario(args.fleet_hours)))
+        async_walls = [whole_process(async_path, Path(tmp) / "async-out")[0]]
+        async_summary = json.loads((Path(tmp) / "async-out" / "summary.json").read_text())
         memory = None
         if args.memory_requests:
             big = Path(tmp) / "big.yaml"
@@ -278,6 +294,14 @@ def main() -> None:
     print(f"{'lean SimPy loop (in process)':36s}{m['ol']:9.2f}{m['fl']:9.2f}")
     print(f"open loop:   whole process / lean loop speed {m['ol'] / m['op']:.2f}x (target >= 1.0)")
     print(f"closed loop: whole process / lean loop speed {m['fl'] / m['fp']:.2f}x (target >= 1.0)")
+    lean_us = m["fl"] / lean_answers * 1e6
+    async_n = async_summary["requests"]["completed"]  # no warm-up: every request
+    async_us = statistics.median(async_walls) / async_n * 1e6
+    print(
+        f"async fleet (threshold 0.5, whole process, one run): {async_us:.2f} us per request "
+        f"({async_n:,} requests) vs the lean sync loop's {lean_us:.2f}: "
+        f"{lean_us / async_us:.2f}x"
+    )
     print(f"peak memory of the 1M open-loop process: {max(peaks):,.0f} MB")
     if memory is not None:
         print(

@@ -424,7 +424,11 @@ class ServerCore:
     def _answer(self, requests: Sequence[int], at_s: float, ok: bool) -> None:
         """Closed loop: these requests' clients are answered at `at_s`, in this order."""
         self._moved = True
-        self.fleet.answer(list(map(self._clients.__getitem__, requests)), at_s, ok)
+        if type(requests) is range:  # a range queue's batch: a slice of the clients
+            clients = self._clients[requests.start : requests.stop]
+        else:
+            clients = list(map(self._clients.__getitem__, requests))
+        self.fleet.answer(clients, at_s, ok)
 
     # ---- decisions ------------------------------------------------------------------------
     def _drop_then_decide(self, replica: int, now_s: float, queue, decision) -> Start | Sleep:

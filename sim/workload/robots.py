@@ -68,6 +68,28 @@ class RobotParams:
         return self.mode == "async" or self.slo_s is not None
 
 
+class Normals:
+    """A robot's stream of standard normals, drawn in blocks. `rng.normal(0, s)` is
+    0 + s * z for the stream's next standard normal z, and a block holds the same z's as
+    one draw at a time, so `0.0 + s * normals()` is that draw bit for bit, at a block's cost."""
+
+    __slots__ = ("_rng", "_block", "_i")
+    _SIZE = 64
+
+    def __init__(self, rng: np.random.Generator):
+        self._rng = rng
+        self._block: list[float] = []
+        self._i = 0
+
+    def __call__(self) -> float:
+        i = self._i
+        if i >= len(self._block):
+            self._block = self._rng.standard_normal(self._SIZE).tolist()
+            i = 0
+        self._i = i + 1
+        return self._block[i]
+
+
 def _ticks_in(first_s: float, count: int, period_s: float, lo_s: float, hi_s: float) -> int:
     """How many of the ticks first, first+T, ..., first+(count-1)T lie in [lo, hi)."""
     if count <= 0 or hi_s <= lo_s:
@@ -89,7 +111,7 @@ class RobotClient:
     """
 
     __slots__ = (
-        "id", "p", "_rng", "warmup_s", "usable", "queue", "next_tick_s", "stalled_since_s",
+        "id", "p", "_normal", "warmup_s", "usable", "queue", "next_tick_s", "stalled_since_s",
         "in_flight", "executed_since_send", "sent_at_s", "deadline_s", "next_send_s",
         "uplink_s", "downlink_s", "nominal_downlink_s", "network_jitter_s", "_period_s",
         "_sync", "_jitter_s",
@@ -111,7 +133,7 @@ class RobotClient:
     ):
         self.id = robot_id
         self.p = params
-        self._rng = rng
+        self._normal = Normals(rng)
         self.warmup_s = warmup_s
         self.usable = min(params.execute, params.chunk)
         self._chunk = params.chunk
@@ -297,11 +319,11 @@ class RobotClient:
 
     def _jittered(self, t_s: float) -> float:
         if self._jitter_s > 0:
-            t_s += float(self._rng.normal(0.0, self._jitter_s))
+            t_s += 0.0 + self._jitter_s * self._normal()
         return t_s
 
     def _network(self, nominal_s: float) -> float:
-        return max(0.0, nominal_s + float(self._rng.normal(0.0, self.network_jitter_s)))
+        return max(0.0, nominal_s + (0.0 + self.network_jitter_s * self._normal()))
 
 
 def ticks_from(first_s: np.ndarray, count: np.ndarray, period_s: float, lo_s: float) -> np.ndarray:

@@ -17,7 +17,7 @@ from array import array
 
 import numpy as np
 
-from sim.workload.robots import RobotParams, ticks_from
+from sim.workload.robots import Normals, RobotParams, ticks_from
 
 
 class SyncRobot:
@@ -26,7 +26,7 @@ class SyncRobot:
     answers (`finish` notes the end; `figures` derives the rest)."""
 
     __slots__ = (
-        "id", "p", "_rng", "warmup_s", "usable", "next_send_s", "deadline_s", "uplink_s",
+        "id", "p", "_normal", "warmup_s", "usable", "next_send_s", "deadline_s", "uplink_s",
         "downlink_s", "nominal_downlink_s", "network_jitter_s", "_period_s", "_cycle_s",
         "_slo_s", "sends", "answers", "failed", "end_s", "log_stalls",
     )  # fmt: skip
@@ -43,7 +43,7 @@ class SyncRobot:
             raise ValueError("SyncRobot runs sync robots whose sends do not jitter")
         self.id = robot_id
         self.p = params
-        self._rng = rng
+        self._normal = Normals(rng)
         self.warmup_s = warmup_s
         self.log_stalls = log_stalls
         self.usable = min(params.execute, params.chunk)
@@ -66,8 +66,8 @@ class SyncRobot:
         """As RobotClient.draw_network (the same draws from the same stream)."""
         if self.network_jitter_s > 0:
             jitter, p = self.network_jitter_s, self.p
-            self.uplink_s = max(0.0, p.uplink_s + float(self._rng.normal(0.0, jitter)))
-            self.downlink_s = max(0.0, p.downlink_s + float(self._rng.normal(0.0, jitter)))
+            self.uplink_s = max(0.0, p.uplink_s + (0.0 + jitter * self._normal()))
+            self.downlink_s = max(0.0, p.downlink_s + (0.0 + jitter * self._normal()))
 
     def send(self, now_s: float) -> float:
         self.sends.append(now_s)
