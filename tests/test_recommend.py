@@ -87,3 +87,21 @@ def test_policies_are_a_search_dimension_with_short_labels(tmp_path):
 
     labels = set(pd.read_parquet(tmp_path / "sw" / "results.parquet")["grid.policy"])
     assert labels == {"static batch_size=8 timeout_ms=20", "deadline max_batch=32"}
+
+
+def test_exact_ties_rank_in_the_order_the_configurations_were_listed():
+    """max_batch 1 runs alike at every max_wait: the same load and p99. Dask hands results
+    back in the order workers finish, so the winner used to change from run to run."""
+    from sim.experiments.search import Candidate, Evaluation, Recommender
+
+    search = Recommender(
+        ROOT / "scenarios" / "quickstart.yaml",
+        ["p99_ms<=100"],
+        space=["policy.max_wait_ms=0,2,5"],
+    )
+    same = {"latency_p99_ms": (40.0, 1.0)}
+    finished = [
+        Candidate(config, Evaluation(300.0, True, same)) for config in reversed(search.configs)
+    ]
+    ranked = search.rank(finished)
+    assert [c.config for c in ranked] == search.configs

@@ -467,12 +467,17 @@ class Recommender:
         return self.rank(results)
 
     def rank(self, candidates: list[Candidate]) -> list[Candidate]:
+        # exact ties (configurations that run alike) go to the one listed first, whatever
+        # order the workers finished in
+        listed = {_config_key(c): i for i, c in enumerate(self.configs)}
+
         def score(c: Candidate) -> tuple:
+            position = listed.get(_config_key(c.config), len(listed))
             if c.best is None:
-                return (1, 0.0, 0.0)
+                return (1, 0.0, 0.0, position)
             load = c.best.load if self.direction == "max" else -c.best.load
             p99 = c.best.metrics.get("latency_p99_ms", (math.inf, 0))[0]
-            return (0, -load, p99)  # feasible first, most load, then lowest p99
+            return (0, -load, p99, position)  # feasible first, most load, lowest p99
 
         return sorted(candidates, key=score)
 
