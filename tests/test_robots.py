@@ -292,16 +292,20 @@ ROBOT_FIELDS = (
     limit=st.sampled_from(["duration", "requests"]),
     replicas=st.integers(1, 3),
     log_stalls=st.booleans(),
+    jitter_ms=st.sampled_from([0.0, 0.0, 1.0, 15.0, 120.0]),
 )
 def test_sync_robots_figures_derived_after_the_run_are_those_counted_on_the_way(
     seed, count, hz, chunk, execute_frac, start, latency_ms, network, warmup_s,
-    slo_ms, admission, limit, replicas, log_stalls,
+    slo_ms, admission, limit, replicas, log_stalls, jitter_ms,
 ):  # fmt: skip
     """A SyncRobot keeps only its sends and answers; every robot figure it derives after the
     run is bit for bit what RobotClient counts on the way, failures, warm-up, network
-    delays, request limits and freeze logs included."""
+    delays, request limits and freeze logs included. Send jitter as large as a control
+    period or more makes sends overlap their chunks (and fast answers land before a chunk
+    runs out): those robots become RobotClients mid-run, and still give the same."""
     workload = {"kind": "robots", "count": count, "control_hz": hz, "chunk": chunk,
-                "execute": max(1, round(chunk * execute_frac)), "mode": "sync", "start": start}  # fmt: skip
+                "execute": max(1, round(chunk * execute_frac)), "mode": "sync", "start": start,
+                "jitter_ms": jitter_ms}  # fmt: skip
     if network:
         workload["network_ms"] = network
     scenario = {
@@ -328,4 +332,41 @@ def test_sync_robots_figures_derived_after_the_run_are_those_counted_on_the_way(
         if a is None or b is None:
             assert a is None and b is None, name
             continue
+        np.testing.assert_array_equal(a, b, err_msg=name)
+
+
+@pytest.mark.parametrize("jitter_ms,latency_ms", [(30.0, 40.0), (2.0, 1.0)])
+def test_a_sync_robot_whose_sends_overlap_its_chunk_becomes_a_counting_client(
+    jitter_ms, latency_ms
+):
+    """Sends jittered by more than a control period (50 Hz: 20 ms) come before the chunk's
+    last action; answers faster than the jitter land before the chunk runs out. Either way
+    the robot replays its log into a RobotClient and counts on the way from then on, and
+    the figures are still RobotClient's, bit for bit."""
+    from sim.workload.sync_robot import SyncRobot
+
+    scenario = {
+        "seed": 4,
+        "duration_s": 6.0,
+        "warmup_s": 1.0,
+        "profile": {"batch_size": [1, 8], "latency_ms": [[latency_ms, latency_ms * 1.2]] * 2},
+        "workload": {"kind": "robots", "count": 6, "control_hz": 50, "chunk": 10,
+                     "execute": 4, "mode": "sync", "start": "staggered", "jitter_ms": jitter_ms},
+        "policy": {"kind": "dynamic", "max_batch": 8, "max_wait_ms": 1},
+        "slo": {"latency_ms": 30},
+    }  # fmt: skip
+    became = []
+    become = SyncRobot._become_counting
+
+    def counted(self, *args):
+        became.append(self.id)
+        return become(self, *args)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(SyncRobot, "_become_counting", counted)
+        lean = records_with(scenario, False, True)
+    counted_on_the_way = records_with(scenario, True, True)
+    assert became, "no robot's sends overlapped: the case does not test the hand-over"
+    for name in ROBOT_FIELDS:
+        a, b = getattr(lean.robots, name), getattr(counted_on_the_way.robots, name)
         np.testing.assert_array_equal(a, b, err_msg=name)

@@ -89,11 +89,9 @@ def robots(
 
 
 def client_class(params: RobotParams) -> type:
-    """The lean SyncRobot where its figures can be derived after the run (sync, no send
-    jitter), else RobotClient, which counts them on the way."""
-    if params.mode == "sync" and params.jitter_s == 0:
-        return SyncRobot
-    return RobotClient
+    """The lean SyncRobot for a sync robot (its figures are derived after the run), else
+    RobotClient, which counts them on the way."""
+    return SyncRobot if params.mode == "sync" else RobotClient
 
 
 def arrivals(resolved: ResolvedScenario, rng: np.random.Generator) -> Arrivals:

@@ -1,13 +1,16 @@
 """A lean sync robot: on the hot path it decides only when it sends; every figure of what
 it did is derived after the run from its sends and answers (`figures`), with numpy.
 
-A sync robot without send jitter always runs dry before it sends: it executes its
-`usable` actions from the answer on, one per control period, and sends when the last one's
-period ends. So between two calls nothing is left to account for: its actions, stalls and
-misses are functions of (start, sends, answers, their outcomes, the end). `RobotClient`
+A sync robot executes its `usable` actions from the answer on, one per control period,
+and sends when the last one's period ends (give or take its send jitter). As long as each
+send comes after its chunk's last action and each answer after the chunk ran out,
+nothing is left to account for between two calls: its actions, stalls and misses are
+functions of (start, sends, answers, their outcomes, the end). `RobotClient`
 (sim/workload/robots.py) is the reference these figures are tested against, bit for bit
-(tests/test_robots.py); it still runs async robots and sync robots whose sends jitter,
-whose actions overlap their requests.
+(tests/test_robots.py). A jittered send early enough to overlap its chunk, or an answer
+that lands before the chunk ran out, makes the robot a RobotClient from then on: it
+replays its log into one (same calls, same times) and hands every later call to it.
+Async robots keep executing while a request is out, so they run as RobotClient.
 """
 
 from __future__ import annotations
@@ -17,18 +20,19 @@ from array import array
 
 import numpy as np
 
-from sim.workload.robots import Normals, RobotParams, ticks_from
+from sim.workload.robots import Normals, RobotClient, RobotParams, ticks_from
 
 
 class SyncRobot:
-    """A sync robot whose sends do not jitter, with RobotClient's driver interface: it keeps
-    its next send, its request's deadline, its network draws and a log of its sends and
-    answers (`finish` notes the end; `figures` derives the rest)."""
+    """A sync robot, with RobotClient's driver interface: it keeps its next send, its
+    request's deadline, its network draws and a log of its sends and answers (`finish`
+    notes the end; `figures` derives the rest)."""
 
     __slots__ = (
         "id", "p", "_normal", "warmup_s", "usable", "next_send_s", "deadline_s", "uplink_s",
         "downlink_s", "nominal_downlink_s", "network_jitter_s", "_period_s", "_cycle_s",
-        "_slo_s", "sends", "answers", "failed", "end_s", "log_stalls",
+        "_slo_s", "sends", "answers", "failed", "end_s", "log_stalls", "_jitter_s",
+        "_chunk_from_s", "_dry_s", "_counting",
     )  # fmt: skip
 
     def __init__(
@@ -39,11 +43,10 @@ class SyncRobot:
         warmup_s: float = 0.0,
         log_stalls: bool = False,
     ):
-        if params.mode != "sync" or params.jitter_s > 0:
-            raise ValueError("SyncRobot runs sync robots whose sends do not jitter")
+        if params.mode != "sync":
+            raise ValueError("SyncRobot runs sync robots")
         self.id = robot_id
         self.p = params
-        self._normal = Normals(rng)
         self.warmup_s = warmup_s
         self.log_stalls = log_stalls
         self.usable = min(params.execute, params.chunk)
@@ -51,7 +54,9 @@ class SyncRobot:
         # the chunk's actions from the answer to the send (RobotClient: tick + queue x period)
         self._cycle_s = self.usable * self._period_s
         self._slo_s = params.slo_s
-        self.next_send_s: float | None = params.start_s
+        self._jitter_s = params.jitter_s
+        self._normal = Normals(rng)
+        self.next_send_s: float | None = self._jittered(params.start_s)
         self.deadline_s = math.inf
         self.uplink_s = params.uplink_s
         self.downlink_s = params.downlink_s
@@ -61,6 +66,11 @@ class SyncRobot:
         self.answers = array("d")
         self.failed: list[int] = []  # which answers were failure notices (rare)
         self.end_s = math.nan
+        # with send jitter: the start of the chunk whose send is still to come, and when
+        # the chunk runs out while its answer is still to come (what the checks compare)
+        self._chunk_from_s: float | None = None
+        self._dry_s: float | None = None
+        self._counting: RobotClient | None = None  # the RobotClient it became, if it did
 
     def draw_network(self) -> None:
         """As RobotClient.draw_network (the same draws from the same stream)."""
@@ -70,6 +80,16 @@ class SyncRobot:
             self.downlink_s = max(0.0, p.downlink_s + (0.0 + jitter * self._normal()))
 
     def send(self, now_s: float) -> float:
+        if self._jitter_s > 0:
+            if self._counting is not None:
+                self.deadline_s = deadline_s = self._counting.send(now_s)
+                return deadline_s
+            chunk_from_s = self._chunk_from_s
+            if chunk_from_s is not None:  # its chunk's last action must come first
+                self._chunk_from_s = None
+                steps = (now_s - chunk_from_s) / self._period_s  # as RobotClient._run_until
+                if math.floor(steps + 1e-9) + 1 < self.usable:
+                    return self._become_counting("send", now_s)
         self.sends.append(now_s)
         self.next_send_s = None
         slo_s = self._slo_s
@@ -78,21 +98,68 @@ class SyncRobot:
 
     def deliver(self, now_s: float, ok: bool) -> float:
         """The answer reaches the robot; returns its next send."""
+        if self._jitter_s > 0:
+            if self._counting is not None:
+                self.next_send_s = send_s = self._counting.deliver(now_s, ok)
+                return send_s
+            dry_s = self._dry_s
+            if dry_s is not None:  # its chunk must have run out before
+                self._dry_s = None
+                if not dry_s < now_s:
+                    return self._become_counting("deliver", now_s, ok)
         answers = self.answers
         answers.append(now_s)
         if ok:  # its chunk runs out a cycle later
-            self.next_send_s = send_s = now_s + self._cycle_s
+            send_s = now_s + self._cycle_s
+            if self._jitter_s > 0:
+                self._chunk_from_s, self._dry_s = now_s, send_s
+                send_s = self._jittered(send_s)
         else:  # a failure notice: it retries at its next tick
             self.failed.append(len(answers) - 1)
-            self.next_send_s = send_s = now_s + self._period_s
+            send_s = now_s + self._period_s
+            if self._jitter_s > 0:
+                send_s = self._jittered(send_s)
+        self.next_send_s = send_s
         return send_s
 
     def finish(self, end_s: float) -> None:
         self.end_s = end_s
+        if self._counting is not None:
+            self._counting.finish(end_s)
+
+    def _jittered(self, t_s: float) -> float:
+        """As RobotClient._jittered (the same draws from the same stream)."""
+        if self._jitter_s > 0:
+            t_s += 0.0 + self._jitter_s * self._normal()
+        return t_s
+
+    def _become_counting(self, call: str, now_s: float, ok: bool = True) -> float:
+        """Its sends and actions overlap: from now on a RobotClient counts for it. The
+        client is brought to this moment by replaying the log (its draws during the replay
+        are thrown away: the times are in the log), then takes this call and the robot's
+        own stream of draws."""
+        client = RobotClient(
+            self.id, self.p, np.random.default_rng(0), self.warmup_s, self.log_stalls
+        )
+        failed = set(self.failed)
+        for i, sent_s in enumerate(self.sends):
+            client.send(sent_s)
+            if i < len(self.answers):
+                client.deliver(self.answers[i], i not in failed)
+        client._normal = self._normal
+        self._counting = client
+        if call == "send":
+            self.next_send_s = None
+            self.deadline_s = deadline_s = client.send(now_s)
+            return deadline_s
+        self.next_send_s = send_s = client.deliver(now_s, ok)
+        return send_s
 
     # ---- after the run ------------------------------------------------------------------
     def figures(self) -> dict:
         """Every figure RobotClient counts on the way, from the log (see robot_records)."""
+        if self._counting is not None:
+            return self._counting.figures()
         w, end_s = self.warmup_s, self.end_s
         usable, period = self.usable, self._period_s
         sends = np.frombuffer(self.sends, dtype=float) if self.sends else np.zeros(0)
