@@ -30,9 +30,9 @@ POLICIES = [
 ]
 
 
-def run_both(scenario: dict):
+def run_both(scenario: dict, base=None):
     """(records with the cohorts and per-replica wake-ups, records of the reference)."""
-    resolved = load(scenario)
+    resolved = load(scenario, base=base)
     out = []
     for poll in (False, True):
         parts = build(resolved)
@@ -206,3 +206,37 @@ def test_inv14_the_policy_is_asked_o1_times_per_request_whatever_the_replicas(
         asks[replicas] = policy_asks_per_request(monkeypatch, scenario)
     assert asks[32] <= 1.25 * asks[4], asks
     assert asks[32] < 5, asks
+
+
+STUBBORN = (
+    "from sim.policies import Wait\n"
+    "class Stubborn:\n    name = 'stubborn'\n    order = 'fifo'\n"
+    "    def __init__(self, max_batch=4): self.max_batch = max_batch\n"
+    "    def launch_sizes(self): return {1, 2, 3, 4}\n"
+    "    def decide(self, now_s, queue): return Wait(until_queue_len=1)\n"
+)
+
+
+@pytest.mark.parametrize("queue", [{}, {"queue": "per-replica", "dispatch": "round-robin"}])
+@pytest.mark.parametrize("closed", [False, True], ids=["open", "fleet"])
+def test_a_wait_for_a_length_already_reached_ends_and_serves_nothing(tmp_path, queue, closed):
+    """A policy that waits for a queue length its queue already holds is asked again only
+    when something arrives, never in a loop at one instant, with cohorts and per-replica
+    wake-ups as with every sleeper polling."""
+    (tmp_path / "stubborn.py").write_text(STUBBORN)
+    workload = (
+        {"kind": "robots", "count": 5, "control_hz": 50, "chunk": 10, "execute": 5}
+        if closed
+        else {"kind": "poisson", "rate_rps": 200}
+    )
+    scenario = {
+        "seed": 2,
+        "duration_s": 2,
+        "profile": PROFILE,
+        "workload": workload,
+        "cluster": {"replicas": 3, **queue},
+        "policy": {"kind": "stubborn:Stubborn"},
+    }
+    new, reference = run_both(scenario, base=tmp_path)
+    assert new.batch_size.size == reference.batch_size.size == 0
+    np.testing.assert_array_equal(new.arrival_s, reference.arrival_s)

@@ -493,7 +493,7 @@ class ServerCore:
         if until_s is not None and not until_s > now_s:
             self.guard.refuse(f"returned {decision} at {now_s!r}: a Wait must name a later time")
         if self.evented:
-            wake_s = self._own_wake_s(queue, until_s, length, now_s)
+            wake_s = self._own_wake_s(queue, until_s, length, None)
             self._asleep[replica] = (decision, math.inf if wake_s is None else wake_s)
             return Sleep(wake_s, wake_s is None)
         wake_s = self._wake_s(queue, until_s, length)
@@ -503,14 +503,15 @@ class ServerCore:
 
     # ---- per-replica queues: woken by their own queue -----------------------------------
     def _own_wake_s(
-        self, queue, until_s: float | None, length: int | None, now_s: float
+        self, queue, until_s: float | None, length: int | None, pushed_s: float | None
     ) -> float | None:
         """The earliest moment the answer could change, from the replica's own queue alone:
-        its Wait's time, now once the queue holds its length, or when its oldest expires
-        (arrivals to come are told by _pushed)."""
+        its Wait's time, when its oldest expires, or (`pushed_s`: an arrival just joined)
+        then, if the queue now holds the Wait's length. A length the queue already held
+        when the policy answered changes nothing (as _wake_s)."""
         wake = math.inf if until_s is None else until_s
-        if length is not None and len(queue) >= length:
-            wake = now_s
+        if pushed_s is not None and length is not None and len(queue) >= length:
+            wake = pushed_s
         timeout_s = self.spec.timeout_s
         if timeout_s is not None:
             oldest_s = queue.oldest_arrival_s()

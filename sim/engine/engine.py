@@ -142,8 +142,6 @@ class Engine:
             core.admit_until(env.now)
             if core.rewakes:
                 self._rewake()
-            if core.closed:
-                self._retime_clock()
 
     def _retime_clock(self) -> None:
         if self.core.next_arrival_s() < self._clock_s and self._clock is not None:
