@@ -170,3 +170,28 @@ def test_a_request_sent_at_the_instant_of_an_answer_is_queued_before_the_freed_r
     assert records.batch_size.size > 50
     assert set(records.batch_replica.tolist()) == {0}  # the freed replica takes it, at once
     np.testing.assert_allclose(records.batch_start_s[1:], records.batch_end_s[:-1], atol=1e-12)
+
+
+def _argmin_in_turn_by_loop(values, start):
+    """The rule spelled out: walk from `start` cyclically, keep the first strictly smaller."""
+    n = len(values)
+    best = start % n
+    for step in range(1, n):
+        i = (start + step) % n
+        if values[i] < values[best]:
+            best = i
+    return best
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    values=st.lists(st.integers(0, 4), min_size=1, max_size=40)
+    | st.lists(st.floats(0, 1, allow_nan=False).map(lambda x: round(x, 1)), min_size=1),
+    start=st.integers(0, 100),
+)
+def test_dispatch_ties_take_turns_from_the_replica_after_the_last_chosen(values, start):
+    """argmin_in_turn (shortest-queue, least-work) finds the minimum in C; it must pick what
+    the cyclic walk picks: the first smallest at or after `start`."""
+    from sim.core.dispatch import argmin_in_turn
+
+    assert argmin_in_turn(values, start) == _argmin_in_turn_by_loop(values, start)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from operator import add
 
 import numpy as np
 
@@ -45,13 +46,11 @@ class RoundRobin:
 def argmin_in_turn(values: list[float], start: int) -> int:
     """Index of the smallest value; ties go to the first at or after `start`, cyclically,
     so tied replicas take turns (as nginx's least_conn does) instead of the lowest always winning."""
-    n = len(values)
-    best = start % n
-    for step in range(1, n):
-        i = (start + step) % n
-        if values[i] < values[best]:
-            best = i
-    return best
+    smallest = min(values)  # (min and index loop in C: a dispatch costs little per replica)
+    try:
+        return values.index(smallest, start % len(values))
+    except ValueError:  # none at or after start: the first before it
+        return values.index(smallest)
 
 
 class ShortestQueue:
@@ -64,7 +63,8 @@ class ShortestQueue:
         self._turn = 0
 
     def __call__(self, request: int, now_s: float) -> int:
-        lengths = [self._load.in_system(self._queues, i) for i in range(len(self._queues))]
+        # each replica's requests waiting and running (ReplicaLoad.in_system, for all at once)
+        lengths = list(map(add, map(len, self._queues), self._load.running))
         chosen = argmin_in_turn(lengths, self._turn)
         self._turn = chosen + 1
         return chosen
