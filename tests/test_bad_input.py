@@ -345,9 +345,43 @@ TABLE: dict[str, Case] = {
         ),  # fmt: skip
         ["notes.txt", "new or empty folder"],
     ),
+    "run --out holds a folder named summary.json": (
+        command(
+            "run",
+            "{ok}",
+            "--out",
+            "{tmp}/r",
+            setup=lambda t: (t / "r" / "summary.json").mkdir(parents=True),
+        ),
+        ["--out", "a folder named summary.json", "new or empty folder"],
+    ),  # fmt: skip
+    "run --out holds a file named plots": (
+        command(
+            "run",
+            "{ok}",
+            "--out",
+            "{tmp}/r",
+            setup=lambda t: (t / "r").mkdir() or (t / "r" / "plots").write_text("x"),
+        ),
+        ["--out", "a file named plots"],
+    ),  # fmt: skip
     "sweep --out is a file": (
         command("sweep", "{ok}", "--out", "{tmp}/afile", "--grid", "policy.max_batch=4,8"),
         ["--out", "is a file"],
+    ),
+    "sweep --out holds a file named points": (
+        command(
+            *SWEEP, setup=lambda t: (t / "sw").mkdir() or (t / "sw" / "points").write_text("x")
+        ),
+        ["--out", "a file named 'points'", "new or empty folder"],
+    ),
+    "allowed_sizes above the profile": (
+        scenario(
+            with_value(
+                OPEN, "policy", {"kind": "dynamic", "max_batch": 8, "allowed_sizes": [8, 128]}
+            )
+        ),
+        ["policy.allowed_sizes", "size 128", "1..64", "never extrapolated"],
     ),
     "recommend --out is a file": (
         command(*RECOMMEND, "--out", "{tmp}/afile"),
@@ -1136,3 +1170,22 @@ def test_mutated_overrides_run_or_get_one_line(base, picks, extra):
             "run", "s.yaml", "-q", *overrides, cwd=Path(tmp), mem_mb=MEM_MB, timeout_s=TIMEOUT_S
         )
         _assert_runs_or_one_line(outcome)
+
+
+def test_an_unwritable_matplotlib_folder_adds_no_line(tmp_path):
+    """matplotlib notes in several lines that it cannot write its config folder (and uses a
+    temporary one); that is not the user's error, so a refused plot is still one line."""
+    import os
+    import subprocess
+
+    from tests.conftest import BATCHSIM
+
+    env = {**os.environ, "MPLCONFIGDIR": str(tmp_path / "afile" / "mpl")}
+    (tmp_path / "afile").write_text("not a folder\n")
+    done = subprocess.run(
+        [*BATCHSIM, "plot", str(tmp_path / "missing")],
+        capture_output=True, text=True, cwd=tmp_path, env=env,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("batchsim: error: "), done.stderr

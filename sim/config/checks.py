@@ -165,6 +165,16 @@ def check_policy_sizes(
                 source=source,
                 field=field,
             )
+    declared = sorted(getattr(scenario.policy, "allowed_sizes", None) or [])
+    unmeasured = [s for s in declared if not profile.min_size <= s <= profile.max_size]
+    if unmeasured:
+        raise InputError(
+            f"size {unmeasured[-1]} is outside the sizes the profile ({profile.source}) "
+            f"measures, {profile.min_size}..{profile.max_size}; profiles are never "
+            "extrapolated",
+            source=source,
+            field="policy.allowed_sizes",
+        )
     too_big = [s for s in sorted(sizes) if s > profile.max_size]
     too_small = [s for s in sorted(sizes) if s < profile.min_size]
     if too_big or too_small:

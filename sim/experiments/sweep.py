@@ -154,6 +154,13 @@ class Sweep:
         self.base_dir = str(parsed.base)
         self.out = Path(out)
         check_out_dir(self.out)
+        if self.points_dir.exists() and not self.points_dir.is_dir():
+            raise InputError(
+                "holds a file named 'points' where a sweep keeps its points' folder; give a "
+                "new or empty folder",
+                option="out",
+                given=str(self.out),
+            )
         self.base_seed = parsed.scenario.seed
         self._check_size(parsed)
         self.configs = self._expand()

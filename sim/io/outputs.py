@@ -32,6 +32,7 @@ RUN_FILES = frozenset(
         "plots",
     }
 )
+OUTPUT_FOLDERS = frozenset({"plots"})  # the owned names that are folders (the rest: files)
 
 
 def _writable_ancestor(path: Path, option: str) -> None:
@@ -62,6 +63,21 @@ def check_out_dir(path: Path, option: str = "out", owned: frozenset[str] | None 
                 "cannot be written (permission denied)", option=option, given=str(path)
             )
         if owned is not None:
+            wrong_kind = sorted(
+                p.name
+                for p in path.iterdir()
+                if p.name in owned and p.is_dir() != (p.name in OUTPUT_FOLDERS)
+            )
+            if wrong_kind:
+                name = wrong_kind[0]
+                kind = "a file" if name in OUTPUT_FOLDERS else "a folder"
+                raise InputError(
+                    f"holds {kind} named {name}, which a run writes as "
+                    f"{'a folder' if name in OUTPUT_FOLDERS else 'a file'}; give a new or "
+                    "empty folder",
+                    option=option,
+                    given=str(path),
+                )
             foreign = sorted(p.name for p in path.iterdir() if p.name not in owned)
             if foreign:
                 shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")

@@ -3,16 +3,25 @@ it drew (`save` writes one whole)."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
-import matplotlib
-import matplotlib.ticker
+# matplotlib's note that its config folder cannot be written (it then uses a temporary
+# one) is not the user's error: it would print several lines before batchsim's one
+_matplotlib_log = logging.getLogger("matplotlib")
+_level = _matplotlib_log.level
+_matplotlib_log.setLevel(logging.ERROR)
+try:
+    import matplotlib
+    import matplotlib.ticker
 
-matplotlib.use("Agg")  # files, never a window
-import matplotlib.pyplot as plt  # noqa: E402
+    matplotlib.use("Agg")  # files, never a window
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+finally:
+    _matplotlib_log.setLevel(_level)
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
 
 from sim.errors import InputError  # noqa: E402
 from sim.io.outputs import replacing  # noqa: E402
