@@ -1,7 +1,8 @@
 """core: the clock-free batching server, driven by any clock.
 
-Owns ServerCore (server.py: admission, the policy's request-level decisions, records; the
-Start and Sleep it answers are actions.py),
+Owns ServerCore (server.py: admission, the policy's request-level decisions, the wake-ups
+of idle replicas (cohorts of a shared queue, per-replica wakes), records; the Start and
+Sleep it answers are actions.py),
 step-level iterations (step_level.py), the batch log (batch_log.py), the checks on what a
 policy returns (guard.py), queues and admission (queue.py), per-replica dispatchers
 (dispatch.py), the per-request columns (columns.py), the traffic interfaces it is built

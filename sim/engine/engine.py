@@ -1,11 +1,15 @@
 """The SimPy engine: the server core driven by a simulated clock.
 
-One SimPy process per replica, and nothing else: a replica asks the core what to do; on
-`Start` it draws the batch's service time from the service model, tells the core when the
-batch will end and holds for it; on `Sleep` it sleeps until the core's moment (a server
-that sleeps wakes `wake_latency_s` late). Arrivals never cost an event: open-loop ones are
-known in advance, and a robot fleet's next requests are known once their answers are, so
-the core admits both in bulk before each decision.
+One SimPy process per replica: a replica asks the core what to do; on `Start` it draws
+the batch's service time from the service model, tells the core when the batch will end
+and holds for it; on `Sleep` it sleeps until the core's moment (a server that sleeps
+wakes `wake_latency_s` late), or, parked or with no moment, until the core lists it in
+`rewakes` (its bell is rung; a timed sleep that must end earlier is interrupted).
+Arrivals never cost an event with a shared queue: open-loop ones are known in advance,
+and a robot fleet's next requests are known once their answers are, so the core admits
+both in bulk before each decision. With per-replica queues one more process admits each
+arrival at its moment, after that instant's completions, so that only the replica it
+joins is woken.
 """
 
 from __future__ import annotations
