@@ -99,7 +99,51 @@ def _ticks_in(first_s: float, count: int, period_s: float, lo_s: float, hi_s: fl
     return max(0, k_hi - k_lo)
 
 
-class RobotClient:
+class Robot:
+    """What every robot client keeps and draws, however it accounts for its actions: its
+    parameters, its next send and deadline, and its draws (send jitter, network delays)
+    from its own stream, in the same order whichever client it is."""
+
+    __slots__ = (
+        "id", "p", "_normal", "warmup_s", "usable", "_period_s", "_jitter_s", "next_send_s",
+        "deadline_s", "uplink_s", "downlink_s", "nominal_downlink_s", "network_jitter_s",
+    )  # fmt: skip
+
+    def __init__(
+        self, robot_id: int, params: RobotParams, rng: np.random.Generator, warmup_s: float
+    ):
+        self.id = robot_id
+        self.p = params
+        self._normal = Normals(rng)
+        self.warmup_s = warmup_s
+        self.usable = min(params.execute, params.chunk)
+        self._period_s = params.period_s
+        self._jitter_s = params.jitter_s
+        self.deadline_s = math.inf
+        # the network delays of the next (or in-flight) request, drawn by draw_network()
+        self.uplink_s = params.uplink_s
+        self.downlink_s = params.downlink_s
+        self.network_jitter_s = params.network_jitter_s
+        self.nominal_downlink_s = params.downlink_s
+        self.next_send_s: float | None = self._jittered(params.start_s)  # its first draw
+
+    def draw_network(self) -> None:
+        """Draw the next request's uplink and downlink delays (kept until it is answered);
+        without network jitter they stay the nominal ones."""
+        if self.network_jitter_s > 0:
+            self.uplink_s = self._network(self.p.uplink_s)
+            self.downlink_s = self._network(self.p.downlink_s)
+
+    def _jittered(self, t_s: float) -> float:
+        if self._jitter_s > 0:
+            t_s += 0.0 + self._jitter_s * self._normal()
+        return t_s
+
+    def _network(self, nominal_s: float) -> float:
+        return max(0.0, nominal_s + (0.0 + self.network_jitter_s * self._normal()))
+
+
+class RobotClient(Robot):
     """One robot's control loop as a state machine driven by a clock (simulated or real).
 
     Between two calls nothing happens to a robot but its own actions, which are counted
@@ -111,11 +155,8 @@ class RobotClient:
     """
 
     __slots__ = (
-        "id", "p", "_normal", "warmup_s", "usable", "queue", "next_tick_s", "stalled_since_s",
-        "in_flight", "executed_since_send", "sent_at_s", "deadline_s", "next_send_s",
-        "uplink_s", "downlink_s", "nominal_downlink_s", "network_jitter_s", "_period_s",
-        "_sync", "_jitter_s",
-        "_chunk",
+        "queue", "next_tick_s", "stalled_since_s", "in_flight", "executed_since_send",
+        "sent_at_s", "_sync", "_chunk",
         # running totals (robot_records gathers them)
         "sent", "responses", "failures", "misses", "executed_actions", "stale_actions",
         "replaced_actions", "window_executed", "window_stall_s", "window_responses",
@@ -131,22 +172,15 @@ class RobotClient:
         warmup_s: float = 0.0,
         log_stalls: bool = False,
     ):
-        self.id = robot_id
-        self.p = params
-        self._normal = Normals(rng)
-        self.warmup_s = warmup_s
-        self.usable = min(params.execute, params.chunk)
+        super().__init__(robot_id, params, rng, warmup_s)
         self._chunk = params.chunk
-        self._period_s = params.period_s
         self._sync = params.mode == "sync"
-        self._jitter_s = params.jitter_s
         self.queue = 0  # actions left to execute
         self.next_tick_s = params.start_s  # when the next action is due
         self.stalled_since_s: float | None = params.start_s  # the robot starts with nothing
         self.in_flight = False
         self.executed_since_send = 0
         self.sent_at_s = 0.0
-        self.deadline_s = math.inf
         self.sent = self.responses = self.failures = self.misses = 0
         self.executed_actions = self.stale_actions = self.replaced_actions = 0
         self.window_executed = self.window_responses = self.window_sent = 0
@@ -157,21 +191,8 @@ class RobotClient:
         self.round_trips_s = array("d")  # seconds, as a buffer numpy reads without a copy
         # (start, end) of each freeze, when asked (traces)
         self.stall_log: array | None = array("d") if log_stalls else None
-        self.next_send_s: float | None = self._jittered(params.start_s)
-        # the network delays of the next (or in-flight) request, drawn by draw_network()
-        self.uplink_s = params.uplink_s
-        self.downlink_s = params.downlink_s
-        self.network_jitter_s = params.network_jitter_s
-        self.nominal_downlink_s = params.downlink_s
 
     # ---- what the driver asks -----------------------------------------------------------
-    def draw_network(self) -> None:
-        """Draw the next request's uplink and downlink delays (kept until it is answered);
-        without network jitter they stay the nominal ones."""
-        if self.network_jitter_s > 0:
-            self.uplink_s = self._network(self.p.uplink_s)
-            self.downlink_s = self._network(self.p.downlink_s)
-
     def send(self, now_s: float) -> float:
         """The robot sends its observation at `now_s`; returns the request's deadline at the
         robot (network delays: draw_network() before)."""
@@ -316,14 +337,6 @@ class RobotClient:
             self.window_stall_episodes += 1
             if frozen_s > self.window_stall_longest_s:
                 self.window_stall_longest_s = frozen_s
-
-    def _jittered(self, t_s: float) -> float:
-        if self._jitter_s > 0:
-            t_s += 0.0 + self._jitter_s * self._normal()
-        return t_s
-
-    def _network(self, nominal_s: float) -> float:
-        return max(0.0, nominal_s + (0.0 + self.network_jitter_s * self._normal()))
 
 
 def ticks_from(first_s: np.ndarray, count: np.ndarray, period_s: float, lo_s: float) -> np.ndarray:

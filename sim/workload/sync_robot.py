@@ -20,18 +20,16 @@ from array import array
 
 import numpy as np
 
-from sim.workload.robots import Normals, RobotClient, RobotParams, ticks_from
+from sim.workload.robots import Robot, RobotClient, RobotParams, ticks_from
 
 
-class SyncRobot:
+class SyncRobot(Robot):
     """A sync robot, with RobotClient's driver interface: it keeps its next send, its
     request's deadline, its network draws and a log of its sends and answers (`finish`
     notes the end; `figures` derives the rest)."""
 
     __slots__ = (
-        "id", "p", "_normal", "warmup_s", "usable", "next_send_s", "deadline_s", "uplink_s",
-        "downlink_s", "nominal_downlink_s", "network_jitter_s", "_period_s", "_cycle_s",
-        "_slo_s", "sends", "answers", "failed", "end_s", "log_stalls", "_jitter_s",
+        "_cycle_s", "_slo_s", "sends", "answers", "failed", "end_s", "log_stalls",
         "_chunk_from_s", "_dry_s", "_counting",
     )  # fmt: skip
 
@@ -45,23 +43,11 @@ class SyncRobot:
     ):
         if params.mode != "sync":
             raise ValueError("SyncRobot runs sync robots")
-        self.id = robot_id
-        self.p = params
-        self.warmup_s = warmup_s
+        super().__init__(robot_id, params, rng, warmup_s)
         self.log_stalls = log_stalls
-        self.usable = min(params.execute, params.chunk)
-        self._period_s = params.period_s
         # the chunk's actions from the answer to the send (RobotClient: tick + queue x period)
         self._cycle_s = self.usable * self._period_s
         self._slo_s = params.slo_s
-        self._jitter_s = params.jitter_s
-        self._normal = Normals(rng)
-        self.next_send_s: float | None = self._jittered(params.start_s)
-        self.deadline_s = math.inf
-        self.uplink_s = params.uplink_s
-        self.downlink_s = params.downlink_s
-        self.network_jitter_s = params.network_jitter_s
-        self.nominal_downlink_s = params.downlink_s
         self.sends = array("d")
         self.answers = array("d")
         self.failed: list[int] = []  # which answers were failure notices (rare)
@@ -71,13 +57,6 @@ class SyncRobot:
         self._chunk_from_s: float | None = None
         self._dry_s: float | None = None
         self._counting: RobotClient | None = None  # the RobotClient it became, if it did
-
-    def draw_network(self) -> None:
-        """As RobotClient.draw_network (the same draws from the same stream)."""
-        if self.network_jitter_s > 0:
-            jitter, p = self.network_jitter_s, self.p
-            self.uplink_s = max(0.0, p.uplink_s + (0.0 + jitter * self._normal()))
-            self.downlink_s = max(0.0, p.downlink_s + (0.0 + jitter * self._normal()))
 
     def send(self, now_s: float) -> float:
         if self._jitter_s > 0:
@@ -126,12 +105,6 @@ class SyncRobot:
         self.end_s = end_s
         if self._counting is not None:
             self._counting.finish(end_s)
-
-    def _jittered(self, t_s: float) -> float:
-        """As RobotClient._jittered (the same draws from the same stream)."""
-        if self._jitter_s > 0:
-            t_s += 0.0 + self._jitter_s * self._normal()
-        return t_s
 
     def _become_counting(self, call: str, now_s: float, ok: bool = True) -> float:
         """Its sends and actions overlap: from now on a RobotClient counts for it. The
