@@ -143,16 +143,8 @@ def test_inv14_step_level_wake_ups_change_no_request_time(seed, robots, replicas
         "cluster": {"replicas": replicas},
         "policy": {"kind": "continuous", "max_batch": 8},
     }  # fmt: skip
-    resolved = load(scenario, base=_scenarios())
-    assert resolved.step_level
-    new, reference = [], []
-    for poll, out in ((False, new), (True, reference)):
-        parts = build(resolved)
-        spec = dataclasses.replace(parts.spec, poll_every_sleeper=poll)
-        engine = Engine(parts.traffic, spec, service_model(resolved, parts.rngs["service"]),
-                        horizon_s=resolved.scenario.duration_s)  # fmt: skip
-        out.append(engine.run())
-    assert_same_request_times(new[0], reference[0])
+    assert load(scenario, base=_scenarios()).step_level
+    assert_same_request_times(*run_both(scenario, base=_scenarios()))
 
 
 def _scenarios():
