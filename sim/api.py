@@ -384,15 +384,30 @@ def serve(
     port: int = 8000,
     out: str | Path | None = None,
     ready: Callable[[int], None] = lambda port: None,
+    grace_s: float = 5.0,
+    max_frame_mib: float | None = None,
 ) -> dict[str, Any]:
     """Serve the scenario's model over openpi's websocket protocol, batching across
-    connections with its policy, until SIGINT or SIGTERM; then write the records (to
-    `out`) and return the summary. `ready(port)` once listening."""
+    connections with its policy, until SIGINT or SIGTERM; then drain the queue for up to
+    `grace_s`, write the records (to `out`) and return the summary. `ready(port)` once
+    listening. `max_frame_mib`: the largest observation frame (default: twice the
+    observation spec's arrays plus 1 MiB)."""
+    import math
+
     from sim.errors import InputError
     from sim.io.outputs import RUN_FILES, check_out_dir
 
     if not 0 <= port <= 65535:
         raise InputError(f"must be from 0 to 65,535 (got {port})", option="port")
+    if not (math.isfinite(grace_s) and 0 <= grace_s <= 600):
+        raise InputError(f"must be from 0 to 600 seconds (got {grace_s:g})", option="grace-s")
+    max_frame_bytes = None
+    if max_frame_mib is not None:
+        if not (math.isfinite(max_frame_mib) and 0.001 <= max_frame_mib <= 64):
+            raise InputError(
+                f"must be from 0.001 to 64 MiB (got {max_frame_mib:g})", option="max-frame-mib"
+            )
+        max_frame_bytes = int(max_frame_mib * 2**20)
     if out is not None:
         check_out_dir(Path(out), owned=RUN_FILES)
     loaded = _loaded(scenario, overrides)
@@ -403,7 +418,15 @@ def serve(
             f"serve needs websockets, msgpack and openpi-client ({exc}); run make test",
             source="serve",
         ) from None
-    return serve_scenario(loaded, host, port, None if out is None else Path(out), ready)
+    return serve_scenario(
+        loaded,
+        host,
+        port,
+        None if out is None else Path(out),
+        ready,
+        grace_s=grace_s,
+        max_frame_bytes=max_frame_bytes,
+    )
 
 
 def observe(

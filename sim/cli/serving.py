@@ -23,6 +23,19 @@ def serve(
         Path | None, typer.Option("--out", help="folder for the records, written on SIGINT/SIGTERM")
     ] = None,
     set_: SetOption = None,
+    grace_s: Annotated[
+        float,
+        typer.Option(
+            "--grace-s", help="on SIGINT/SIGTERM: seconds to finish queued requests (then 1001)"
+        ),
+    ] = 5.0,
+    max_frame_mib: Annotated[
+        float | None,
+        typer.Option(
+            "--max-frame-mib",
+            help="largest observation frame (default: twice the spec's arrays + 1 MiB)",
+        ),
+    ] = None,
 ) -> None:
     """Serve the scenario's model over openpi's websocket protocol, batching across robots."""
 
@@ -30,14 +43,25 @@ def serve(
         # one line a supervisor (or a test) can wait for
         print(f"batchsim serve: listening on ws://{host}:{bound}", flush=True)
 
-    summary = api.serve(scenario, set_, host=host, port=port, out=out, ready=ready)
+    summary = api.serve(
+        scenario,
+        set_,
+        host=host,
+        port=port,
+        out=out,
+        ready=ready,
+        grace_s=grace_s,
+        max_frame_mib=max_frame_mib,
+    )
     served = summary["serve"]
     out_console.print(
         f"served {summary['requests']['completed']:,} requests from {served['connections']} "
         f"connection(s) in {summary['batch_size']['batches']:,} batches (mean size "
         f"{fmt(summary['batch_size']['mean'])}); "
         f"{served['bad_observations']} bad observation(s), "
-        f"{served['disconnected_mid_request']} disconnected mid-request"
+        f"{served['disconnected_mid_request']} disconnected mid-request, "
+        f"{served['shut_out_on_stop']} failed on stopping, "
+        f"{served['failure_count']} batch failure(s)"
         + (f"; wrote {out}" if out is not None else "")
     )
 

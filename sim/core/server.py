@@ -244,15 +244,20 @@ class ServerCore:
                 self._check_sleepers(replica)
         return action
 
-    def end(self, batch: int, end_s: float, ok: bool = True) -> None:
+    def end(self, batch: int, end_s: float, ok: bool = True, failed: Sequence[int] = ()) -> None:
         """Batch `batch` ends (or, simulated, will end) at `end_s`; `ok` False: it failed and
-        its requests are recorded as failed. Closed loop: its clients get their answers."""
+        its requests are recorded as failed; `failed`: the positions in the batch of the
+        requests that failed alone (a real server's poisoned inputs; the rest completed).
+        Closed loop: its clients get their answers."""
         self.log.end_s[batch] = end_s
         if self.iterations is not None:
             self.iterations.end(batch, end_s, ok)
         else:
             if not ok:
                 self.columns.outcome[self.log.requests(batch)] = FAILED
+            elif failed:
+                requests = self.log.requests(batch)
+                self.columns.outcome[[requests[i] for i in failed]] = FAILED
             if self.closed:
                 # one batch at a time per replica: the replica's running batch is this one
                 self._answer(self._running[self.log.replica[batch]], end_s, ok)

@@ -44,6 +44,9 @@ class ModelBundle:
     ]  # (batch_size, cameras=, instruction_tokens=, device=, dtype=)
     output_shape: Callable[[int], tuple[int, ...]] | None = None  # batch size -> output shape
     config: dict[str, Any] = field(default_factory=dict)
+    # integer inputs' valid values, [low, high): token ids against the vocabulary. serve
+    # refuses a request outside them at admission, so it never reaches (and fails) a batch
+    input_ranges: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def param_count(self) -> int:
@@ -63,9 +66,11 @@ def reference_bundle(
     cfg: dict[str, Any],
     inputs: Callable[..., dict[str, Any]],
     output_shape: Callable[[int], tuple[int, ...]],
+    input_ranges: dict[str, tuple[int, int]] | None = None,
 ) -> ModelBundle:
     """A reference model's bundle; `inputs(cfg, batch_size, cameras, instruction_tokens,
-    device, dtype)` builds one batch's keyword arguments."""
+    device, dtype)` builds one batch's keyword arguments; `input_ranges` bounds its integer
+    inputs."""
 
     def make_inputs(
         batch_size: int,
@@ -78,7 +83,9 @@ def reference_bundle(
 
         return inputs(cfg, batch_size, cameras, instruction_tokens, device, dtype or torch.float32)
 
-    return ModelBundle(name, size, module.eval(), make_inputs, output_shape, cfg)
+    return ModelBundle(
+        name, size, module.eval(), make_inputs, output_shape, cfg, dict(input_ranges or {})
+    )
 
 
 def build(name: str, size: str = "tiny", device: str | None = None, **options: Any) -> ModelBundle:

@@ -115,5 +115,11 @@ def build(size: str = "tiny", **_: object) -> ModelBundle:
     cfg = CONFIGS[size]
     output = (cfg["action_tokens"],)
     return reference_bundle(
-        "openvla", size, OpenVLAStyle(cfg), cfg, make_inputs, lambda b: (b, *output)
+        "openvla",
+        size,
+        OpenVLAStyle(cfg),
+        cfg,
+        make_inputs,
+        lambda b: (b, *output),
+        {"instruction": (0, cfg["llm"]["vocab_size"])},
     )

@@ -75,4 +75,7 @@ class Pi0Style(FlowMatching, nn.Module):
 def build(size: str = "tiny", **_: object) -> ModelBundle:
     cfg = CONFIGS[size]
     output = (cfg["chunk"], cfg["action_dim"])
-    return reference_bundle("pi0", size, Pi0Style(cfg), cfg, make_inputs, lambda b: (b, *output))
+    tokens = {"instruction": (0, cfg["prefix"]["vocab_size"])}
+    return reference_bundle(
+        "pi0", size, Pi0Style(cfg), cfg, make_inputs, lambda b: (b, *output), tokens
+    )

@@ -132,5 +132,11 @@ def build(size: str = "tiny", **_: object) -> ModelBundle:
     cfg = CONFIGS[size]
     output = (cfg["chunk"], cfg["action_dim"])
     return reference_bundle(
-        "pi0-torch", size, Pi0Torch(cfg), cfg, make_inputs, lambda b: (b, *output)
+        "pi0-torch",
+        size,
+        Pi0Torch(cfg),
+        cfg,
+        make_inputs,
+        lambda b: (b, *output),
+        {"instruction": (0, cfg["prefix"]["vocab_size"])},
     )

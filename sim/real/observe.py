@@ -1,8 +1,11 @@
 """`batchsim observe`: the scenario's traffic driven against any openpi-compatible server.
 
 Every request goes through the real `openpi-client` library (WebsocketClientPolicy, one
-websocket connection per robot, msgpack-numpy observations). The traffic is the
-scenario's, from its seed:
+websocket connection per robot, msgpack-numpy observations), made careful: the server is
+treated as a hostile peer, so frames are size-limited, decoded by sim.real.wire (never
+openpi's decoder, which builds any dtype it is told), `--timeout-s` bounds every wait,
+and an answer of the wrong action shape or not finite is a bad answer (failed, counted
+per robot), not a served one. The traffic is the scenario's, from its seed:
 - a robot fleet: each robot is the simulator's own clock-free RobotClient, here on the
   real clock, in a thread of its own with its own connection: it sleeps until its loop's
   next send time, sends, blocks until the answer and hands it to the state machine
@@ -21,10 +24,8 @@ one line per robot, and what was recorded is still written.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import signal
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -35,12 +36,15 @@ import numpy as np
 
 from sim.core.records import COMPLETED, FAILED, QUEUED, RobotRecords, RunRecords, finalize_outcomes
 from sim.errors import InputError, first_line
+from sim.real.client import BadAnswer, action_shape_of, check_answer, connect, drop
+from sim.real.wire import WireError, bounded, check_dtype, json_safe
 from sim.workload.robots import robot_records
 
 MAX_CONNECTIONS = 1024  # one thread and one socket each
 MAX_OBSERVATION_BYTES = 64 * 2**20  # what batchsim serve accepts in one message
 RECONNECTS = 3  # a robot whose connection failed reconnects this often, then stops
-CONNECT_TIMEOUT_S = 30.0
+MAX_BATCH_SIZE = 2**20  # a server_timing batch_size beyond this is not believed
+MAX_TIMING = 1e9  # seconds or milliseconds in server_timing beyond this are not believed
 
 
 @dataclass(slots=True)
@@ -54,6 +58,7 @@ class Sent:
     received_s: float = math.nan  # when its answer (or error) reached the client
     ok: bool | None = None  # None: no answer by the end
     timing: dict[str, Any] | None = None  # the server's server_timing
+    bad: bool = False  # answered, but the answer was unusable (failed, not served)
 
 
 @dataclass
@@ -130,12 +135,12 @@ def server_spec(metadata: Any, target: str) -> dict[str, tuple[tuple[int, ...], 
             isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= 2**31 for n in shape
         )
         try:
-            dtype = np.dtype(str(entry.get("dtype"))) if isinstance(entry, dict) else None
-        except TypeError:
+            dtype = check_dtype(entry.get("dtype")) if isinstance(entry, dict) else None
+        except WireError:
             dtype = None
-        if not ok_shape or dtype is None or dtype.kind not in "biuf" or len(shape) > 8:
+        if not ok_shape or dtype is None or len(shape) > 8:
             raise InputError(
-                f"{key!s:.40}: needs shape (a list of up to 8 sizes) and a numeric dtype",
+                f"{bounded(key, 40)}: needs shape (a list of up to 8 sizes) and a numeric dtype",
                 option="target",
                 given=target,
                 field=field_,
@@ -194,55 +199,6 @@ def check_target(target: str) -> str:
 
 
 # ---- connections -------------------------------------------------------------------------
-def connect(target: str, timeout_s: float = CONNECT_TIMEOUT_S) -> Any:
-    """One openpi-client connection, its metadata frame read, within `timeout_s`; a refused,
-    broken or silent server is one line."""
-    from openpi_client.websocket_client_policy import WebsocketClientPolicy
-
-    box: dict[str, Any] = {}
-
-    def attempt() -> None:
-        try:
-            box["policy"] = WebsocketClientPolicy(target)
-        except BaseException as exc:  # noqa: BLE001 - reported as one line below
-            box["error"] = exc
-
-    thread = threading.Thread(target=attempt, daemon=True)  # a silent server may never answer
-    thread.start()
-    thread.join(timeout_s)
-    if "policy" in box:
-        return box["policy"]
-    if "error" not in box:
-        raise InputError(
-            f"connected, but no metadata frame came within {timeout_s:g} s (is it an openpi "
-            "policy server?)",
-            option="target",
-            given=target,
-        )
-    exc = box["error"]
-    reason = (
-        "connection refused (is the server running?)"
-        if isinstance(exc, ConnectionRefusedError)
-        else f"cannot connect ({type(exc).__name__}: {first_line(exc)})"
-    )
-    raise InputError(reason, option="target", given=target)
-
-
-def _drop(policy: Any) -> None:
-    """Break a connection at once (a request past its timeout, the end of a run): the
-    blocked infer() in its thread raises."""
-    with contextlib.suppress(OSError):
-        policy._ws.socket.shutdown(socket.SHUT_RDWR)
-
-
-def check_answer(answer: Any) -> dict[str, Any] | None:
-    """The answer's server_timing (or None); a dict without an `actions` array is an error."""
-    if not isinstance(answer, dict) or not isinstance(answer.get("actions"), np.ndarray):
-        raise ValueError("the answer has no actions array")
-    timing = answer.get("server_timing")
-    return dict(timing) if isinstance(timing, dict) else None
-
-
 # ---- the run -----------------------------------------------------------------------------
 @dataclass
 class ObserveRun:
@@ -255,6 +211,8 @@ class ObserveRun:
     sent: list[Sent] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     t0: float = 0.0
+    action_shape: tuple[int, ...] | None = None  # as the server declared it
+    bad_answers: dict[int, int] = field(default_factory=dict)  # per robot (or source)
 
     def __post_init__(self) -> None:
         self.lock = threading.Lock()
@@ -284,9 +242,15 @@ class ObserveRun:
             self.sent.append(record)
             self.in_flight[k] = (record.sent_s, policy)
         try:
-            timing = check_answer(policy.infer(obs))
+            timing = check_answer(policy.infer(obs), self.action_shape)
             record.received_s, record.ok, record.timing = self.now(), True, timing
             return True
+        except BadAnswer as exc:  # answered, but unusable: failed, and counted per robot
+            record.received_s, record.ok, record.bad = self.now(), False, True
+            with self.lock:
+                self.bad_answers[record.source] = self.bad_answers.get(record.source, 0) + 1
+            self.problem(f"connection {k}: bad answer: {exc}")
+            return True  # the connection itself is sound
         except Exception as exc:  # noqa: BLE001 - any failure of one request is recorded
             record.received_s = self.now()
             if k in self.timed_out:
@@ -294,7 +258,7 @@ class ObserveRun:
                 record.ok = None  # never answered
             elif not self.stop.is_set():
                 record.ok = False
-                self.problem(f"connection {k}: {type(exc).__name__}: {first_line(exc)}")
+                self.problem(f"connection {k}: {type(exc).__name__}: {bounded(first_line(exc))}")
             return False
         finally:
             with self.lock:
@@ -308,7 +272,7 @@ class ObserveRun:
             self.problem(f"{who}: stopped after {reconnects} reconnects")
             return None
         try:
-            policy = connect(self.target)
+            policy = connect(self.target, self.timeout_s)
         except InputError as exc:
             self.problem(f"{who}: reconnect failed: {exc.message}")
             return None
@@ -330,7 +294,7 @@ class ObserveRun:
                 late = [(k, p) for k, (s, p) in self.in_flight.items() if now - s > self.timeout_s]
                 self.timed_out.update(k for k, _ in late)
             for _, policy in late:
-                _drop(policy)
+                drop(policy)
 
 
 def robot_loop(run: ObserveRun, k: int, client: Any, policy: Any, obs: dict) -> None:
@@ -379,9 +343,8 @@ def clock_offset(sent: list[Sent]) -> tuple[float | None, float | None]:
     server reports no times)."""
     lower, upper = -math.inf, math.inf
     for r in sent:
-        t = r.timing or {}
-        got, answered = t.get("received_s"), t.get("answered_s")
-        if r.ok and isinstance(got, int | float) and isinstance(answered, int | float):
+        got, answered = _number(r.timing, "received_s"), _number(r.timing, "answered_s")
+        if r.ok and got is not None and answered is not None:
             lower = max(lower, r.sent_s - got)
             upper = min(upper, r.received_s - answered)
     if not (math.isfinite(lower) and math.isfinite(upper)):
@@ -391,15 +354,31 @@ def clock_offset(sent: list[Sent]) -> tuple[float | None, float | None]:
     return (lower + upper) / 2, (upper - lower) / 2
 
 
+# server_timing's fields as a server may send them: times in seconds (perf_counter or the
+# epoch), durations in ms (never negative), batch sizes; a value outside is not believed
+TIMING_RANGES = {
+    "received_s": (-1e12, 1e12),
+    "answered_s": (-1e12, 1e12),
+    "infer_ms": (0.0, MAX_TIMING),
+    "queue_ms": (0.0, MAX_TIMING),
+    "model_ms": (0.0, MAX_TIMING),
+    "batch_size": (1.0, float(MAX_BATCH_SIZE)),
+}
+
+
 def _number(timing: dict[str, Any] | None, key: str) -> float | None:
+    """A server_timing field, or None when it is absent, not a number or out of range."""
     value = (timing or {}).get(key)
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    return float(value) if ok else None
+    if type(value) not in (int, float) or not math.isfinite(value):
+        return None
+    low, high = TIMING_RANGES[key]
+    return float(value) if low <= value <= high else None
 
 
 def _batch_key(timing: dict[str, Any] | None) -> int:
+    """The server's batch number, or -1 (none reported, or not a sensible one)."""
     key = (timing or {}).get("batch")
-    return key if isinstance(key, int) and not isinstance(key, bool) else -1
+    return key if type(key) is int and 0 <= key < 2**62 else -1
 
 
 def client_records(
@@ -437,7 +416,7 @@ def client_records(
             by_server_batch[key] = len(starts)
         starts.append(start)
         ends.append(end)
-        sizes.append(int(size) if size is not None and size >= 1 else 1)
+        sizes.append(int(size) if size is not None else 1)
     # batches in start order, as the simulator numbers them
     order = np.argsort(np.asarray(starts), kind="stable")
     renumber = np.empty(order.size, dtype=np.int64)
@@ -533,10 +512,11 @@ def observe(
             raise InputError(exc.message, source=loaded.source, field="observation") from None
     horizon_s = s.duration_s if s.duration_s is not None else math.inf
     run = ObserveRun(target, horizon_s, timeout_s)
-    first = connect(target)
+    first = connect(target, timeout_s)
     metadata = first.get_server_metadata()
     obs = choose_observation(s, metadata, target)
-    policies = [first, *(connect(target) for _ in range(count - 1))]
+    run.action_shape = action_shape_of(metadata)
+    policies = [first, *(connect(target, timeout_s) for _ in range(count - 1))]
     stage(f"{count} client(s) connected to {target}; observations from {obs.source}")
     obs_rng = np.random.default_rng(s.seed)
     observations = [obs.make(obs_rng) for _ in range(count)]
@@ -554,7 +534,7 @@ def observe(
     interrupted = _run_threads(run, threads, watchdog, stage, s.duration_s)
     end_s = run.now() if interrupted or not math.isfinite(horizon_s) else horizon_s
     for policy in [*policies, *run.opened]:
-        _drop(policy)
+        drop(policy)
     robots = None
     if closed:
         for client in clients:
@@ -566,7 +546,8 @@ def observe(
     sent_late_ms = [(r.sent_s - r.scheduled_s) * 1000 for r in run.sent]
     summary["observe"] = {
         "target": target,
-        "server": {k: v for k, v in metadata.items() if k != "observation_spec"}
+        # JSON-safe: a server's metadata may hold bytes, arrays or anything msgpack carries
+        "server": json_safe({k: v for k, v in metadata.items() if k != "observation_spec"})
         if isinstance(metadata, dict)
         else {},
         "connections": count,
@@ -574,6 +555,8 @@ def observe(
         "interrupted": interrupted,
         "sent_late_ms_p50": float(np.median(sent_late_ms)) if sent_late_ms else None,
         "sent_late_ms_max": float(np.max(sent_late_ms)) if sent_late_ms else None,
+        "bad_answers": sum(run.bad_answers.values()),
+        "bad_answers_by_source": {str(k): v for k, v in sorted(run.bad_answers.items())},
         "problems": run.problems[:100],
         "problem_count": len(run.problems),
         **derived,
@@ -613,7 +596,7 @@ def _run_threads(
                 with run.lock:
                     flying = [p for _, p in run.in_flight.values()]
                 for policy in flying:
-                    _drop(policy)
+                    drop(policy)
             if run.now() > run.horizon_s + grace_s:  # answers after the end count for nothing
                 run.stop.set()
             alive = next((t for t in threads if t.is_alive()), None)

@@ -12,11 +12,23 @@ same server core as the simulator (sim.core.server.ServerCore): the requests arr
 into an `Inbox`, the closed-loop traffic of a real server. The model runs in a worker
 thread, so the event loop goes on accepting while a batch runs. Every request and batch
 is recorded in the simulator's columns; SIGINT or SIGTERM writes them with a summary.
+
+Every peer is assumed hostile (docs/design.md, "serve's limits"):
+- a frame is bounded by size (from the observation spec), decoded off the event loop by
+  sim.real.wire (numeric dtypes only, bounded containers and strings), and checked at
+  admission against everything the model could fail on: keys, shapes, dtypes, finite
+  values within the model's float type, token ids within the vocabulary;
+- a batch that still fails is split: each request runs alone, the ones that fail alone
+  are failed (and recorded so), and the rest get their answers;
+- a connection that floods pings or never reads its answers is closed (1008);
+- on SIGINT or SIGTERM the server stops accepting, drains its queue for `grace_s`,
+  fails what is left with close 1001, and writes every record.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import math
 import signal
@@ -31,19 +43,31 @@ import numpy as np
 
 from sim.core.server import ServerCore, Start
 from sim.errors import InputError
+from sim.real.wire import Limits, WireError, bounded, decode
 
-MAX_MESSAGE_BYTES = 64 * 2**20  # one observation: refused past this before it is decoded
+MAX_MESSAGE_BYTES = 64 * 2**20  # the largest frame limit a scenario may ask for
+FRAME_SLACK_BYTES = 2**20  # beyond the spec's arrays: keys, a prompt, msgpack framing
+GRACE_S = 5.0  # on SIGTERM: how long queued and running requests may still be served
+PINGS_PER_S = 20  # a client pinging faster than this is closed (pongs cost the loop)
+UNREAD_BYTES = 8 * 2**20  # a client that leaves this much unread is closed
+KEPT_FAILURES = 100  # failure lines kept in the summary (all are counted)
 
 
-@dataclass(slots=True)
+class ShuttingDown(RuntimeError):
+    """The server stopped before this request was answered."""
+
+
+@dataclass(slots=True, eq=False)  # hashed by identity: a set of the waiting
 class Caller:
-    """One request in flight: its connection, observation and the answer it waits for."""
+    """One request in flight: its connection, observation and the answer it waits for.
+    Once answered only `id` and `received_s` stay (the core keeps a caller per request
+    as its record's source), so memory does not grow with what was sent."""
 
     id: int  # the connection's number: the request's source in the records
-    observation: dict[str, np.ndarray]
-    answer: asyncio.Future
+    observation: dict[str, np.ndarray] | None
+    answer: asyncio.Future | None
     received_s: float
-    disconnected: bool = False
+    failed: str | None = None  # why this request alone failed (its batch-mates did not)
 
 
 class Inbox:
@@ -101,11 +125,20 @@ class ModelRunner:
     action_shape: tuple[int, ...]
     device: str
     dtype: Any
+    # integer inputs' valid values [low, high) (token ids: the vocabulary)
+    ranges: dict[str, tuple[int, int]] = field(default_factory=dict)
+    float_max: float = float(np.finfo(np.float32).max)  # the model's float type's largest
     # with CUDA graphs: per padded size, the captured inputs, the output and the replay
     graphs: dict[int, tuple[dict[str, Any], Any, Any]] = field(default_factory=dict)
 
+    def spec_bytes(self) -> int:
+        """One observation's arrays, in bytes, as the spec has them."""
+        return sum(math.prod(s) * np.dtype(d).itemsize for s, d in self.spec.values())
+
     def check(self, observation: Any) -> dict[str, np.ndarray]:
-        """The observation as arrays of the spec's shapes, or a ValueError naming what is wrong."""
+        """The observation as arrays of the spec's shapes and dtypes (copies, owning their
+        memory), or a ValueError naming what is wrong: whatever the model could fail on is
+        refused here, before the request can join (and fail) a batch."""
         if not isinstance(observation, dict):
             raise ValueError("an observation must be a dict of arrays")
         missing = [k for k in self.spec if k not in observation]
@@ -113,12 +146,36 @@ class ModelRunner:
             raise ValueError(f"observation lacks {', '.join(missing)}; expected {self.describe()}")
         out = {}
         for key, (shape, dtype) in self.spec.items():
-            value = np.asarray(observation[key])
+            value = observation[key]
+            if not isinstance(value, np.ndarray):  # plain numbers or lists: never objects
+                if not isinstance(value, int | float | bool | list):
+                    raise ValueError(f"observation['{key}'] must be an array")
+                try:
+                    value = np.asarray(value)
+                except ValueError:
+                    raise ValueError(f"observation['{key}'] is not a rectangular array") from None
+            if value.dtype.kind not in "biuf":
+                raise ValueError(f"observation['{key}'] must hold numbers, not {value.dtype}")
             if value.shape != shape:
                 raise ValueError(f"observation['{key}'] has shape {value.shape}, expected {shape}")
-            if value.dtype.kind not in "biuf" or not np.isfinite(value.astype(float)).all():
-                raise ValueError(f"observation['{key}'] must hold finite numbers")
-            out[key] = value.astype(dtype, copy=False)
+            wanted = np.dtype(dtype)
+            if wanted.kind in "iu":
+                if value.dtype.kind == "f":
+                    raise ValueError(f"observation['{key}'] must hold integers ({wanted})")
+                low, high = self.ranges.get(key, (np.iinfo(wanted).min, np.iinfo(wanted).max + 1))
+                if value.size and (value.min() < low or value.max() >= high):
+                    raise ValueError(
+                        f"observation['{key}'] must hold values from {low} to {high - 1}"
+                    )
+            elif wanted.kind == "f" and value.size:
+                # finite in the model's own float type: 1e300 is finite, but inf in float32
+                finite = value.dtype.kind != "f" or np.isfinite(value).all()
+                if not finite or np.abs(value.astype(np.float64)).max() > self.float_max:
+                    raise ValueError(
+                        f"observation['{key}'] must hold finite numbers within "
+                        f"±{self.float_max:.4g} (the model's float type)"
+                    )
+            out[key] = value.astype(wanted, copy=True)
         return out
 
     def describe(self) -> str:
@@ -207,7 +264,15 @@ def build_runner(model_section: Any) -> ModelRunner:
     }
     with torch.no_grad():
         out = module(**{k: v.to(model_section.device) for k, v in _cast(sample, dtype).items()})
-    return ModelRunner(module, spec, tuple(out.shape[1:]), model_section.device, dtype)
+    return ModelRunner(
+        module,
+        spec,
+        tuple(out.shape[1:]),
+        model_section.device,
+        dtype,
+        ranges=dict(bundle.input_ranges),
+        float_max=float(torch.finfo(dtype).max),
+    )
 
 
 def _cast(inputs: dict, dtype: Any) -> dict:
@@ -222,9 +287,15 @@ class PolicyServer:
     runner: ModelRunner
     clock: Callable[[], float] = time.perf_counter
     inbox: Inbox = field(default_factory=Inbox)
-    errors: int = 0
-    failures: list[str] = field(default_factory=list)
+    grace_s: float = GRACE_S
+    max_frame_bytes: int | None = None  # None: from the observation spec
+    errors: int = 0  # bad observations (each closed its connection)
+    failures: list[str] = field(default_factory=list)  # the first KEPT_FAILURES lines
+    failure_count: int = 0
     connections: int = 0
+    disconnected: int = 0  # clients gone while their request was queued or running
+    shut_out: int = 0  # requests failed (close 1001) because the server was stopping
+    throttled: int = 0  # connections closed for flooding pings or not reading
 
     def __post_init__(self) -> None:
         from sim.engine import pipeline
@@ -235,8 +306,15 @@ class PolicyServer:
         self.t0 = self.clock()
         self.wake = asyncio.Event()
         self.stopping = asyncio.Event()
-        self.callers: list[Caller] = []
+        self.waiting: set[Caller] = set()  # pushed, not yet answered (drained on shutdown)
+        self.running = False  # a batch is in the model thread
+        if self.max_frame_bytes is None:
+            wanted = 2 * self.runner.spec_bytes() + FRAME_SLACK_BYTES
+            self.max_frame_bytes = min(wanted, MAX_MESSAGE_BYTES)
+        self.limits = Limits(max_frame_bytes=self.max_frame_bytes)
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="batchsim-model")
+        # decoding and checking off the event loop: /healthz and other clients go on
+        self.decoder = ThreadPoolExecutor(2, thread_name_prefix="batchsim-decode")
 
     def now(self) -> float:
         return self.clock() - self.t0
@@ -249,69 +327,87 @@ class PolicyServer:
                 k: {"shape": list(s), "dtype": d} for k, (s, d) in self.runner.spec.items()
             },
             "action_shape": list(self.runner.action_shape),
+            "max_frame_bytes": self.max_frame_bytes,
         }
 
+    def admit(self, message: Any) -> dict[str, np.ndarray]:
+        """One frame decoded within the limits and checked (in a decoder thread)."""
+        return self.runner.check(decode(message, self.limits))
+
+    def fail(self, line: str) -> None:
+        self.failure_count += 1
+        if len(self.failures) < KEPT_FAILURES:
+            self.failures.append(line)
+
     async def handle(self, ws) -> None:
-        """One connection: the metadata frame, then observation after observation."""
+        """One connection: the metadata frame, then observation after observation. While
+        a request waits for its answer, the connection is watched, so a client that leaves
+        is counted at once."""
         from openpi_client import msgpack_numpy  # the protocol's own encoding
         from websockets.exceptions import ConnectionClosed
 
         self.connections += 1
         number = self.connections
+        loop = asyncio.get_running_loop()
+        closed = asyncio.ensure_future(ws.wait_closed())
         try:
             await ws.send(msgpack_numpy.packb(self.metadata()))
             async for message in ws:
+                if self.stopping.is_set():
+                    await ws.close(1001, "the server is shutting down")
+                    return
                 try:
-                    if isinstance(message, str):
-                        raise ValueError("send observations as binary msgpack frames")
-                    observation = self.runner.check(msgpack_numpy.unpackb(message))
-                except Exception as exc:  # a bad observation: this client only
+                    observation = await loop.run_in_executor(self.decoder, self.admit, message)
+                except (WireError, ValueError) as exc:  # a bad observation: this client only
                     self.errors += 1
-                    await ws.send(f"batchsim: bad observation: {exc}")
+                    await ws.send(f"batchsim: bad observation: {bounded(exc)}")
                     await ws.close(1003, "bad observation")
                     return
-                caller = Caller(
-                    number, observation, asyncio.get_running_loop().create_future(), self.now()
-                )
-                self.callers.append(caller)
+                caller = Caller(number, observation, loop.create_future(), self.now())
+                self.waiting.add(caller)
                 self.inbox.push(caller.received_s, caller)
                 self.wake.set()
-                try:
-                    result = await caller.answer
-                except RuntimeError as exc:
-                    await ws.send(f"batchsim: {exc}")
-                    await ws.close(1011, "inference failed")
+                answer = caller.answer
+                await asyncio.wait({answer, closed}, return_when=asyncio.FIRST_COMPLETED)
+                if not answer.done():  # the client left mid-request: its answer goes nowhere
+                    self.disconnected += 1
+                    caller.answer = None
                     return
-                await ws.send(msgpack_numpy.packb(result))
+                caller.answer = None  # nothing of the answer is kept once it is sent
+                if answer.exception() is not None:
+                    exc = answer.exception()
+                    code = 1001 if isinstance(exc, ShuttingDown) else 1011
+                    await ws.send(f"batchsim: {exc}")
+                    await ws.close(code, "shutting down" if code == 1001 else "inference failed")
+                    return
+                await ws.send(msgpack_numpy.packb(answer.result()))
         except ConnectionClosed:
-            for caller in self.callers:
-                if caller.id == number and not caller.answer.done():
-                    caller.disconnected = True
+            pass
+        finally:
+            closed.cancel()
 
     async def batching(self) -> None:
         """The replica: decide, run a batch off the event loop, answer; else sleep until
-        the policy's time or the next arrival."""
+        the policy's time or the next arrival. Once stopping, it runs until nothing is
+        waiting (the caller bounds it by the grace period)."""
         loop = asyncio.get_running_loop()
         core = self.core
-        while not self.stopping.is_set():
+        while not (self.stopping.is_set() and not self.waiting):
             now = self.now()
             action = core.decide(0, now)
             if type(action) is Start:
                 callers = core.batch_clients(action.batch)
                 started = self.now()
-                model_ms = None
+                self.running = True
                 try:
-                    actions, model_ms = await loop.run_in_executor(
-                        self.pool, self.runner.run, [c.observation for c in callers], action.padded
-                    )
-                    ok = True
-                except Exception as exc:  # a failing batch must not stop the server
-                    ok = False
-                    self.failures.append(f"batch {action.batch}: {type(exc).__name__}: {exc}")
+                    actions, model_ms = await self._run(loop, callers, action)
+                finally:
+                    self.running = False
                 end = self.now()
-                core.end(action.batch, end, ok)
+                failed = [i for i, c in enumerate(callers) if c.failed]
+                core.end(action.batch, end, actions is not None, failed=failed)
                 core.free(0, end, end - now)
-                self._send_answers(action, started, end, actions if ok else None, model_ms)
+                self._send_answers(action, started, end, actions, model_ms)
                 continue
             self.wake.clear()
             timeout = None if action.until_s is None else max(0.0, action.until_s - self.now())
@@ -325,34 +421,115 @@ class PolicyServer:
             for task in pending:
                 task.cancel()
 
+    async def _run(self, loop, callers: list[Caller], action: Start):
+        """The batch in the model thread: (actions, model_ms), or (None, None) when it
+        failed. A failed batch of several is split: each request runs alone; those that
+        fail alone are marked `failed`, the others keep the answer they got alone."""
+        runner = self.runner
+        observations = [c.observation for c in callers]
+        try:
+            return await loop.run_in_executor(self.pool, runner.run, observations, action.padded)
+        except Exception as exc:  # a failing batch must not stop the server
+            self.fail(f"batch {action.batch}: {type(exc).__name__}: {bounded(exc)}")
+            if len(callers) == 1:
+                return None, None
+        rows, model_ms = [], 0.0
+        for caller in callers:
+            try:
+                out, ms = await loop.run_in_executor(self.pool, runner.run, [caller.observation], 1)
+            except Exception as exc:  # this request fails alone: it alone is failed
+                caller.failed = f"{type(exc).__name__}: {bounded(exc)}"
+                self.fail(
+                    f"batch {action.batch}: the request of connection {caller.id} fails alone "
+                    f"({caller.failed}); its {len(callers) - 1} batch-mates were answered"
+                )
+                out, ms = np.zeros((1, *runner.action_shape), dtype=np.float32), 0.0
+            rows.append(out[0])
+            model_ms += ms
+        return np.stack(rows), model_ms
+
     def _send_answers(
         self, action: Start, started: float, end: float, actions, model_ms: float | None
     ) -> None:
         for callers, _, ok in self.inbox.answered:
             for i, caller in enumerate(callers):
-                if caller.answer.done():
+                self.waiting.discard(caller)
+                caller.observation = None  # the model has read it
+                answer = caller.answer
+                if answer is None or answer.done():  # its client left
                     continue
                 if not ok or actions is None:
-                    caller.answer.set_exception(RuntimeError("the batch failed on the server"))
-                    continue
-                caller.answer.set_result(
-                    {
-                        "actions": actions[i],
-                        "server_timing": {
-                            "infer_ms": (end - started) * 1000,  # the whole batch
-                            "model_ms": model_ms,  # the model call alone
-                            "queue_ms": (started - caller.received_s) * 1000,
-                            "batch": action.batch,
-                            "batch_size": action.count,
-                            "received_s": caller.received_s,
-                            "answered_s": end,
-                        },
-                    }
-                )
+                    answer.set_exception(RuntimeError("the batch failed on the server"))
+                elif caller.failed:
+                    answer.set_exception(
+                        RuntimeError(f"this request failed on the server ({caller.failed})")
+                    )
+                else:
+                    answer.set_result(
+                        {
+                            "actions": actions[i],
+                            "server_timing": {
+                                "infer_ms": (end - started) * 1000,  # the whole batch
+                                "model_ms": model_ms,  # the model call alone
+                                "queue_ms": (started - caller.received_s) * 1000,
+                                "batch": action.batch,
+                                "batch_size": action.count,
+                                "received_s": caller.received_s,
+                                "answered_s": end,
+                            },
+                        }
+                    )
         self.inbox.answered.clear()
+
+    def shut_out_waiting(self) -> None:
+        """After the grace period: every request still waiting gets close 1001."""
+        for caller in list(self.waiting):
+            answer = caller.answer
+            if answer is not None and not answer.done():
+                answer.set_exception(
+                    ShuttingDown("the server shut down before answering this request")
+                )
+                self.shut_out += 1
+        self.waiting.clear()
 
     def records(self):
         return self.core.records(self.now())
+
+
+def guarded_connection():
+    """websockets' ServerConnection, closing a peer that floods pings (each is answered
+    on the event loop) or leaves its answers unread (they pile up in memory)."""
+    from websockets.asyncio.server import ServerConnection
+    from websockets.frames import Opcode
+
+    class GuardedConnection(ServerConnection):
+        server_state: PolicyServer | None = None
+        _window_s = 0.0
+        _pings = 0
+
+        def process_event(self, event) -> None:
+            if getattr(event, "opcode", None) is Opcode.PING:
+                now = self.loop.time()
+                if now - self._window_s >= 1.0:
+                    self._window_s, self._pings = now, 0
+                self._pings += 1
+                if self._pings > PINGS_PER_S:
+                    self._throttle("too many pings")
+                    return
+            super().process_event(event)
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.transport.get_write_buffer_size() > UNREAD_BYTES:
+                self._throttle("answers left unread")
+
+        def _throttle(self, why: str) -> None:
+            if not self.transport.is_closing():
+                if self.server_state is not None:
+                    self.server_state.throttled += 1
+                self.transport.abort()  # no close frame: its writes are what piled up
+
+    return GuardedConnection
 
 
 async def _serve(server: PolicyServer, host: str, port: int, ready: Callable[[int], None]) -> None:
@@ -368,25 +545,48 @@ async def _serve(server: PolicyServer, host: str, port: int, ready: Callable[[in
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, server.stopping.set)
+    connection = guarded_connection()
+    connection.server_state = server
     async with serve(
         server.handle,
         host,
         port,
         process_request=health,
         compression=None,
-        max_size=MAX_MESSAGE_BYTES,
+        max_size=server.max_frame_bytes,
+        max_queue=4,  # frames a client may send ahead: each can be max_size
+        create_connection=connection,
     ) as ws_server:
         bound = ws_server.sockets[0].getsockname()[1]
         ready(bound)
-        await server.batching()
+        batching = asyncio.ensure_future(server.batching())
+        await server.stopping.wait()
+        ws_server.server.close()  # no new connections; open ones are drained below
+        try:  # the queue drains (and a running batch ends) within the grace period
+            await asyncio.wait_for(asyncio.shield(batching), server.grace_s)
+        except TimeoutError:
+            batching.cancel()
+        server.shut_out_waiting()
+        await asyncio.sleep(0)  # the handlers send their 1001 closes
         ws_server.close()
-    server.pool.shutdown(wait=True)
+        # a peer that ignores its close: its socket is dropped at exit
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ws_server.wait_closed(), server.grace_s)
+    server.decoder.shutdown(wait=False, cancel_futures=True)
+    server.pool.shutdown(wait=False, cancel_futures=True)
 
 
 def serve_scenario(
-    loaded: Any, host: str, port: int, out: Path | None, ready: Callable[[int], None]
+    loaded: Any,
+    host: str,
+    port: int,
+    out: Path | None,
+    ready: Callable[[int], None],
+    grace_s: float = GRACE_S,
+    max_frame_bytes: int | None = None,
 ) -> dict[str, Any]:
-    """Serve until SIGINT or SIGTERM; then write the records (with `out`) and return the summary."""
+    """Serve until SIGINT or SIGTERM; then drain for `grace_s`, write the records (with
+    `out`) and return the summary."""
     from sim.engine import pipeline
 
     s = loaded.scenario
@@ -407,15 +607,20 @@ def serve_scenario(
         runner.capture(sizes)  # capturing runs each size: the warm-up too
     else:
         runner.warm(sizes)
-    server = PolicyServer(loaded, runner)
+    server = PolicyServer(loaded, runner, grace_s=grace_s, max_frame_bytes=max_frame_bytes)
     asyncio.run(_serve(server, host, port, ready))
     records = server.records()
     summary = pipeline.summarise(loaded, records)
     summary["serve"] = {
         "connections": server.connections,
         "bad_observations": server.errors,
-        "disconnected_mid_request": sum(c.disconnected for c in server.callers),
+        "disconnected_mid_request": server.disconnected,
+        "shut_out_on_stop": server.shut_out,
+        "throttled_connections": server.throttled,
         "failed_batches": server.failures,
+        "failure_count": server.failure_count,
+        "max_frame_bytes": server.max_frame_bytes,
+        "grace_s": server.grace_s,
         "observation_spec": server.metadata()["observation_spec"],
     }
     if out is not None:
