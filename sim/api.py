@@ -400,12 +400,12 @@ def serve(
     if not 0 <= port <= 65535:
         raise InputError(f"must be from 0 to 65,535 (got {port})", option="port")
     if not (math.isfinite(grace_s) and 0 <= grace_s <= 600):
-        raise InputError(f"must be from 0 to 600 seconds (got {grace_s:g})", option="grace-s")
+        raise InputError(f"must be from 0 to 600 seconds (got {grace_s:g})", option="grace_s")
     max_frame_bytes = None
     if max_frame_mib is not None:
         if not (math.isfinite(max_frame_mib) and 0.001 <= max_frame_mib <= 64):
             raise InputError(
-                f"must be from 0.001 to 64 MiB (got {max_frame_mib:g})", option="max-frame-mib"
+                f"must be from 0.001 to 64 MiB (got {max_frame_mib:g})", option="max_frame_mib"
             )
         max_frame_bytes = int(max_frame_mib * 2**20)
     if out is not None:

@@ -662,6 +662,19 @@ TABLE: dict[str, Case] = {
     # 12. serve (issue 17)
     "serve: no model section": (command("serve", "{ok}", "--port", "0"), ["serve needs a model"]),
     "serve: port out of range": (command("serve", "{ok}", "--port", "70000"), ["--port", "65,535"]),
+    # issue 30: serve's limits are flags too
+    "serve: negative grace period": (
+        command("serve", "{ok}", "--port", "0", "--grace-s", "-1"),
+        ["--grace-s", "0 to 600 seconds"],
+    ),
+    "serve: frame limit of zero": (
+        command("serve", "{ok}", "--port", "0", "--max-frame-mib", "0"),
+        ["--max-frame-mib", "0.001 to 64 MiB"],
+    ),
+    "serve: frame limit past 64 MiB": (
+        command("serve", "{ok}", "--port", "0", "--max-frame-mib", "1e9"),
+        ["--max-frame-mib", "0.001 to 64 MiB"],
+    ),
     "serve: two replicas": (
         command(
             "serve",

@@ -300,6 +300,50 @@ def test_sigterm_with_requests_queued_exits_within_the_grace_period(tmp_path):
     assert len(requests) == 11 and (requests.outcome == "queued").sum() == 3
 
 
+def test_sigterm_under_load_records_every_answered_request_once(tmp_path):
+    """Six robots sending back to back; SIGTERM mid-stream. The server exits, each robot
+    is closed with 1001 (or finds the server gone), and every answer a robot received is
+    one completed request in the records, from that robot's connection."""
+    s = Server(tmp_path, None, "--grace-s", "2")
+    got: dict[int, int] = {}
+    ends: list[str] = []
+    started = threading.Barrier(7)
+
+    def robot(i: int) -> None:
+        policy = client_policy.WebsocketClientPolicy(s.uri)
+        obs = observation(policy.get_server_metadata()["observation_spec"], i)
+        got[i] = 0
+        started.wait(WAIT_S)
+        try:
+            while True:
+                policy.infer(obs)
+                got[i] += 1
+        except ConnectionClosed as closed:
+            ends.append(f"close {closed.rcvd.code if closed.rcvd else 'none'}")
+        except Exception as exc:  # noqa: BLE001 - the server went away under it
+            ends.append(type(exc).__name__)
+
+    robots = [threading.Thread(target=robot, args=(i,)) for i in range(6)]
+    try:
+        for t in robots:
+            t.start()
+        started.wait(WAIT_S)
+        time.sleep(1.5)
+        s.stop()
+        for t in robots:
+            t.join(WAIT_S)
+    finally:
+        s.kill()
+    assert len(ends) == 6 and not any(t.is_alive() for t in robots)
+    assert any(e == "close 1001" for e in ends), ends
+    requests = pd.read_parquet(s.out / "requests.parquet")
+    completed = requests[requests.outcome == "completed"]
+    assert sum(got.values()) > 6
+    assert len(completed) == sum(got.values())  # every answer received, recorded once
+    per_connection = sorted(completed.source.value_counts().tolist())
+    assert per_connection == sorted(got.values())
+
+
 POISON_MODEL = '''
 import torch
 from sim.models import ModelBundle, build

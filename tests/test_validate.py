@@ -163,8 +163,9 @@ def test_validate_end_to_end_on_a_tiny_model(tmp_path):
     assert report["noise_aware"]["tost_latency"]["margin"] == 0.05
     assert "Noise-aware" in (out / "report.md").read_text()
     assert "interleaved" in json.loads((out / "profile.meta.json").read_text())["timing"]
-    # loose, on a shared noisy machine: the tight figures are in the benchmark
-    assert abs(rows["throughput_rps"]["sim_error"]) < 0.10
+    # a busy machine slows the live model, not the profile: fed the live runs' own batch
+    # times, the queueing model reproduces them (the tight figures are in the benchmark)
+    assert abs(rows["throughput_rps"]["sim_live_service_error"]) < 0.10
     assert abs(rows["latency_p50_ms"]["sim_live_service_error"]) < 0.35
     assert report["ks"]["statistic"] < 0.6
     assert (out / "report.md").read_text().startswith("# Validation")

@@ -32,6 +32,7 @@ def careful_policy_class() -> type:
     dtypes only, bounded structure), never by openpi's decoder."""
     import websockets.sync.client
     from openpi_client.websocket_client_policy import WebsocketClientPolicy
+    from websockets.exceptions import ConnectionClosed
 
     class CarefulPolicy(WebsocketClientPolicy):
         def __init__(self, target: str, timeout_s: float) -> None:
@@ -51,6 +52,10 @@ def careful_policy_class() -> type:
             except TimeoutError:
                 conn.close()
                 raise TimeoutError("no metadata frame") from None
+            except ConnectionClosed as exc:
+                if too_big(exc):
+                    raise MetadataError(f"refused (over {LIMIT_TEXT})") from None
+                raise
             try:
                 return conn, decode(frame, SERVER_FRAME)
             except WireError as exc:
@@ -59,7 +64,12 @@ def careful_policy_class() -> type:
 
         def infer(self, obs: dict) -> dict:
             self._ws.send(self._packer.pack(obs))
-            response = self._ws.recv()
+            try:
+                response = self._ws.recv()
+            except ConnectionClosed as exc:
+                if too_big(exc):  # the connection is gone: a problem, then a reconnect
+                    raise ConnectionError(f"the answer frame is over {LIMIT_TEXT}") from None
+                raise
             if isinstance(response, str):  # the protocol's error frame
                 raise RuntimeError(f"the server refused: {bounded(response)}")
             try:
@@ -68,6 +78,14 @@ def careful_policy_class() -> type:
                 raise BadAnswer(f"the answer frame is refused ({exc})") from None
 
     return CarefulPolicy
+
+
+LIMIT_TEXT = f"the {SERVER_FRAME.max_frame_bytes:,}-byte frame limit; closed with 1009"
+
+
+def too_big(closed: Any) -> bool:
+    """Whether a connection was closed by us for a frame past the limit (1009)."""
+    return closed.sent is not None and closed.sent.code == 1009
 
 
 class MetadataError(ValueError):
@@ -104,11 +122,10 @@ def connect(target: str, timeout_s: float = CONNECT_TIMEOUT_S) -> Any:
         )
     if isinstance(exc, MetadataError):
         text = str(exc)
-        reason = (
-            f"the metadata frame is {text}"
-            if text.startswith("not msgpack")
-            else f"the metadata frame is refused ({text})"
-        )
+        if text.startswith(("not msgpack", "refused")):
+            reason = f"the metadata frame is {text}"
+        else:
+            reason = f"the metadata frame is refused ({text})"
     elif isinstance(exc, ConnectionRefusedError):
         reason = "connection refused (is the server running?)"
     else:

@@ -307,6 +307,11 @@ class PolicyServer:
         self.wake = asyncio.Event()
         self.stopping = asyncio.Event()
         self.waiting: set[Caller] = set()  # pushed, not yet answered (drained on shutdown)
+        self.drain_until_s = math.inf  # once stopping: the end of the grace period
+        # answers set but not yet sent by their handlers: shutdown waits for them, so an
+        # answered (recorded) request is never cut off by the closing connections
+        self.undelivered = 0
+        self.all_delivered = asyncio.Event()
         self.running = False  # a batch is in the model thread
         if self.max_frame_bytes is None:
             wanted = 2 * self.runner.spec_bytes() + FRAME_SLACK_BYTES
@@ -318,6 +323,12 @@ class PolicyServer:
 
     def now(self) -> float:
         return self.clock() - self.t0
+
+    def stop(self) -> None:
+        """SIGINT or SIGTERM: stop taking requests, and drain for the grace period."""
+        if not self.stopping.is_set():
+            self.drain_until_s = self.now() + self.grace_s
+            self.stopping.set()
 
     def metadata(self) -> dict[str, Any]:
         return {
@@ -333,6 +344,15 @@ class PolicyServer:
     def admit(self, message: Any) -> dict[str, np.ndarray]:
         """One frame decoded within the limits and checked (in a decoder thread)."""
         return self.runner.check(decode(message, self.limits))
+
+    def _answered(self) -> None:
+        self.undelivered += 1
+        self.all_delivered.clear()
+
+    def _delivered(self) -> None:
+        self.undelivered -= 1
+        if self.undelivered == 0:
+            self.all_delivered.set()
 
     def fail(self, line: str) -> None:
         self.failure_count += 1
@@ -363,6 +383,9 @@ class PolicyServer:
                     await ws.send(f"batchsim: bad observation: {bounded(exc)}")
                     await ws.close(1003, "bad observation")
                     return
+                if self.stopping.is_set():  # it stopped while this one was decoded
+                    await ws.close(1001, "the server is shutting down")
+                    return
                 caller = Caller(number, observation, loop.create_future(), self.now())
                 self.waiting.add(caller)
                 self.inbox.push(caller.received_s, caller)
@@ -374,13 +397,17 @@ class PolicyServer:
                     caller.answer = None
                     return
                 caller.answer = None  # nothing of the answer is kept once it is sent
-                if answer.exception() is not None:
-                    exc = answer.exception()
-                    code = 1001 if isinstance(exc, ShuttingDown) else 1011
-                    await ws.send(f"batchsim: {exc}")
-                    await ws.close(code, "shutting down" if code == 1001 else "inference failed")
-                    return
-                await ws.send(msgpack_numpy.packb(answer.result()))
+                try:
+                    if answer.exception() is not None:
+                        exc = answer.exception()
+                        code = 1001 if isinstance(exc, ShuttingDown) else 1011
+                        await ws.send(f"batchsim: {exc}")
+                        reason = "shutting down" if code == 1001 else "inference failed"
+                        await ws.close(code, reason)
+                        return
+                    await ws.send(msgpack_numpy.packb(answer.result()))
+                finally:
+                    self._delivered()
         except ConnectionClosed:
             pass
         finally:
@@ -389,12 +416,22 @@ class PolicyServer:
     async def batching(self) -> None:
         """The replica: decide, run a batch off the event loop, answer; else sleep until
         the policy's time or the next arrival. Once stopping, it runs until nothing is
-        waiting (the caller bounds it by the grace period)."""
+        waiting, or until the policy would wait past the grace period (the caller bounds
+        a running batch by the grace period too)."""
         loop = asyncio.get_running_loop()
         core = self.core
         while not (self.stopping.is_set() and not self.waiting):
             now = self.now()
             action = core.decide(0, now)
+            stopping = self.stopping.is_set()
+            # nothing new arrives once stopping: a policy waiting past the grace period (for
+            # a full batch, say) will not launch in it, so what waits is failed now
+            if (
+                stopping
+                and type(action) is not Start
+                and (action.until_s is None or action.until_s > self.drain_until_s)
+            ):
+                return
             if type(action) is Start:
                 callers = core.batch_clients(action.batch)
                 started = self.now()
@@ -411,10 +448,9 @@ class PolicyServer:
                 continue
             self.wake.clear()
             timeout = None if action.until_s is None else max(0.0, action.until_s - self.now())
-            waiters = [
-                asyncio.ensure_future(self.wake.wait()),
-                asyncio.ensure_future(self.stopping.wait()),
-            ]
+            waiters = [asyncio.ensure_future(self.wake.wait())]
+            if not stopping:  # once stopping, only the policy's moment or an answer wakes it
+                waiters.append(asyncio.ensure_future(self.stopping.wait()))
             done, pending = await asyncio.wait(
                 waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
             )
@@ -458,6 +494,7 @@ class PolicyServer:
                 answer = caller.answer
                 if answer is None or answer.done():  # its client left
                     continue
+                self._answered()
                 if not ok or actions is None:
                     answer.set_exception(RuntimeError("the batch failed on the server"))
                 elif caller.failed:
@@ -486,6 +523,7 @@ class PolicyServer:
         for caller in list(self.waiting):
             answer = caller.answer
             if answer is not None and not answer.done():
+                self._answered()
                 answer.set_exception(
                     ShuttingDown("the server shut down before answering this request")
                 )
@@ -544,7 +582,7 @@ async def _serve(server: PolicyServer, host: str, port: int, ready: Callable[[in
 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, server.stopping.set)
+        loop.add_signal_handler(sig, server.stop)
     connection = guarded_connection()
     connection.server_state = server
     async with serve(
@@ -561,17 +599,22 @@ async def _serve(server: PolicyServer, host: str, port: int, ready: Callable[[in
         ready(bound)
         batching = asyncio.ensure_future(server.batching())
         await server.stopping.wait()
+        deadline = loop.time() + server.grace_s
         ws_server.server.close()  # no new connections; open ones are drained below
         try:  # the queue drains (and a running batch ends) within the grace period
             await asyncio.wait_for(asyncio.shield(batching), server.grace_s)
         except TimeoutError:
             batching.cancel()
         server.shut_out_waiting()
-        await asyncio.sleep(0)  # the handlers send their 1001 closes
+        if server.undelivered:  # the handlers send their answers and 1001 closes
+            with contextlib.suppress(TimeoutError):
+                wait_s = max(0.2, deadline - loop.time())
+                await asyncio.wait_for(server.all_delivered.wait(), wait_s)
         ws_server.close()
-        # a peer that ignores its close: its socket is dropped at exit
+        # the closing handshakes in what is left of the grace period (a moment at least);
+        # a peer that ignores its close has its socket dropped at exit
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(ws_server.wait_closed(), server.grace_s)
+            await asyncio.wait_for(ws_server.wait_closed(), max(0.2, deadline - loop.time()))
     server.decoder.shutdown(wait=False, cancel_futures=True)
     server.pool.shutdown(wait=False, cancel_futures=True)
 
