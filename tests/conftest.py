@@ -70,6 +70,8 @@ MODULE_MARKS = {
     "test_notebooks.py": ("notebook", "slow", "torch"),
     "test_serve.py": ("network", "torch"),
     "test_observe.py": ("network", "torch"),
+    "test_serve_hostile.py": ("network", "torch", "slow"),
+    "test_observe_hostile.py": ("network",),
     "test_models.py": ("torch",),
     "test_estimate.py": ("torch",),
     "test_recommend.py": ("slow",),

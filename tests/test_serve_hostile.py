@@ -344,6 +344,26 @@ def test_sigterm_under_load_records_every_answered_request_once(tmp_path):
     assert per_connection == sorted(got.values())
 
 
+def test_a_request_turned_away_by_the_queue_limit_is_told_at_once(tmp_path):
+    """admission.max_queue 1 and a static policy waiting for 4: the first request waits,
+    the second is rejected, and its client hears so at once (close 1013), not when some
+    later batch ends."""
+    scenario = {**SCENARIO, "policy": {"kind": "static", "batch_size": 4},
+                "admission": {"max_queue": 1}}  # fmt: skip
+    s = Server(tmp_path, scenario, "--grace-s", "0")
+    try:
+        first, meta = raw(s)
+        first.send(packed(meta["observation_spec"]))
+        time.sleep(0.5)
+        second, _ = raw(s)
+        text, code = refused(second, packed(meta["observation_spec"]))
+    finally:
+        s.stop()
+    assert code == 1013 and "turned this request away" in text
+    requests = pd.read_parquet(s.out / "requests.parquet")
+    assert sorted(requests.outcome) == ["queued", "rejected"]
+
+
 POISON_MODEL = '''
 import torch
 from sim.models import ModelBundle, build

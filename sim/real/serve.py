@@ -43,7 +43,7 @@ import numpy as np
 
 from sim.core.server import ServerCore, Start
 from sim.errors import InputError
-from sim.real.wire import Limits, WireError, bounded, decode
+from sim.real.wire import Limits, bounded, decode
 
 MAX_MESSAGE_BYTES = 64 * 2**20  # the largest frame limit a scenario may ask for
 FRAME_SLACK_BYTES = 2**20  # beyond the spec's arrays: keys, a prompt, msgpack framing
@@ -55,6 +55,14 @@ KEPT_FAILURES = 100  # failure lines kept in the summary (all are counted)
 
 class ShuttingDown(RuntimeError):
     """The server stopped before this request was answered."""
+
+
+class Refused(RuntimeError):
+    """The scenario's admission limits (or its policy) turned this request away."""
+
+
+# the close code a client gets with each kind of failure (else 1011, inference failed)
+CLOSE_FOR = {ShuttingDown: (1001, "shutting down"), Refused: (1013, "try again later")}
 
 
 @dataclass(slots=True, eq=False)  # hashed by identity: a set of the waiting
@@ -312,7 +320,6 @@ class PolicyServer:
         # answered (recorded) request is never cut off by the closing connections
         self.undelivered = 0
         self.all_delivered = asyncio.Event()
-        self.running = False  # a batch is in the model thread
         if self.max_frame_bytes is None:
             wanted = 2 * self.runner.spec_bytes() + FRAME_SLACK_BYTES
             self.max_frame_bytes = min(wanted, MAX_MESSAGE_BYTES)
@@ -378,7 +385,7 @@ class PolicyServer:
                     return
                 try:
                     observation = await loop.run_in_executor(self.decoder, self.admit, message)
-                except (WireError, ValueError) as exc:  # a bad observation: this client only
+                except Exception as exc:  # noqa: BLE001 - a bad observation: this client only
                     self.errors += 1
                     await ws.send(f"batchsim: bad observation: {bounded(exc)}")
                     await ws.close(1003, "bad observation")
@@ -400,9 +407,8 @@ class PolicyServer:
                 try:
                     if answer.exception() is not None:
                         exc = answer.exception()
-                        code = 1001 if isinstance(exc, ShuttingDown) else 1011
+                        code, reason = CLOSE_FOR.get(type(exc), (1011, "inference failed"))
                         await ws.send(f"batchsim: {exc}")
-                        reason = "shutting down" if code == 1001 else "inference failed"
                         await ws.close(code, reason)
                         return
                     await ws.send(msgpack_numpy.packb(answer.result()))
@@ -423,6 +429,8 @@ class PolicyServer:
         while not (self.stopping.is_set() and not self.waiting):
             now = self.now()
             action = core.decide(0, now)
+            if self.inbox.answered:  # turned away at admission, before any batch
+                self._refuse_answered()
             stopping = self.stopping.is_set()
             # nothing new arrives once stopping: a policy waiting past the grace period (for
             # a full batch, say) will not launch in it, so what waits is failed now
@@ -435,11 +443,7 @@ class PolicyServer:
             if type(action) is Start:
                 callers = core.batch_clients(action.batch)
                 started = self.now()
-                self.running = True
-                try:
-                    actions, model_ms = await self._run(loop, callers, action)
-                finally:
-                    self.running = False
+                actions, model_ms = await self._run(loop, callers, action)
                 end = self.now()
                 failed = [i for i, c in enumerate(callers) if c.failed]
                 core.end(action.batch, end, actions is not None, failed=failed)
@@ -515,6 +519,21 @@ class PolicyServer:
                                 "answered_s": end,
                             },
                         }
+                    )
+        self.inbox.answered.clear()
+
+    def _refuse_answered(self) -> None:
+        """Requests the core answered without a batch (the queue was full, one waited past
+        the admission timeout, the policy dropped it): their clients are told at once."""
+        for callers, _, _ in self.inbox.answered:
+            for caller in callers:
+                self.waiting.discard(caller)
+                caller.observation = None
+                answer = caller.answer
+                if answer is not None and not answer.done():
+                    self._answered()
+                    answer.set_exception(
+                        Refused("the server turned this request away (its queue limits)")
                     )
         self.inbox.answered.clear()
 
