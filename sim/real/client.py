@@ -10,6 +10,7 @@ May import: errors, real.wire (and openpi-client, websockets on first use).
 from __future__ import annotations
 
 import contextlib
+import functools
 import socket
 import threading
 from typing import Any
@@ -25,6 +26,7 @@ CONNECT_TIMEOUT_S = 30.0
 SERVER_FRAME = Limits(max_frame_bytes=16 * 2**20)
 
 
+@functools.cache  # one class, built on first use (openpi-client is imported then)
 def careful_policy_class() -> type:
     """openpi-client's WebsocketClientPolicy (its packing, its protocol), with the server
     treated as a hostile peer: a frame size limit on the connection, `timeout_s` on the

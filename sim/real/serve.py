@@ -479,13 +479,18 @@ class PolicyServer:
                 out, ms = await loop.run_in_executor(self.pool, runner.run, [caller.observation], 1)
             except Exception as exc:  # this request fails alone: it alone is failed
                 caller.failed = f"{type(exc).__name__}: {bounded(exc)}"
-                self.fail(
-                    f"batch {action.batch}: the request of connection {caller.id} fails alone "
-                    f"({caller.failed}); its {len(callers) - 1} batch-mates were answered"
-                )
                 out, ms = np.zeros((1, *runner.action_shape), dtype=np.float32), 0.0
             rows.append(out[0])
             model_ms += ms
+        alone = [c for c in callers if c.failed]
+        for caller in alone:
+            self.fail(
+                f"batch {action.batch}: the request of connection {caller.id} fails alone "
+                f"({caller.failed}); {len(callers) - len(alone)} of its batch-mates were "
+                "answered from runs alone"
+            )
+        if not alone:
+            self.fail(f"batch {action.batch}: every request ran alone without failing")
         return np.stack(rows), model_ms
 
     def _send_answers(
