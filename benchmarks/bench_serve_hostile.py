@@ -2,7 +2,8 @@
 
 Starts `batchsim serve` (pi0-tiny on the CPU, dynamic batching) on loopback and runs one
 well-behaved openpi client that sends a request every 50 ms throughout. Phase by phase
-(quiet, then each attack alone for a few seconds) it prints the good client's round trip
+(quiet, then each attack alone for a few seconds, from two attacker processes; on a
+2-core machine they take CPU from the server and the robot too) it prints the good client's round trip
 (median and worst) and /healthz's worst reply time, then the server's RSS growth per
 request over --requests requests from 8 clients, and how long SIGTERM takes to exit with
 requests queued. The figures are this machine's; nothing is asserted (tests do that).
@@ -142,6 +143,13 @@ def attack_bad_frames(address: str, stop: threading.Event) -> None:
             pass
 
 
+ATTACKS = {
+    "60 MB frames": attack_big_frames,
+    "ping flood": attack_pings,
+    "bad frames": attack_bad_frames,
+}
+
+
 def memory(tmp: Path, requests: int) -> tuple[float, int]:
     process, address = start(tmp, SCENARIO)
     from openpi_client.websocket_client_policy import WebsocketClientPolicy
@@ -193,7 +201,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--phase-s", type=float, default=4.0)
     parser.add_argument("--requests", type=int, default=4000)
+    parser.add_argument("--attack", nargs=2, help=argparse.SUPPRESS)  # NAME ADDRESS (child)
     args = parser.parse_args()
+    if args.attack:
+        ATTACKS[args.attack[0]](args.attack[1], threading.Event())
+        return
     print(f"# {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -201,18 +213,18 @@ def main() -> None:
         process, address = start(tmp / "a", SCENARIO)
         robot = GoodRobot(address)
         robot.start()
-        attacks = {"60 MB frames": attack_big_frames, "ping flood": attack_pings,
-                   "bad frames": attack_bad_frames}  # fmt: skip
         time.sleep(args.phase_s)
-        for name, attack in attacks.items():
-            stop = threading.Event()
+        for name in ATTACKS:
             robot.phase = name
-            attackers = [threading.Thread(target=attack, args=(address, stop), daemon=True)
-                         for _ in range(2)]  # fmt: skip
-            for a in attackers:
-                a.start()
+            # attackers in processes of their own: their work must not stall the robot's
+            attackers = [
+                subprocess.Popen([sys.executable, __file__, "--attack", name, address])
+                for _ in range(2)
+            ]
             time.sleep(args.phase_s)
-            stop.set()
+            for a in attackers:
+                a.kill()
+                a.wait()
             robot.phase = f"after {name}"
             time.sleep(0.5)
         robot.stop.set()
@@ -220,7 +232,7 @@ def main() -> None:
         process.send_signal(signal.SIGTERM)
         process.communicate(timeout=60)
         print(f"{'phase':<24} {'requests':>8} {'p50 ms':>8} {'max ms':>8} {'healthz max ms':>15}")
-        for phase in ["quiet", *attacks]:
+        for phase in ["quiet", *ATTACKS]:
             trips, health = robot.trips.get(phase, []), robot.health.get(phase, [])
             if trips:
                 print(
