@@ -96,7 +96,10 @@ def recommend(
     scenario: ScenarioArg,
     slo: SloOption = None,
     objective: Annotated[
-        str, typer.Option("--objective", help="max-throughput | min-replicas | max-robots")
+        str,
+        typer.Option(
+            "--objective", help="max-throughput | min-replicas | max-robots | min-cost | min-energy"
+        ),
     ] = "max-throughput",
     space: SpaceOption = None,
     search: Annotated[
@@ -172,7 +175,19 @@ def recommend(
     table.add_column(rec.search_key, justify="right")
     shown = ["throughput_rps", "latency_p99_ms"]
     shown += [t.metric for t in rec.slo if t.metric not in shown]  # every constrained metric
-    names = {t.metric: str(t) for t in rec.slo}
+    # prices and energy beside the SLO terms, where the scenario has them
+    priced = ("cost_usd_per_hour", "cost_usd_per_million_requests", "energy_joules_per_request")
+    shown += [
+        m
+        for m in priced
+        if m not in shown and any(c.best and m in c.best.metrics for c in found.ranked)
+    ]
+    names = {
+        **{t.metric: str(t) for t in rec.slo},
+        "cost_usd_per_hour": "$/h",
+        "cost_usd_per_million_requests": "$/M requests",
+        "energy_joules_per_request": "J/request",
+    }
     for metric in shown:
         table.add_column(names.get(metric, metric), justify="right")
     for cand in found.ranked:

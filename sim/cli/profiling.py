@@ -238,10 +238,11 @@ _ESTIMATE_ROW_KEYS = frozenset(
 @command()
 def gpus() -> None:
     """The GPU table `batchsim estimate` uses: dense bf16 TFLOPS, bandwidth, memory, sources."""
-    from sim.profiles.estimate.gpus import GPUS
+    from sim.profiles.estimate.gpus import GPUS, IDLE_SOURCE
 
     table = new_table(title="GPUs (dense bf16; a spec file adds others)", header_style="bold")
-    for column in ("name", "bf16 TFLOPS", "GB/s", "memory GB", "L2 MB", "source"):
+    columns = ("name", "bf16 TFLOPS", "GB/s", "memory GB", "L2 MB", "max W", "idle W", "source")
+    for column in columns:
         table.add_column(column)
     for spec in GPUS.values():
         table.add_row(
@@ -250,6 +251,11 @@ def gpus() -> None:
             f"{spec.memory_bandwidth_gbs:g}",
             f"{spec.memory_gb:g}",
             f"{spec.l2_cache_mb:g}",
-            spec.source + (f" ({spec.note})" if spec.note else ""),
+            f"{spec.max_w:g}" if spec.max_w else "-",
+            f"{spec.idle_w:g}" if spec.idle_w else "-",
+            spec.source
+            + (f" ({spec.note})" if spec.note else "")
+            + (f"; power: {spec.power_source}" if spec.power_source else ""),
         )
     out_console.print(table)
+    out_console.print(f"idle W: {IDLE_SOURCE}; measure it, or give the scenario power: {{idle_w}}")

@@ -164,6 +164,31 @@ def summary_table(summary: dict[str, Any], command: str = "run") -> Table:
             "memory",
             f"limit {mem['limit_mb']:,.0f} MB: batches up to {mem['largest_batch_in_memory']}",
         )
+    if "cost" in summary:
+        cost = summary["cost"]
+        per_robot = v("cost_usd_per_robot_hour")
+        table.add_row(
+            "cost",
+            f"${fmt(v('cost_usd_per_hour'))}/h ({len(summary['utilization']['per_replica'])} x "
+            f"${cost['usd_per_gpu_hour']:g} per {cost['gpu'] or 'GPU'}-hour), "
+            f"${fmt(v('cost_usd_per_million_requests'))} per million requests"
+            + ("" if per_robot is None else f", ${per_robot:.3f} per robot-hour"),
+        )
+    if "energy" in summary:
+        energy = summary["energy"]
+        table.add_row(
+            "energy",
+            f"{fmt(v('energy_average_power_w'), 0)} W average, "
+            f"{fmt(v('energy_joules_per_request'))} J per request "
+            f"(busy {energy['busy_s']:,.1f} s, idle {energy['idle_s']:,.1f} s of replica time"
+            + ("; the GPU table's maximum power while busy: an upper bound)"
+               if energy["upper_bound"] else ")"),
+        )  # fmt: skip
+    else:
+        table.caption = (
+            "energy: none (no power known: the profile names no GPU; give the scenario "
+            "power: {idle_w, busy_w})"
+        )
     return table
 
 

@@ -17,6 +17,7 @@ from typing import Any, Unpack
 from sim.config import checks
 from sim.config.parse import Overrides, ParsedScenario, Where, blaming, override_items, parse
 from sim.config.policy import min_steps
+from sim.config.pricing import Pricing, resolve_pricing
 from sim.config.schema import FileStage, InlineProfile, ProfileFile, Scenario, StagedProfile
 from sim.core.steps import Steps
 from sim.errors import InputError
@@ -44,6 +45,7 @@ class ResolvedScenario:
     policy_description: str  # the policy as summaries name it
     floor_profile: Profile | None  # the model run at min_steps, what a policy plans a floor with
     steps: Steps | None  # steps per request, where they are chosen or run one by one
+    pricing: Pricing | None = None  # prices and power (summary.json's cost and energy)
 
     @property
     def profile(self) -> Profile:
@@ -135,6 +137,7 @@ def _resolve(parsed: ParsedScenario) -> ResolvedScenario:
         policy_description=registry.describe(policy, config.kind, config.params),
         floor_profile=floor_profile,
         steps=steps,
+        pricing=resolve_pricing(s, profile, source),
     )
 
 

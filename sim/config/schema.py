@@ -285,6 +285,26 @@ class Admission(Strict):
     timeout_ms: PositiveFloat | None = None
 
 
+class Cost(Strict):
+    """What a GPU costs: one price for the profile's GPU, or a price per GPU name (as
+    `batchsim gpus` names them) so one scenario prices every profile it is swept over."""
+
+    gpu_hour_usd: PositiveFloat | dict[str, PositiveFloat]
+
+
+class Power(Strict):
+    """Each replica's board power: `busy_w` while a batch runs, `idle_w` otherwise."""
+
+    idle_w: NonNegativeFloat
+    busy_w: PositiveFloat
+
+    @model_validator(mode="after")
+    def _order(self) -> Power:
+        if self.busy_w < self.idle_w:
+            raise ValueError("power: busy_w must be at least idle_w")
+        return self
+
+
 class Slo(Strict):
     latency_ms: PositiveFloat | None = None
 
@@ -350,6 +370,8 @@ class Scenario(Strict):
     policy: PolicySpec
     admission: Admission = Admission()
     slo: Slo = Slo()
+    cost: Cost | None = None  # prices: summary.json's cost block
+    power: Power | None = None  # board power per replica: the energy block
     classes: list[RequestClass] | None = Field(None, min_length=1)
     # open loop with a shape-aware profile: {VALUE: share}, e.g. {1: 0.7, 3: 0.3} cameras
     request_shapes: dict[PositiveInt, PositiveFloat] | None = Field(None, min_length=1)

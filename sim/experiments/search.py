@@ -5,7 +5,9 @@ search finds the most load it sustains within the SLO, as Vidur-Search does for
 QPS: starting from the scenario's value, the load is doubled (or halved) until the
 SLO flips, then bisected to 2%. The load is the arrival rate (max-throughput), the
 fleet size (max-robots), or, the other way round, the fewest replicas that meet the
-SLO at the scenario's load (min-replicas). "Meets the SLO" is judged with
+SLO at the scenario's load (min-replicas; min-cost and min-energy search the same and
+rank those fleets by $/h, each priced by its own profile's GPU, or by joules per
+request). "Meets the SLO" is judged with
 confidence: over R replications (common random numbers), the 95% interval of every
 SLO metric must lie on the right side of its bound.
 """
@@ -24,6 +26,7 @@ from typing import Any
 from sim.config import checks, load, parse
 from sim.config.limits import DEFAULT, Limits, check
 from sim.errors import InputError, Interrupted
+from sim.experiments.floors import check_priced, slo_floor
 from sim.experiments.sweep import confidence_interval, parse_grid, run_point
 from sim.metrics.registry import SLO_NAMES
 
@@ -34,7 +37,23 @@ OBJECTIVES = {
     "max-throughput": ("workload.rate_rps", "max"),
     "max-robots": ("workload.count", "max"),
     "min-replicas": ("cluster.replicas", "min"),
+    # the fewest replicas that meet the SLO, per configuration; the winner is the cheapest
+    # (or least energy) of those fleets, each priced by its own profile's GPU
+    "min-cost": ("cluster.replicas", "min"),
+    "min-energy": ("cluster.replicas", "min"),
 }
+# what the min-cost and min-energy objectives rank feasible fleets by (lowest first)
+RANKED_BY = {"min-cost": "cost_usd_per_hour", "min-energy": "energy_joules_per_request"}
+# what every probe keeps beside its SLO terms (shown in the frontier where present)
+KEPT = (
+    "throughput_rps",
+    "latency_p99_ms",
+    "slo_attainment",
+    "requests_arrived",  # what each probe simulated (in its measured window)
+    "cost_usd_per_hour",
+    "cost_usd_per_million_requests",
+    "energy_joules_per_request",
+)
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _SLO_RE = re.compile(rf"^\s*([a-z0-9_]+)\s*(<=|>=|<|>)\s*({_NUMBER})\s*$")
 
@@ -182,6 +201,8 @@ class Recommender:
         self.space = parse_space(space, parsed.scenario.limits)
         self.integer = self.search_key in ("workload.count", "cluster.replicas")
         start = _get(self.base, self.search_key)
+        if start is None and self.search_key == "cluster.replicas":
+            start = 1  # the default a scenario without cluster: runs with
         if not isinstance(start, int | float) or isinstance(start, bool) or start <= 0:
             raise InputError(
                 f"the {objective} search varies {self.search_key}, which this scenario does not set "
@@ -198,6 +219,8 @@ class Recommender:
             loaded = load(self.base, config, base=parsed.base, origin=str(self.scenario_path),
                           option="space")  # fmt: skip
             resolved.append(loaded)
+            where = f" ({_named(config)})" if config else ""
+            check_priced(objective, loaded.pricing, where, str(self.scenario_path))
             floor = self.floor(loaded)
             if floor is not None:
                 self.floors[_config_key(config)] = floor
@@ -209,55 +232,9 @@ class Recommender:
         return self.floors.get(_config_key(config))
 
     def floor(self, loaded: Any) -> str | None:
-        """Why this configuration cannot meet the SLO at any load or replica count, or None:
-        no request is served faster than the profile's fastest batch, and a sync robot
-        stalls for at least that plus its network delays every chunk."""
-        fastest_ms = loaded.profile.min_latency_s * 1000.0
-        workload = loaded.scenario.workload
-        for term in self.slo:
-            upper = term.op in ("<=", "<")
-
-            def beaten(floor: float, term: SloTerm = term) -> bool:
-                return floor > term.bound if term.op == "<=" else floor >= term.bound
-
-            if upper and term.metric.startswith(("latency_", "robots_round_trip_")):
-                network_ms = 0.0
-                if term.metric.startswith("robots_") and workload.kind == "robots":
-                    network_ms = min(
-                        g.network_ms.uplink + g.network_ms.downlink for g in workload.groups
-                    )
-                floor_ms = fastest_ms + network_ms
-                if beaten(floor_ms):
-                    return (
-                        f"{term} cannot be met: no request is answered faster than the profile's "
-                        f"fastest batch, {fastest_ms:.1f} ms"
-                        + (f", plus {network_ms:g} ms of network" if network_ms else "")
-                    )
-            if upper and term.metric == "robots_stall_fraction" and workload.kind == "robots":
-                groups = workload.groups
-                if any(g.mode != "sync" for g in groups):
-                    continue  # an async robot can hide its round trip
-                parts, details = [], []
-                for g in groups:
-                    trip_ms = fastest_ms + g.network_ms.uplink + g.network_ms.downlink
-                    motion_ms = g.actions_per_chunk / g.control_hz * 1000.0
-                    parts.append((g.count, trip_ms / (trip_ms + motion_ms)))
-                    budget_ms = (
-                        term.bound * motion_ms / (1 - term.bound) if term.bound < 1 else math.inf
-                    )
-                    details.append((trip_ms, motion_ms, budget_ms, g))
-                floor = sum(n * f for n, f in parts) / sum(n for n, _ in parts)
-                if beaten(floor):
-                    trip_ms, motion_ms, budget_ms, g = details[0]
-                    network = g.network_ms.uplink + g.network_ms.downlink
-                    return (
-                        f"{term} cannot be met: a sync robot stalls for every round trip, at "
-                        f"least {trip_ms:.1f} ms (the profile's fastest batch {fastest_ms:.1f} ms"
-                        + (f" + {network:g} ms of network" if network else "")
-                        + f") per {motion_ms:.0f} ms of motion, a stall of at least {floor:.1%}; "
-                        f"{term.bound:g} allows {budget_ms:.1f} ms per round trip"
-                    )
-        return None
+        """Why this configuration cannot meet the SLO at any load or replica count, or None
+        (sim.experiments.floors)."""
+        return slo_floor(loaded, self.slo)
 
     def _ceiling(self, wanted: float, resolved: list[Any]) -> float:
         """The highest load the search may probe: `wanted`, halved until every
@@ -292,12 +269,7 @@ class Recommender:
             for r in range(self.replications)
         ]
         metrics = {}
-        for name in {t.metric for t in self.slo} | {
-            "throughput_rps",
-            "latency_p99_ms",
-            "slo_attainment",
-            "requests_arrived",  # what each probe simulated (in its measured window)
-        }:
+        for name in {t.metric for t in self.slo} | set(KEPT):
             values = [row.get(name) for row in rows]
             if all(v is not None for v in values):
                 metrics[name] = confidence_interval(values)
@@ -471,12 +443,16 @@ class Recommender:
         # order the workers finished in
         listed = {_config_key(c): i for i, c in enumerate(self.configs)}
 
+        ranked_by = RANKED_BY.get(self.objective)
+
         def score(c: Candidate) -> tuple:
             position = listed.get(_config_key(c.config), len(listed))
             if c.best is None:
                 return (1, 0.0, 0.0, position)
-            load = c.best.load if self.direction == "max" else -c.best.load
             p99 = c.best.metrics.get("latency_p99_ms", (math.inf, 0))[0]
+            if ranked_by is not None:  # feasible first, cheapest (least energy), lowest p99
+                return (0, c.best.metrics.get(ranked_by, (math.inf, 0))[0], p99, position)
+            load = c.best.load if self.direction == "max" else -c.best.load
             return (0, -load, p99, position)  # feasible first, most load, lowest p99
 
         return sorted(candidates, key=score)
@@ -489,10 +465,17 @@ class Recommender:
         if win is None or win.best is None:
             return f"no configuration meets {slo} at any {unit} tried"
         text = f"winner {_named(win.config)} {what} {unit}={_fmt(win.best.load)} within {slo}"
+        text += _priced(win.best)
         if len(ranked) > 1 and ranked[1].best is not None:
             r = ranked[1]
             text += f"; runner-up {_named(r.config)} {what} {_fmt(r.best.load)}"
-            if self.direction == "max" and r.best.load > 0:
+            ranked_by = RANKED_BY.get(self.objective)
+            if ranked_by is not None:
+                mine = win.best.metrics.get(ranked_by, (None,))[0]
+                theirs = r.best.metrics.get(ranked_by, (None,))[0]
+                if mine is not None and theirs:
+                    text += f"{_priced(r.best)} ({mine / theirs - 1:+.1%} for the winner)"
+            elif self.direction == "max" and r.best.load > 0:
                 text += f" ({win.best.load / r.best.load - 1:+.1%} for the winner)"
         return text
 
@@ -597,6 +580,22 @@ def describe_probe(ev: Evaluation, slo: Sequence[SloTerm]) -> str:
         ci = "" if half is None or math.isnan(half) or half == 0 else f" +- {half:.3g}"
         parts.append(f"{term.name} {mean:.4g}{ci} ({term.op}{term.bound:g})")
     return ", ".join(parts)
+
+
+def _priced(ev: Evaluation) -> str:
+    """ " at $X/h ($Y per million requests), Z J per request" where the probe has them."""
+    parts = []
+    per_hour = ev.metrics.get("cost_usd_per_hour", (None,))[0]
+    per_million = ev.metrics.get("cost_usd_per_million_requests", (None,))[0]
+    joules = ev.metrics.get("energy_joules_per_request", (None,))[0]
+    if per_hour is not None:
+        parts.append(
+            f"${per_hour:.2f}/h"
+            + ("" if per_million is None else f" (${per_million:.3g} per million requests)")
+        )
+    if joules is not None:
+        parts.append(f"{joules:.3g} J per request")
+    return (" at " + ", ".join(parts)) if parts else ""
 
 
 def _named(config: dict[str, Any]) -> str:

@@ -81,6 +81,19 @@ REGISTRY: tuple[Metric, ...] = (
         for stat in ("mean", *(f"p{p}" for p in PERCENTILES), "max")
     ),
 )  # fmt: skip
+# cost and energy (docs/semantics.md, "Cost and energy"): present where priced / powered
+REGISTRY += (
+    Metric("cost_usd_per_hour", ("cost", "usd_per_hour"), "USD/h", "cost per hour",
+           "usd_per_hour"),
+    Metric("cost_usd_per_million_requests", ("cost", "usd_per_million_requests"), "USD",
+           "cost per million requests", "usd_per_million"),
+    Metric("cost_usd_per_robot_hour", ("cost", "usd_per_robot_hour"), "USD/h",
+           "cost per robot-hour", "usd_per_robot_hour"),
+    Metric("energy_average_power_w", ("energy", "average_power_w"), "W", "average power",
+           "power_w"),
+    Metric("energy_joules_per_request", ("energy", "joules_per_request"), "J",
+           "energy per request", "joules_per_request"),
+)  # fmt: skip
 METRICS: dict[str, Metric] = {m.name: m for m in REGISTRY}
 # what `--slo NAME<=VALUE` constrains
 SLO_NAMES: dict[str, str] = {m.slo: m.name for m in REGISTRY if m.slo}

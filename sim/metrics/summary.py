@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from sim.core.records import COMPLETED, DROPPED, FAILED, IN_SERVICE, QUEUED, REJECTED, RunRecords
+from sim.metrics.cost import busy_in_window
 from sim.metrics.registry import distribution, jain_index
 from sim.metrics.robots import robots_summary
 
@@ -89,11 +90,7 @@ def summarize(
     in_window = rec.batch_start_s >= rec.warmup_s
     sizes = rec.batch_size[in_window]
     values, freq = np.unique(sizes, return_counts=True)
-    busy = np.clip(
-        np.minimum(rec.batch_end_s, rec.end_s) - np.maximum(rec.batch_start_s, rec.warmup_s),
-        0.0,
-        None,
-    )
+    busy = busy_in_window(rec)
     per_replica = (
         np.bincount(rec.batch_replica, weights=busy, minlength=rec.replicas) / window_s
         if window_s > 0

@@ -30,6 +30,9 @@ class Profile:
     peak_mem_mb: tuple[float, ...] | None = None
     provenance: Mapping[str, Any] = field(default_factory=dict)
     source: str = "<inline>"
+    # board power while a batch of each size runs (W, the median of its samples), where the
+    # profiler measured it (NVML) or an estimate carried it over
+    power_w: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         if not self.sizes:
@@ -49,6 +52,13 @@ class Profile:
                     source=self.source,
                     field="peak_mem_mb",
                 )
+        for size, watts in zip(self.sizes, self.power_w or (), strict=False):
+            if not (math.isfinite(watts) and watts > 0):
+                raise InputError(
+                    f"power for batch size {size} must be finite and > 0 (got {watts:g})",
+                    source=self.source,
+                    field="power_w",
+                )
         for size, samples in zip(self.sizes, self.samples_ms, strict=True):
             if samples.size == 0 or not np.all(np.isfinite(samples)) or np.any(samples <= 0):
                 raise InputError(
@@ -65,6 +75,7 @@ class Profile:
         peak_mem_mb: Mapping[int, float] | None = None,
         provenance: Mapping[str, Any] | None = None,
         source: str = "<inline>",
+        power_w: Mapping[int, float] | None = None,
     ) -> Profile:
         """Build from {batch_size: latency_ms or [samples...]}."""
         sizes = tuple(sorted(int(s) for s in samples))
@@ -76,7 +87,8 @@ class Profile:
         mem = None
         if peak_mem_mb is not None:
             mem = tuple(float(peak_mem_mb[s]) for s in sizes)
-        return cls(sizes, tuple(arrays), mem, dict(provenance or {}), source)
+        power = None if power_w is None else tuple(float(power_w[s]) for s in sizes)
+        return cls(sizes, tuple(arrays), mem, dict(provenance or {}), source, power)
 
     @classmethod
     def from_inline(

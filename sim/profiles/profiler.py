@@ -32,6 +32,7 @@ import pandas as pd
 from sim.errors import InputError, one_line
 from sim.io.files import read_csv, read_json
 from sim.io.outputs import replacing, write_text
+from sim.profiles.power import PowerMeter
 from sim.profiles.store import meta_path_for
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -264,6 +265,7 @@ class Profiler:
         self.module = bundle.module.to(options.device, self.dtype).eval()
         self.call = torch.compile(self.module) if options.compile else self.module
         self.stage_list: list[tuple[str, int]] = []  # with stages: (name, repeat), as measured
+        self.meter: PowerMeter | None = None  # sampling board power (CUDA, through NVML)
 
     def _runner(self, inputs: dict[str, Any]) -> Callable[[], Any]:
         """A zero-argument call for these inputs: plain, or a replayed CUDA graph."""
@@ -352,6 +354,12 @@ class Profiler:
             return self.torch.cuda.max_memory_allocated() / 2**20
         return _peak_rss_mb()
 
+    def timed(self, batch_size: int, run: Callable[[], Any]) -> float:
+        """time_call, with the call's window logged for the power meter (when sampling)."""
+        if self.meter is None:
+            return self.time_call(run)
+        return self.meter.timed(batch_size, lambda: self.time_call(run))
+
     def measure(
         self, batch_size: int, cameras: int, instruction_tokens: int | None
     ) -> tuple[list[float], float]:
@@ -361,7 +369,7 @@ class Profiler:
         samples: list[float] = []
         spent_s = 0.0
         while len(samples) < opts.max_reps:
-            ms = self.time_call(run)
+            ms = self.timed(batch_size, run)
             samples.append(ms)
             spent_s += ms / 1000
             if len(samples) >= opts.min_reps and (
@@ -443,11 +451,11 @@ class Profiler:
                     time.sleep(level / 1000)  # the server's idle wait before this batch
                 if opts.stages:
                     for name, _, stage_call in calls:
-                        ms = self.time_call(stage_call)
+                        ms = self.timed(b, stage_call)
                         samples[b, level].setdefault(name, []).append(ms)
                         spent_s += ms / 1000
                     continue
-                ms = self.time_call(call)
+                ms = self.timed(b, call)
                 samples[b, level].append(ms)
                 spent_s += ms / 1000
             if rounds < opts.min_reps:
@@ -484,11 +492,14 @@ def profile_model(
     instruction_tokens: int | None = None,
     options: ProfileOptions | None = None,
     on_step: Callable[[int, int, list[float]], None] | None = None,
+    meter: PowerMeter | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Measure every (cameras, batch size); returns one row per sample and the provenance.
 
-    Interrupted (Ctrl-C), it returns what it measured so far, with `interrupted` set
-    in the provenance.
+    On CUDA, board power is sampled through NVML during the timed rounds (sim.profiles.
+    power): a `power_w` column per size and the sidecar's `power` block (`meter` gives a
+    meter of the caller's, e.g. a fake NVML's in tests). Interrupted (Ctrl-C), it returns
+    what it measured so far, with `interrupted` set in the provenance.
     """
     options = options or ProfileOptions()
     if not batch_sizes or any(b < 1 for b in batch_sizes):
@@ -497,7 +508,15 @@ def profile_model(
         raise InputError("cameras must be >= 1", option="cameras")
     profiler = Profiler(bundle, options)
     meta = provenance(bundle, options)
+    if meter is None and options.device == "cuda":
+        meter, how = PowerMeter.open()
+        if meter is None:
+            meta["power"] = {"method": how}
+    profiler.meter = meter
+    if meter is not None:
+        meter.start()
     rows: list[dict[str, Any]] = []
+    power: dict[tuple[int, int], float] = {}  # (cameras, batch size) -> mean board power
     try:
         for cams in cameras:
             if options.interleave:
@@ -515,12 +534,30 @@ def profile_model(
                 if on_step is not None:
                     # a staged call's time: the sum of its stages, each run its repeat times
                     on_step(b, cams, _call_ms(per_level, profiler.stage_list))
+            if meter is not None:  # each camera count's power apart
+                power.update({(cams, b): w for b, w in meter.per_size_w().items()})
+                meter.windows.clear()
     except KeyboardInterrupt:
         meta["interrupted"] = True
+    finally:
+        if meter is not None:
+            meter.stop()
+    if power and all((r["cameras"], r["batch_size"]) in power for r in rows):
+        meta["power"] = meter.provenance()
+        for row in rows:
+            row["power_w"] = round(power[row["cameras"], row["batch_size"]], 2)
+    else:
+        power = {}  # none, or not for every size measured: no column
     if options.stages and profiler.stage_list:
         meta["stages"] = [{"name": name, "repeat": repeat} for name, repeat in profiler.stage_list]
         meta["timing"] += "; each stage timed on its own, on inputs its earlier stages built"
-    columns = ["batch_size", "latency_ms", "peak_mem_mb", "cameras"]
+    columns = [
+        "batch_size",
+        "latency_ms",
+        "peak_mem_mb",
+        *(["power_w"] if power else []),
+        "cameras",
+    ]
     columns += ["stage"] if options.stages else []
     columns += ["idle_ms", "rep"] if options.idle_ms else ["rep"]
     return pd.DataFrame(rows, columns=columns), meta

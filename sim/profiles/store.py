@@ -40,6 +40,9 @@ from sim.profiles.profile import Profile
 
 REQUIRED_COLUMNS = ("batch_size", "latency_ms")
 MEMORY_COLUMN = "peak_mem_mb"
+# board power (W) sampled while the timed call ran (NVML); per size, the median is used
+POWER_COLUMN = "power_w"
+MEASURED_COLUMNS = (MEMORY_COLUMN, POWER_COLUMN)  # measured with each sample: never variants
 # bookkeeping columns of a measurement that never select a variant
 IGNORED_COLUMNS = frozenset({"rep", "run", "sample", "timestamp", "measured_ms"})
 # idle time (ms) before the timed call: a model may run slower after the server has been
@@ -245,7 +248,7 @@ def from_frame(
     frame = frame.copy()
     for name, value in (select or {}).items():
         if name not in frame.columns:
-            variants = [c for c in frame.columns if c not in (*REQUIRED_COLUMNS, MEMORY_COLUMN)]
+            variants = [c for c in frame.columns if c not in (*REQUIRED_COLUMNS, *MEASURED_COLUMNS)]
             raise InputError(
                 f"no column '{name}' to select on (columns: {column_list(variants) or 'none'})",
                 source=source,
@@ -265,7 +268,7 @@ def from_frame(
         idle = _idle_levels(frame, source)
         frame = frame[idle == idle.min()]
     for name in frame.columns:
-        if name in (*REQUIRED_COLUMNS, MEMORY_COLUMN) or name in IGNORED_COLUMNS:
+        if name in (*REQUIRED_COLUMNS, *MEASURED_COLUMNS) or name in IGNORED_COLUMNS:
             continue
         values = frame[name].unique()
         if len(values) > 1:
@@ -276,7 +279,7 @@ def from_frame(
                 source=source,
                 field=name,
             )
-    for name in (*REQUIRED_COLUMNS, *([MEMORY_COLUMN] if MEMORY_COLUMN in frame else [])):
+    for name in (*REQUIRED_COLUMNS, *(c for c in MEASURED_COLUMNS if c in frame)):
         numeric = pd.to_numeric(frame[name], errors="coerce")
         bad = numeric.isna()
         if bad.any():
@@ -296,7 +299,10 @@ def from_frame(
     mem = None
     if MEMORY_COLUMN in frame:
         mem = {int(s): float(g[MEMORY_COLUMN].max()) for s, g in groups}
-    return Profile.from_samples(samples, mem, provenance, source)
+    power = None
+    if POWER_COLUMN in frame:
+        power = {int(s): float(g[POWER_COLUMN].median()) for s, g in groups}
+    return Profile.from_samples(samples, mem, provenance, source, power)
 
 
 def rows(profile: Profile) -> pd.DataFrame:
@@ -309,6 +315,8 @@ def rows(profile: Profile) -> pd.DataFrame:
             row = {"batch_size": size, "latency_ms": float(value)}
             if profile.peak_mem_mb is not None:
                 row[MEMORY_COLUMN] = profile.peak_mem_mb[i]
+            if profile.power_w is not None:
+                row[POWER_COLUMN] = profile.power_w[i]
             out.append(row)
     return pd.DataFrame(out)
 

@@ -28,9 +28,34 @@ class GpuSpec:
     note: str = ""
     # names as torch.cuda.get_device_name() prints them, to recognise a profile's GPU
     device_names: tuple[str, ...] = ()
+    # board power: the most it draws (the vendor's TDP / TGP / module power), with its source;
+    # idle: no vendor publishes it, so IDLE_SHARE of the maximum, stated as an assumption
+    max_w: float | None = None
+    power_source: str = ""
+    idle_w_stated: float | None = None  # a spec file's own idle figure (the table has none)
+
+    @property
+    def idle_w(self) -> float | None:
+        if self.idle_w_stated is not None:
+            return self.idle_w_stated
+        return None if self.max_w is None else IDLE_SHARE * self.max_w
+
+    @property
+    def idle_source(self) -> str:
+        return "stated in its spec file" if self.idle_w_stated is not None else IDLE_SOURCE
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        out.pop("idle_w_stated")
+        return {**out, "idle_w": self.idle_w}
+
+
+# idle board power as a share of the maximum: no vendor datasheet states idle power; data-
+# centre GPUs idling at their lowest performance state read of this order in nvidia-smi.
+# An assumption, said so wherever it is used: measure it (batchsim profile samples power
+# through NVML) or give the scenario's power: {idle_w, busy_w}
+IDLE_SHARE = 0.1
+IDLE_SOURCE = "assumed: 10% of the maximum (no vendor publishes idle board power)"
 
 
 GPUS: dict[str, GpuSpec] = {
@@ -46,6 +71,8 @@ GPUS: dict[str, GpuSpec] = {
             "Tensor Core GPU architecture whitepaper",
             "1,979 TFLOPS is the with-sparsity figure",
             ("NVIDIA H100 80GB HBM3", "NVIDIA H100 SXM5 80GB"),
+            700,
+            "NVIDIA H100 datasheet, H100 SXM: max thermal design power up to 700 W (configurable)",
         ),
         GpuSpec(
             "h200",
@@ -57,6 +84,8 @@ GPUS: dict[str, GpuSpec] = {
             "(the same GH100 chip)",
             "same compute as the H100 SXM; 1,979 TFLOPS is the with-sparsity figure",
             ("NVIDIA H200",),
+            700,
+            "NVIDIA H200 datasheet, H200 SXM: max thermal design power up to 700 W (configurable)",
         ),
         GpuSpec(
             "a100",
@@ -68,6 +97,8 @@ GPUS: dict[str, GpuSpec] = {
             "A100 Tensor Core GPU architecture whitepaper",
             "624 TFLOPS is the with-sparsity figure; the PCIe card has 1,935 GB/s",
             ("NVIDIA A100-SXM4-80GB", "NVIDIA A100 80GB PCIe"),
+            400,
+            "NVIDIA A100 datasheet, A100 80GB SXM: max thermal design power 400 W (the PCIe card: 300 W)",
         ),
         GpuSpec(
             "l40s",
@@ -78,6 +109,8 @@ GPUS: dict[str, GpuSpec] = {
             "NVIDIA L40S datasheet; L2 from the Ada Lovelace architecture whitepaper (AD102)",
             "733 TFLOPS is the with-sparsity figure",
             ("NVIDIA L40S",),
+            350,
+            "NVIDIA L40S datasheet: max power consumption 350 W",
         ),
         GpuSpec(
             "l40",
@@ -88,6 +121,8 @@ GPUS: dict[str, GpuSpec] = {
             "NVIDIA L40 datasheet; L2 from the Ada Lovelace architecture whitepaper (AD102)",
             "362.1 TFLOPS is the with-sparsity figure",
             ("NVIDIA L40",),
+            300,
+            "NVIDIA L40 datasheet: max power consumption 300 W",
         ),
         GpuSpec(
             "rtx4090",
@@ -100,6 +135,8 @@ GPUS: dict[str, GpuSpec] = {
             "bf16 with FP32 accumulate; 330.3 is the FP16-accumulate rate and 660.6 / 330.4 "
             "the with-sparsity figures",
             ("NVIDIA GeForce RTX 4090",),
+            450,
+            "NVIDIA GeForce RTX 4090 specifications: total graphics power 450 W",
         ),
         GpuSpec(
             "rtx5090",
@@ -110,6 +147,8 @@ GPUS: dict[str, GpuSpec] = {
             "NVIDIA RTX Blackwell GPU architecture whitepaper, GeForce RTX 5090 table (96 MB L2)",
             "bf16 with FP32 accumulate; 419 TFLOPS is the with-sparsity figure",
             ("NVIDIA GeForce RTX 5090",),
+            575,
+            "NVIDIA GeForce RTX 5090 specifications: total graphics power 575 W",
         ),
         GpuSpec(
             "b200",
@@ -122,6 +161,8 @@ GPUS: dict[str, GpuSpec] = {
             "third-party microbenchmarks report)",
             "2.25 PFLOPS dense is half the 4.5 PFLOPS sparse figure",
             ("NVIDIA B200",),
+            1000,
+            "NVIDIA HGX B200 specifications: up to 1,000 W per GPU",
         ),
         GpuSpec(
             "orin",
@@ -134,15 +175,30 @@ GPUS: dict[str, GpuSpec] = {
             "dense FP16/BF16 tensor rate is a quarter of the 170 sparse INT8 TOPS; the 275 "
             "TOPS headline adds the DLAs and sparsity; memory is shared with the CPU",
             ("Orin",),
+            60,
+            "NVIDIA Jetson AGX Orin series technical brief (v1.2), AGX Orin 64GB: module power 15 W to 60 W",
         ),
     )
 }
 
 
 def gpu_for_device(device: str) -> GpuSpec | None:
-    """The table's GPU for a profile's `device` or `gpu` field (torch's device name)."""
+    """The table's GPU for a profile's `device` or `gpu` field (torch's device name), or a
+    name as `batchsim gpus` lists it (any case)."""
     for spec in GPUS.values():
         if device in spec.device_names or device.lower() == spec.name:
+            return spec
+    return None
+
+
+def profile_gpu(provenance: Any) -> GpuSpec | None:
+    """The GPU a profile was measured on (its sidecar's `gpu` or `device`) or estimated
+    for (the estimate's target, its `gpu`); None for CPU and inline profiles."""
+    if not isinstance(provenance, dict):
+        return None
+    for key in ("gpu", "device"):
+        value = provenance.get(key)
+        if isinstance(value, str) and (spec := gpu_for_device(value)) is not None:
             return spec
     return None
 
@@ -172,7 +228,7 @@ def load_gpu(name_or_path: str, option: str = "gpu") -> GpuSpec:
         "l2_cache_mb",
         "source",
     )
-    allowed = {*required, "note", "device_names"}
+    allowed = {*required, "note", "device_names", "max_w", "idle_w", "power_source"}
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise InputError(
@@ -192,6 +248,17 @@ def load_gpu(name_or_path: str, option: str = "gpu") -> GpuSpec:
     for key in ("name", "source"):
         if not isinstance(data[key], str) or not data[key].strip():
             raise InputError("must be a non-empty string", source=str(path), field=key)
+    for key in ("max_w", "idle_w"):
+        watts = data.get(key)
+        if watts is not None and (
+            isinstance(watts, bool)
+            or not isinstance(watts, (int, float))
+            or not (math.isfinite(watts) and 0 <= watts <= 1e5)
+        ):
+            raise InputError(
+                f"must be watts from 0 to 100,000 (got {watts!r})", source=str(path), field=key
+            )
+    max_w, idle_w = data.get("max_w"), data.get("idle_w")
     names = data.get("device_names", ())
     if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
         raise InputError("must be a list of strings", source=str(path), field="device_names")
@@ -204,4 +271,7 @@ def load_gpu(name_or_path: str, option: str = "gpu") -> GpuSpec:
         data["source"],
         str(data.get("note", "")),
         tuple(names),
+        None if not max_w else float(max_w),
+        str(data.get("power_source", "the spec file")),
+        None if idle_w is None else float(idle_w),
     )

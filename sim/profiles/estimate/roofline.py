@@ -206,7 +206,9 @@ def estimate(
     from sim.profiles.store import (
         IDLE_COLUMN,
         IGNORED_COLUMNS,
+        MEASURED_COLUMNS,
         MEMORY_COLUMN,
+        POWER_COLUMN,
         REQUIRED_COLUMNS,
         from_frame,
         read_table,
@@ -257,7 +259,7 @@ def estimate(
     shape_columns = [
         c
         for c in frame.columns
-        if c not in (*REQUIRED_COLUMNS, MEMORY_COLUMN) and c not in IGNORED_COLUMNS
+        if c not in (*REQUIRED_COLUMNS, *MEASURED_COLUMNS) and c not in IGNORED_COLUMNS
     ]
     for column, value in select.items():
         if column not in frame.columns:
@@ -325,6 +327,10 @@ def estimate(
     weights_mb = bundle.param_count * _itemsize(str(dtype)) / MIB
     limit_mb = target.memory_gb * 1e9 / MIB
     out_frames, rows, left_out = [], [], []
+    # measured board power carries to the target by the table's ratio of maximum board power
+    power_ratio = None
+    if measured_on.max_w and target.max_w:
+        power_ratio = target.max_w / measured_on.max_w
     for src_shape, profile, group in profiles:
         tgt_shape = tuple(sorted({**dict(src_shape), **shape}.items()))
         for b in profile.sizes:
@@ -344,6 +350,11 @@ def estimate(
                     act_tgt / act_src
                 )
                 peak = float(rows_b[MEMORY_COLUMN].max())
+            if POWER_COLUMN in rows_b:
+                if power_ratio is None:  # no ratio to carry it by: left out, not guessed
+                    rows_b = rows_b.drop(columns=POWER_COLUMN)
+                else:
+                    rows_b[POWER_COLUMN] = rows_b[POWER_COLUMN].astype(float) * power_ratio
             for column, value in shape.items():
                 rows_b[column] = value
             row = {
@@ -370,6 +381,9 @@ def estimate(
             option="gpu",
         )
     out = pd.concat(out_frames, ignore_index=True)
+    power = None
+    if isinstance(provenance.get("power"), dict):
+        power = carried_power(provenance["power"], power_ratio, path, measured_on, target)
     meta = _sidecar(
         provenance,
         path,
@@ -386,7 +400,26 @@ def estimate(
         left_out,
         limit_mb,
     )
+    if power is not None:
+        meta["power"] = power
     return Estimate(out, meta, rows)
+
+
+def carried_power(measured: dict, ratio: float | None, path, source, target) -> dict | None:
+    """The source profile's measured power block, carried to the target GPU by the table's
+    ratio of maximum board power (None where either GPU has no maximum in the table)."""
+    if ratio is None:
+        return None
+    idle = measured.get("idle_w")
+    return {
+        "method": (
+            f"estimated: {path}'s measured power_w (and idle) x {ratio:.4g}, the GPU table's "
+            f"maximum board power of the {target.name} ({target.max_w:g} W) over the "
+            f"{source.name}'s ({source.max_w:g} W)"
+        ),
+        "source_method": measured.get("method"),
+        **({"idle_w": round(float(idle) * ratio, 2)} if isinstance(idle, int | float) else {}),
+    }
 
 
 def _work_summary(work: Any) -> dict[str, Any]:
