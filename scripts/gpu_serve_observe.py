@@ -25,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
@@ -86,7 +88,15 @@ def main(argv: list[str] | None = None) -> int:
         [[f"workload.count={n}"] for n in fleets],
         wait_s=300,
     )
-    result["profile"] = {"file": str(profile), "wall_s": profile_s}
+    sidecar = json.loads(profile.with_suffix(".meta.json").read_text())
+    # board power through NVML (batchsim profile samples it on CUDA): its method, idle
+    # power and each size's mean, or why it was not sampled
+    power = sidecar.get("power", {"method": "not recorded"})
+    frame = pd.read_csv(profile)
+    if "power_w" in frame:
+        power["power_w_by_size"] = frame.groupby("batch_size").power_w.median().round(1).to_dict()
+    result["profile"] = {"file": str(profile), "wall_s": profile_s, "power": power}
+    print(f"board power: {json.dumps(power)}")
     result["provenance"] = provenance(out)
     result["wall_s"] = time.time() - started
     (out / "provenance.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -17,6 +17,7 @@ parameters), built on the device from its configs with random weights.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -77,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
         medians = frame.groupby(["cameras", "stage", "batch_size"]).latency_ms.median()
         print(f"{mode}: wrote {path} in {time.perf_counter() - t0:.0f} s")
         print(medians.unstack("batch_size").round(2).to_string())
+        # board power through NVML (profile_model samples it on CUDA), or why not
+        print(f"power: {json.dumps(meta.get('power', {'method': 'not recorded'}))}")
+        if "power_w" in frame:
+            print(frame.groupby("batch_size").power_w.median().round(1).to_string())
     print(f"total {time.perf_counter() - started:.0f} s")
     return 0
 

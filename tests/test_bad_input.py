@@ -688,6 +688,37 @@ TABLE: dict[str, Case] = {
         ),  # fmt: skip
         ["one replica with a shared queue"],
     ),
+    # issue 28: prices and power
+    "cost: a price map without the profile's GPU": (
+        scenario(with_value(OPEN, "cost", {"gpu_hour_usd": {"l40s": 1.1}})),
+        ["cost.gpu_hour_usd", "no price for the profile's GPU 'h100'", "prices given: l40s"],
+    ),
+    "cost: a price for a GPU the table lacks": (
+        scenario(with_value(OPEN, "cost", {"gpu_hour_usd": {"tpu-v5": 1.1}})),
+        ["cost.gpu_hour_usd", "'tpu-v5' is not a GPU of the table"],
+    ),
+    "cost: a price map on an inline profile": (
+        scenario(
+            with_value(
+                with_value(OPEN, "profile", {"batch_size": [1, 8], "latency_ms": [5, 9]}),
+                "cost",
+                {"gpu_hour_usd": {"h100": 2.5}},
+            )
+        ),
+        ["cost.gpu_hour_usd", "give one number instead"],
+    ),
+    "cost: a negative price": (
+        scenario(with_value(OPEN, "cost", {"gpu_hour_usd": -1})),
+        ["cost.gpu_hour_usd"],
+    ),
+    "power: busy below idle": (
+        scenario(with_value(OPEN, "power", {"idle_w": 100, "busy_w": 50})),
+        ["power", "busy_w must be at least idle_w"],
+    ),
+    "recommend: min-cost without prices": (
+        command("recommend", "{ok}", "--objective", "min-cost", "--slo", "p99_ms<=100"),
+        ["min-cost needs prices", "cost"],
+    ),
     "robots: threshold on sync robots": (
         scenario(with_value(FLEET, "workload.threshold", 0.3)),
         ["workload", "threshold applies to async robots", "mode: async"],

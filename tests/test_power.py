@@ -105,3 +105,29 @@ def test_on_a_machine_without_a_driver_nvml_fails_in_one_reason():
         meter.stop()
         pytest.skip("this machine has NVML")
     assert why.startswith("not sampled: NVML failed")
+
+
+def test_estimate_carries_measured_power_by_the_tables_ratio(tmp_path):
+    """The shipped H100 profile with a power_w column (and idle power) added, estimated for
+    the L40S: every power_w scales by 350 / 700 W (the table's maximum board powers), and
+    the sidecar says so."""
+    import pandas as pd
+
+    from sim.profiles.estimate.gpus import GPUS
+    from sim.profiles.estimate.roofline import estimate
+    from tests.conftest import ROOT
+
+    source = ROOT / "profiles/h100/pi0-cudagraph.csv"
+    frame = pd.read_csv(source)
+    frame["power_w"] = 300.0 + 5.0 * frame.batch_size
+    path = tmp_path / "measured.csv"
+    frame.to_csv(path, index=False)
+    meta = json.loads(store.meta_path_for(source).read_text())
+    meta["power"] = {"method": "NVML (test)", "idle_w": 72.0}
+    store.meta_path_for(path).write_text(json.dumps(meta))
+    est = estimate(path, GPUS["l40s"])
+    ratio = GPUS["l40s"].max_w / GPUS["h100"].max_w
+    assert (est.frame.power_w == (300.0 + 5.0 * est.frame.batch_size) * ratio).all()
+    assert est.meta["power"]["idle_w"] == round(72.0 * ratio, 2)
+    assert "maximum board power" in est.meta["power"]["method"]
+    assert est.meta["power"]["source_method"] == "NVML (test)"

@@ -105,3 +105,49 @@ def test_exact_ties_rank_in_the_order_the_configurations_were_listed():
     ]
     ranked = search.rank(finished)
     assert [c.config for c in ranked] == search.configs
+
+
+PRICED = ["--set", "duration_s=30", "--set", "cost={gpu_hour_usd: {h100: 2.5, l40s: 1.1}}"]
+TWO_GPUS = (
+    "profile.path=../profiles/h100/pi0-cudagraph.csv,../profiles/estimated/l40s-pi0-cudagraph.csv"
+)
+
+
+def test_min_cost_picks_the_cheaper_feasible_fleet_each_priced_by_its_own_gpu(tmp_path):
+    """The 24-robot ALOHA fleet on the measured H100 ($2.50/h) and the estimated L40S
+    ($1.10/h): both need one replica for stall <= 0.4, so the L40S fleet wins on $/h."""
+    result = run_cli(
+        "recommend", FLEET, *PRICED, "--objective", "min-cost", "--slo", "stall<=0.4",
+        "--space", TWO_GPUS, "--out", str(tmp_path / "rec"),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "rec" / "recommend.json").read_text())
+    feasible = [row for row in report["frontier"] if row["feasible"]]
+    per_hour = [row["metrics"]["cost_usd_per_hour"]["mean"] for row in feasible]
+    assert per_hour == sorted(per_hour)  # ranked cheapest first
+    winner = feasible[0]
+    assert "l40s" in winner["config"]["profile.path"]
+    assert per_hour[0] == winner["load"] * 1.1
+    assert "$/h" in result.stdout and "at $1.10/h" in result.stdout
+    assert "J per request" in result.stdout
+
+
+def test_min_cost_without_prices_is_one_line():
+    result = run_cli("recommend", FLEET, "--objective", "min-cost", "--slo", "stall<=0.4")
+    assert result.returncode == 2
+    assert "min-cost needs prices" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_min_energy_ranks_by_joules_per_request(tmp_path):
+    result = run_cli(
+        "recommend", FLEET, *PRICED, "--objective", "min-energy", "--slo", "stall<=0.4",
+        "--space", TWO_GPUS, "--out", str(tmp_path / "rec"),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "rec" / "recommend.json").read_text())
+    joules = [
+        row["metrics"]["energy_joules_per_request"]["mean"]
+        for row in report["frontier"]
+        if row["feasible"]
+    ]
+    assert len(joules) == 2 and joules == sorted(joules)
