@@ -381,7 +381,7 @@ class PolicyServer:
             await ws.send(msgpack_numpy.packb(self.metadata()))
             async for message in ws:
                 if self.stopping.is_set():
-                    await ws.close(1001, "the server is shutting down")
+                    await self._refuse_stopping(ws, closed)
                     return
                 try:
                     observation = await loop.run_in_executor(self.decoder, self.admit, message)
@@ -391,7 +391,7 @@ class PolicyServer:
                     await ws.close(1003, "bad observation")
                     return
                 if self.stopping.is_set():  # it stopped while this one was decoded
-                    await ws.close(1001, "the server is shutting down")
+                    await self._refuse_stopping(ws, closed)
                     return
                 caller = Caller(number, observation, loop.create_future(), self.now())
                 self.waiting.add(caller)
@@ -418,6 +418,14 @@ class PolicyServer:
             pass
         finally:
             closed.cancel()
+
+    async def _refuse_stopping(self, ws, closed: asyncio.Future) -> None:
+        """A request that came in as the server stopped: refused with 1001, or, if its
+        client has already left, counted as a client gone mid-request."""
+        if closed.done():
+            self.disconnected += 1
+            return
+        await ws.close(1001, "the server is shutting down")
 
     async def batching(self) -> None:
         """The replica: decide, run a batch off the event loop, answer; else sleep until
