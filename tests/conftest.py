@@ -72,6 +72,7 @@ MODULE_MARKS = {
     "test_observe.py": ("network", "torch"),
     "test_serve_hostile.py": ("network", "torch", "slow"),
     "test_observe_hostile.py": ("network",),
+    "test_power.py": ("torch",),
     "test_models.py": ("torch",),
     "test_estimate.py": ("torch",),
     "test_recommend.py": ("slow",),

@@ -108,7 +108,7 @@ def test_metadata_becomes_json_safe_text():
 
 # ---- serve's admission checks (ModelRunner.check), with no model behind them ----------------
 def runner():
-    from sim.real.serve import ModelRunner
+    from sim.real.runner import ModelRunner
 
     spec = {"instruction": ((4,), "int64"), "state": ((3,), "float32")}
     return ModelRunner(None, spec, (5, 2), "cpu", None, ranges={"instruction": (0, 256)})
