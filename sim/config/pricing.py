@@ -15,6 +15,7 @@ May import: errors, profiles.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,7 +88,7 @@ def resolve_pricing(scenario: Any, profile: Profile, source: str) -> Pricing:
     measured = profile.provenance.get("power")
     if profile.power_w is not None:
         idle = measured.get("idle_w") if isinstance(measured, dict) else None
-        if isinstance(idle, int | float) and not isinstance(idle, bool) and idle >= 0:
+        if type(idle) in (int, float) and math.isfinite(idle) and idle >= 0:
             idle_from = "its measured idle power"
         elif gpu is not None and gpu.idle_w is not None:
             idle, idle_from = gpu.idle_w, f"the GPU table's idle figure for the {gpu.name}"
