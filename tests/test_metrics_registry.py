@@ -103,3 +103,28 @@ def test_every_invariant_names_tests_that_exist():
         pattern = name.replace("*", "[a-z_]*")
         assert re.search(rf"def {pattern}\(", sources), name
     assert [f"INV-{k}" for k in range(1, 14)] == re.findall(r"INV-\d+", table)[:13]
+
+
+def test_the_readmes_list_of_slo_terms_is_the_registrys():
+    """README's `--slo` list is the registry's short names, every one of them, in order."""
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    listed = re.search(r"`--slo` terms, as sim/metrics/registry\.py names them: (.*?);", text, re.S)
+    assert listed is not None
+    names = [n.strip() for n in " ".join(listed.group(1).split()).split(",")]
+    assert names == list(SLO_NAMES)
+
+
+@pytest.mark.parametrize(
+    "term, metric",
+    [
+        ("stall_max<=0.2", "robots_stall_fraction_max"),
+        ("round_trip_p99_ms<=80", "robots_round_trip_p99_ms"),
+        ("round_trip_p50_ms<=40", "robots_round_trip_p50_ms"),
+        ("latency_p95_ms<=100", "latency_p95_ms"),  # a full registry name
+        ("utilization_mean<=0.9", "utilization_mean"),
+    ],
+)
+def test_every_registry_metric_can_be_an_slo_term(term, metric):
+    assert SloTerm.parse(term).metric == metric

@@ -18,11 +18,15 @@ def test_a_slo_below_the_batch_1_floor_is_refused_with_the_numbers():
     the network 4 ms, so no replica count can do it: said at once, no probe run."""
     done = run_cli("recommend", FLEET, "--slo", "stall<=0.05", "--objective", "min-replicas",
                    "--space", "policy.max_batch=1,8", *FLEET40)  # fmt: skip
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 3, done.stderr  # no configuration meets the SLO
     assert "probe " not in done.stderr
     assert "allows 26.3 ms per round trip" in done.stderr
     assert "fastest batch 25.2 ms + 4 ms of network" in done.stderr
-    assert done.stdout.count("infeasible policy.max_batch=") == 2
+    # the reason once, for both configurations, and what was tried: nothing
+    assert done.stderr.count("cannot be met") == 1
+    assert "infeasible policy.max_batch=1, policy.max_batch=8: refused before" in done.stdout
+    assert "cannot be met" not in done.stdout
+    assert "each was refused before any probe" in done.stdout
 
 
 def test_probes_stream_are_kept_and_a_rerun_reuses_them(tmp_path):
@@ -151,3 +155,29 @@ def test_min_energy_ranks_by_joules_per_request(tmp_path):
         if row["feasible"]
     ]
     assert len(joules) == 2 and joules == sorted(joules)
+
+
+def test_the_worst_robots_stall_and_round_trip_percentiles_are_slo_terms(tmp_path):
+    """A fleet constrained by its worst robot's stall and its p99 round trip: the search
+    runs, and the frontier shows both constrained figures."""
+    result = run_cli(
+        "recommend", FLEET, "--objective", "min-replicas", "--slo", "stall_max<=0.3",
+        "--slo", "round_trip_p99_ms<=120", "--set", "duration_s=30", "--replications", "1",
+        "--out", str(tmp_path / "rec"),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "rec" / "recommend.json").read_text())
+    best = report["frontier"][0]
+    assert best["feasible"]
+    assert best["metrics"]["robots_stall_fraction_max"]["mean"] <= 0.3
+    assert best["metrics"]["robots_round_trip_p99_ms"]["mean"] <= 120
+    assert "stall_max<=0.3" in result.stdout and "round_trip_p99_ms<=120" in result.stdout
+
+
+def test_nothing_feasible_after_probes_exits_3_and_says_what_was_tried(tmp_path):
+    result = run_cli(
+        "recommend", FLEET, "--objective", "min-replicas", "--slo", "stall<=0.06",
+        "--set", "duration_s=20", "--replications", "1",
+    )  # fmt: skip
+    assert result.returncode == 3, result.stderr
+    assert "no configuration meets stall<=0.06 at the cluster.replicas tried (1 to" in result.stdout

@@ -106,3 +106,17 @@ def test_mmpp_with_sojourns_far_past_the_horizon_draws_only_what_the_run_uses(me
     assert np.all(np.diff(by_time.time_s) >= 0) and by_time.time_s[-1] < 100.0
     by_count = mmpp_arrivals(rng, [50.0, 50.0], [mean_s, mean_s], count=777)
     assert len(by_count) == 777 and np.all(np.diff(by_count.time_s) >= 0)
+
+
+def test_network_ms_null_means_no_network():
+    """`null` is accepted wherever "none" is meant: workload.network_ms=null is the same run
+    as zero delays (it was a pydantic-style refusal)."""
+    import sim
+    from tests.conftest import ROOT
+
+    fleet = ROOT / "scenarios" / "aloha-pi0-fleet.yaml"
+    none = sim.run(fleet, ["duration_s=20", "workload.network_ms=null"]).summary
+    zero = sim.run(
+        fleet, ["duration_s=20", "workload.network_ms={uplink: 0, downlink: 0, jitter: 0}"]
+    ).summary
+    assert none["robots"] == zero["robots"] and none["latency_ms"] == zero["latency_ms"]

@@ -104,7 +104,7 @@ def _named(exc: InputError) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: input errors become one line on stderr and exit code 2."""
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
     except InputError as exc:
         err_console.print(
             f"batchsim: error: {_named(exc)}",
@@ -144,4 +144,5 @@ def main(argv: list[str] | None = None) -> int:
             emoji=False,
         )
         return 2
-    return 0
+    # a command's own exit code (typer.Exit: recommend's 3, no configuration meets the SLO)
+    return code if type(code) is int else 0

@@ -122,9 +122,13 @@ def recommend(
     def where(config: dict[str, Any]) -> str:
         return " ".join(f"{k}={label(v)}" for k, v in config.items()) or "(scenario)"
 
+    told: set[str] = set()  # each reason is printed once, however many configurations share it
+
     def on_refused(config: dict[str, Any], why: str) -> None:
         # refused before any probe, with the numbers
-        err_console.print(f"recommend: {config or '(scenario)'}: {why}", markup=False)
+        if why not in told:
+            told.add(why)
+            err_console.print(f"recommend: refused before any probe: {why}", markup=False)
 
     def on_probe(config: dict[str, Any], ev: Any, reused: bool) -> None:
         # one line per probe, on a terminal or in a log: what ran, at what load, the result
@@ -175,8 +179,15 @@ def recommend(
     table.add_column(rec.search_key, justify="right")
     shown = ["throughput_rps", "latency_p99_ms"]
     shown += [t.metric for t in rec.slo if t.metric not in shown]  # every constrained metric
-    # prices and energy beside the SLO terms, where the scenario has them
-    priced = ("cost_usd_per_hour", "cost_usd_per_million_requests", "energy_joules_per_request")
+    # a fleet's stall and round trip, and prices and energy, beside the SLO terms, where the
+    # scenario has them
+    priced = (
+        "robots_stall_fraction",
+        "robots_round_trip_p99_ms",
+        "cost_usd_per_hour",
+        "cost_usd_per_million_requests",
+        "energy_joules_per_request",
+    )
     shown += [
         m
         for m in priced
@@ -187,6 +198,8 @@ def recommend(
         "cost_usd_per_hour": "$/h",
         "cost_usd_per_million_requests": "$/M requests",
         "energy_joules_per_request": "J/request",
+        "robots_stall_fraction": "stall",
+        "robots_round_trip_p99_ms": "round trip p99 (ms)",
     }
     for metric in shown:
         table.add_column(names.get(metric, metric), justify="right")
@@ -203,9 +216,16 @@ def recommend(
             *cells,
         )
     out_console.print(table)
+    # the infeasible configurations, grouped by their reason: each reason once
+    by_reason: dict[str, list[str]] = {}
     for cand in found.ranked:
         if cand.best is None:
-            out_console.print(f"infeasible {where(cand.config)}: {rec.infeasible_line(cand)}")
+            by_reason.setdefault(rec.infeasible_line(cand), []).append(where(cand.config))
+    for reason, configs in by_reason.items():
+        shown_reason = "refused before any probe (the reason above)" if reason in told else reason
+        out_console.print(f"infeasible {', '.join(configs)}: {shown_reason}")
     out_console.print(found.explanation)
     for line in found.warnings:
         err_console.print(f"batchsim: warning: {line}", markup=False, highlight=False)
+    if not any(cand.best is not None for cand in found.ranked):
+        raise typer.Exit(3)  # no configuration meets the SLO: an answer, but not a yes

@@ -199,6 +199,14 @@ def sweep_table(summary: Any, keys: list[str]) -> Table:
     for key in keys:
         table.add_column(key, overflow="fold")
     columns = ("throughput_rps", "latency_p99_ms", "slo_attainment", "batch_size_mean")
+    rows = summary.to_dict("records")
+    fleet = ("robots_stall_fraction", "robots_round_trip_p99_ms")
+    if any(
+        row.get(name) == row.get(name) and row.get(name) is not None
+        for row in rows
+        for name in fleet
+    ):  # a fleet: what its robots feel
+        columns += fleet
     for name in columns:
         metric = METRICS[name]
         table.add_column(f"{metric.label} ({metric.unit})", justify="right")
@@ -212,13 +220,11 @@ def sweep_table(summary: Any, keys: list[str]) -> Table:
             "" if half is None or half != half else f" ± {half:.{digits}f}"
         )
 
-    for row in summary.to_dict("records"):
+    digits = {"slo_attainment": 3, "batch_size_mean": 2, "robots_stall_fraction": 3}
+    for row in rows:
         table.add_row(
             *[str(row[f"grid.{k}"]) for k in keys],
-            *(
-                cell(row, name, {"slo_attainment": 3, "batch_size_mean": 2}.get(name, 1))
-                for name in columns
-            ),
+            *(cell(row, name, digits.get(name, 1)) for name in columns),
         )
     return table
 

@@ -206,6 +206,11 @@ class RobotGroup(Strict):
     jitter_ms: NonNegativeFloat = 0.0
     network_ms: NetworkMs = NetworkMs()
 
+    @field_validator("network_ms", mode="before")
+    @classmethod
+    def _no_network(cls, value: Any) -> Any:
+        return {} if value is None else value  # null: no network, as "none" means elsewhere
+
     @model_validator(mode="after")
     def _execute_within_chunk(self) -> RobotGroup:
         if self.execute is not None and self.execute > self.chunk:

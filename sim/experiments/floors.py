@@ -58,7 +58,9 @@ def slo_floor(loaded: Any, slo: Sequence[Any]) -> str | None:
                     f"fastest batch, {fastest_ms:.1f} ms"
                     + (f", plus {network_ms:g} ms of network" if network_ms else "")
                 )
-        if upper and term.metric == "robots_stall_fraction" and workload.kind == "robots":
+        # the worst robot stalls at least as much as the fleet on average
+        stall_terms = ("robots_stall_fraction", "robots_stall_fraction_max")
+        if upper and term.metric in stall_terms and workload.kind == "robots":
             groups = workload.groups
             if any(g.mode != "sync" for g in groups):
                 continue  # an async robot can hide its round trip

@@ -28,7 +28,7 @@ from sim.config.limits import DEFAULT, Limits, check
 from sim.errors import InputError, Interrupted
 from sim.experiments.floors import check_priced, slo_floor
 from sim.experiments.sweep import confidence_interval, parse_grid, run_point
-from sim.metrics.registry import SLO_NAMES
+from sim.metrics.registry import METRICS, SLO_NAMES
 
 # the load keys the objectives search: they move the traffic and the cluster, not what the
 # profile must cover
@@ -53,6 +53,8 @@ KEPT = (
     "cost_usd_per_hour",
     "cost_usd_per_million_requests",
     "energy_joules_per_request",
+    "robots_stall_fraction",  # fleets: what the robots feel
+    "robots_round_trip_p99_ms",
 )
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _SLO_RE = re.compile(rf"^\s*([a-z0-9_]+)\s*(<=|>=|<|>)\s*({_NUMBER})\s*$")
@@ -74,13 +76,17 @@ class SloTerm:
                 option="slo",
             )
         name, op, bound = match.groups()
-        if name not in SLO_NAMES:
+        # a short name (p99_ms, stall_max), or any registry metric by its full name
+        metric = SLO_NAMES.get(name) or (name if name in METRICS else None)
+        if metric is None:
             raise InputError(
-                f"unknown metric '{name}'; one of {', '.join(SLO_NAMES)}", option="slo"
+                f"unknown metric '{name}'; one of {', '.join(SLO_NAMES)}, or any metric of "
+                "the registry by its full name (latency_p95_ms, robots_stall_fraction_max, ...)",
+                option="slo",
             )
         if not math.isfinite(float(bound)):
             raise InputError(f"'{text}': the bound must be a finite number", option="slo")
-        return cls(name, SLO_NAMES[name], op, float(bound))
+        return cls(name, metric, op, float(bound))
 
     def shortfall(self, values: Sequence[float | None]) -> float:
         """How far the worst side of the 95% interval lies past the bound, relative to the
@@ -463,7 +469,11 @@ class Recommender:
         slo = " and ".join(str(t) for t in self.slo)
         win = ranked[0] if ranked else None
         if win is None or win.best is None:
-            return f"no configuration meets {slo} at any {unit} tried"
+            loads = sorted({e.load for c in ranked for e in c.evaluations})
+            if not loads:  # every configuration refused before any probe
+                return f"no configuration meets {slo}: each was refused before any probe"
+            tried = _fmt(loads[0]) if len(loads) == 1 else f"{_fmt(loads[0])} to {_fmt(loads[-1])}"
+            return f"no configuration meets {slo} at the {unit} tried ({tried})"
         text = f"winner {_named(win.config)} {what} {unit}={_fmt(win.best.load)} within {slo}"
         text += _priced(win.best)
         if len(ranked) > 1 and ranked[1].best is not None:

@@ -60,7 +60,8 @@ REGISTRY: tuple[Metric, ...] = (
         for name in ("arrived", "completed", "dropped", "rejected", "unfinished", "failed")
     ),
     Metric("robots_stall_fraction", ("robots", "stall_fraction"), "fraction", "stall", "stall"),
-    Metric("robots_stall_fraction_max", ("robots", "stall_fraction_max"), "fraction", "worst stall"),
+    Metric("robots_stall_fraction_max", ("robots", "stall_fraction_max"), "fraction",
+           "worst stall", "stall_max"),
     Metric("robots_deadline_miss_rate", ("robots", "deadline_miss_rate"), "fraction",
            "deadline misses", "miss_rate"),
     Metric("robots_control_rate_ratio", ("robots", "control_rate_ratio"), "fraction",
@@ -77,7 +78,7 @@ REGISTRY: tuple[Metric, ...] = (
     Metric("robots_jain_control_rate", ("robots", "jain_control_rate"), "index", "Jain"),
     *(
         Metric(f"robots_round_trip_{stat}_ms", ("robots", "round_trip_ms", stat), "ms",
-               f"robot round trip {stat}", "round_trip_p99_ms" if stat == "p99" else None)
+               f"robot round trip {stat}", f"round_trip_{stat}_ms")
         for stat in ("mean", *(f"p{p}" for p in PERCENTILES), "max")
     ),
 )  # fmt: skip
