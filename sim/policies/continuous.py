@@ -1,5 +1,6 @@
-"""Step-level (continuous) batching: iterations over the requests in flight, as Orca,
-vLLM and OxyGen schedule them, for a staged model whose last stage repeats K times."""
+"""Step-level (continuous) batching: iterations over the requests in flight, as Orca and
+vLLM schedule LLM decoding, here across robots, for a staged model whose last stage
+repeats K times (README, "Staged models", on how OxyGen and ActionFlow differ)."""
 
 from __future__ import annotations
 
