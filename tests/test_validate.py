@@ -332,3 +332,26 @@ def test_comparison_rows_take_medians_of_live_runs_and_of_simulation_draws():
         verdicts["throughput_rps"]["met"]
         and verdicts["throughput_rps"]["inside_live_range"] is False
     )
+
+
+SHIPPED_RECORDS = ROOT / "recorded" / "serve-observe-cpu" / "observed-1"
+
+
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ("workload.count=4", ["workload.count", "8 robots (distinct sources)", "has 4"]),
+        ("workload.execute=50", ["workload.control_hz", "send every", "1000 ms of actions"]),
+    ],
+)
+def test_validate_records_refuses_records_of_another_fleet(tmp_path, override, words):
+    """8-robot records (10 of 50 actions at 50 Hz) against a 4-robot scenario, or one whose
+    robots could not send that often: one line, exit 2, nothing written."""
+    result = run_cli(
+        "validate", str(ROOT / "scenarios" / "serve-observe-cpu.yaml"), "--records",
+        str(SHIPPED_RECORDS), "--set", override, "--out", str(tmp_path / "v"),
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and all(w in lines[0] for w in words), lines
+    assert not (tmp_path / "v").exists()

@@ -28,6 +28,41 @@ from sim.validation.compare import (
 from sim.validation.report import render_records_report
 
 
+def check_fits(s: Any, run: Any) -> None:
+    """The records are of the scenario's fleet: as many robots (distinct sources), and sync
+    robots that send no more often than their motion allows (execute / control_hz); else
+    one line naming the field and both values."""
+    if s.workload.kind != "robots":
+        return  # open-loop sources are connections or clients: nothing to match
+    records = run.records
+    sources = np.unique(records.source)
+    groups = s.workload.groups
+    robots = sum(g.count for g in groups)
+    if sources.size != robots:
+        raise InputError(
+            f"the records hold {sources.size} robots (distinct sources) but the scenario "
+            f"has {robots}; validate records against the scenario they were made with",
+            source=run.source,
+            field="workload.count",
+        )
+    if any(g.mode != "sync" for g in groups):
+        return  # an async robot's send interval depends on its round trips
+    motion_s = min(g.actions_per_chunk / g.control_hz for g in groups)
+    order = np.lexsort((records.arrival_s, records.source))
+    arrival, source = records.arrival_s[order], records.source[order]
+    same = source[1:] == source[:-1]
+    gaps = np.diff(arrival)[same]
+    if gaps.size and float(np.median(gaps)) < 0.8 * motion_s:
+        raise InputError(
+            f"the records' robots send every {np.median(gaps) * 1000:.0f} ms (median), but "
+            f"the scenario's sync robots execute {motion_s * 1000:.0f} ms of actions per "
+            "chunk before they send again (execute / control_hz); the records are of "
+            "another fleet",
+            source=run.source,
+            field="workload.control_hz",
+        )
+
+
 def validate_records(
     scenario_path: str | Path,
     record_paths: list[str | Path],
@@ -56,6 +91,8 @@ def validate_records(
     parsed = parse(scenario_path, overrides or ())
     s = parsed.scenario
     recorded = [read_recorded(Path(p), s.warmup_s) for p in record_paths]
+    for run in recorded:  # records of another fleet would be compared without a word
+        check_fits(s, run)
     observed = batch_times_ms(recorded)
     if not observed:
         raise InputError("the records hold no batch with a start and an end", option="records")
