@@ -158,7 +158,18 @@ def plot_profile(path: str | Path) -> Path:
         store.by_shape(table, "cameras")  # checks every camera count's data
     else:
         store.selected(table)
-    return save(profile_figure(table.frame, path.stem), png)
+    return save(profile_figure(table.frame, profile_title(path.stem, table.provenance)), png)
+
+
+def profile_title(name: str, meta: Mapping[str, Any]) -> str:
+    """A profile figure's title: measured on what, or ESTIMATED for which GPU from which."""
+    estimate = meta.get("estimate") if isinstance(meta.get("estimate"), dict) else None
+    if estimate is not None:  # no GPU of this kind was measured: the title says so
+        target = (estimate.get("target_gpu") or {}).get("name", meta.get("gpu", "?"))
+        source_gpu = (estimate.get("source_gpu") or {}).get("name", "?")
+        return f"{name}: ESTIMATED for the {target} from a measurement on the {source_gpu}"
+    device = meta.get("device") or meta.get("gpu") or "an unknown device"
+    return f"{name}: measured on {device}" + (f", {meta['dtype']}" if meta.get("dtype") else "")
 
 
 def sweep(

@@ -133,3 +133,16 @@ def test_a_profile_file_is_parsed_once_per_content_not_per_mtime(tmp_path):
     assert again is not first and store.selected(again).latency_ms(1) == 7.0
     (tmp_path / "p.meta.json").write_text('{"device": "cpu"}')  # a sidecar is content too
     assert store.selected(store.read_table(path)).provenance == {"device": "cpu"}
+
+
+def test_a_profile_figure_says_measured_or_estimated_in_its_title():
+    from sim.api import profile_title
+
+    est = json.loads((ROOT / "profiles/estimated/l40s-pi0-cudagraph.meta.json").read_text())
+    assert profile_title("l40s", est) == (
+        "l40s: ESTIMATED for the l40s from a measurement on the h100"
+    )
+    measured = json.loads((ROOT / "profiles/h100/pi0-cudagraph.meta.json").read_text())
+    assert profile_title("pi0", measured) == (
+        "pi0: measured on NVIDIA H100 80GB HBM3, torch.bfloat16"
+    )
