@@ -44,6 +44,7 @@ class Recorded:
     records: RunRecords
     robots: dict[str, Any] | None = None
     model_ms: np.ndarray | None = None  # per request: its batch's model call alone, if known
+    has_sources: bool = True  # False: a log without a source column (every request source 0)
 
 
 def read_recorded(path: Path, warmup_s: float) -> Recorded:
@@ -200,7 +201,7 @@ def _log(path: Path, warmup_s: float) -> Recorded:
         end_s=end_s,
         source_names=names,
     )
-    return Recorded(source, records)
+    return Recorded(source, records, has_sources="source" in frame)
 
 
 def _sources(frame: pd.DataFrame) -> tuple[np.ndarray, tuple[str, ...] | None]:

@@ -32,8 +32,8 @@ def check_fits(s: Any, run: Any) -> None:
     """The records are of the scenario's fleet: as many robots (distinct sources), and sync
     robots that send no more often than their motion allows (execute / control_hz); else
     one line naming the field and both values."""
-    if s.workload.kind != "robots":
-        return  # open-loop sources are connections or clients: nothing to match
+    if s.workload.kind != "robots" or not run.has_sources:
+        return  # open-loop sources are connections or clients; a log may name none
     records = run.records
     sources = np.unique(records.source)
     groups = s.workload.groups
