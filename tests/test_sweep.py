@@ -389,3 +389,42 @@ def test_intervals_never_cross_a_log_axis_floor():
     lower, upper = _error_bars(values, half, log=True)
     assert (values - lower > 0).all() and list(upper) == [5.0, 1.0, 0.0]
     assert list(_error_bars(values, half, log=False)[0]) == [5.0, 1.0, 0.0]
+
+
+def test_no_text_of_any_figure_is_clipped(tmp_path, monkeypatch):
+    """Every figure `batchsim plot` draws for a run folder (open loop and a fleet) and a
+    sweep folder: each visible text (titles, labels, ticks, legends, colour bars) lies
+    inside the figure once it is fitted, as `save` writes it."""
+    from sim import plots
+    from sim.api import plot as plot_folder
+    from sim.plots import figures
+
+    checked: list[str] = []
+    real_fit = figures.fit_text
+
+    def fit_and_check(fig) -> None:
+        real_fit(fig)
+        fig.canvas.draw()  # what is drawn: ticks outside the axes' view are not
+        renderer = fig.canvas.get_renderer()
+        drawn = fig.get_tightbbox(renderer)  # inches: every drawn artist, text included
+        width, height = fig.get_size_inches()
+        tol = 1 / fig.dpi  # a pixel
+        inside = (drawn.x0 >= -tol and drawn.y0 >= -tol and drawn.x1 <= width + tol
+                  and drawn.y1 <= height + tol)  # fmt: skip
+        title = fig.axes[0].get_title() if fig.axes else ""
+        assert inside, f"clipped: {title!r}: drawn {drawn} in {width:.2f}x{height:.2f} in"
+        checked.append(title)
+
+    monkeypatch.setattr(figures, "fit_text", fit_and_check)
+    assert plots  # the package, imported for its figures
+    path = scenario(tmp_path)
+    sweep_out, run_out, fleet_out = tmp_path / "sw", tmp_path / "run", tmp_path / "fleet"
+    assert run_cli("sweep", str(path), *GRID, "--workers", "1", "--out", str(sweep_out),
+                   "-q").returncode == 0  # fmt: skip
+    assert run_cli("run", str(path), "-q", "--out", str(run_out)).returncode == 0
+    fleet = str(ROOT / "scenarios" / "aloha-pi0-fleet.yaml")
+    assert run_cli("run", fleet, "-q", "--set", "duration_s=20", "--out",
+                   str(fleet_out)).returncode == 0  # fmt: skip
+    for folder in (sweep_out, run_out, fleet_out):
+        plot_folder(folder)
+    assert len(checked) >= 9  # 2 sweep figures, 3 run figures, 4 fleet figures

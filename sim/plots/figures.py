@@ -4,6 +4,7 @@ it drew (`save` writes one whole)."""
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 # matplotlib's note that its config folder cannot be written (it then uses a temporary
@@ -263,9 +264,34 @@ def profile_figure(frame: pd.DataFrame, title: str = ""):
     return fig
 
 
+def fit_text(fig) -> None:
+    """Every title inside the figure: a title wider than the figure is wrapped at word
+    boundaries until it fits, then the layout is made tight (titles were clipped on the
+    right of every 800-pixel figure)."""
+    import textwrap
+
+    renderer = fig.canvas.get_renderer()
+    room = fig.bbox.width * 0.96
+    titles = [ax.title for ax in fig.axes]
+    if getattr(fig, "_suptitle", None) is not None:
+        titles.append(fig._suptitle)
+    for text in titles:
+        if not text.get_text():
+            continue
+        paragraphs = text.get_text().split("\n")  # the title's own lines stay lines
+        chars = max(len(line) for line in paragraphs)
+        while text.get_window_extent(renderer).width > room and chars > 20:
+            chars = int(chars * 0.85)
+            text.set_text("\n".join(textwrap.fill(line, chars) for line in paragraphs))
+    with warnings.catch_warnings():  # a layout that cannot be tightened further is kept
+        warnings.simplefilter("ignore", UserWarning)
+        fig.tight_layout()
+
+
 def save(fig, path: Path) -> Path:
-    """Write a figure whole (or leave the old one) and close it."""
+    """Write a figure whole (or leave the old one) and close it, every text inside it."""
     try:
+        fit_text(fig)
         with replacing(path) as tmp:
             fig.savefig(tmp, dpi=120)
     finally:
