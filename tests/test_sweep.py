@@ -428,3 +428,22 @@ def test_no_text_of_any_figure_is_clipped(tmp_path, monkeypatch):
     for folder in (sweep_out, run_out, fleet_out):
         plot_folder(folder)
     assert len(checked) >= 9  # 2 sweep figures, 3 run figures, 4 fleet figures
+
+
+def test_the_batch_size_histogram_has_a_numeric_axis_and_no_lone_legend():
+    """Sizes 1, 3 and 6 stand as far apart as they are; one kind of bar needs no legend,
+    and padded sizes that differ get their own bars and a legend."""
+    import matplotlib.pyplot as plt
+
+    from sim.plots.figures import batch_size_hist
+
+    plain = pd.DataFrame({"size": [1, 3, 3, 6], "padded_size": [1, 3, 3, 6]})
+    fig = batch_size_hist(plain)
+    ax = fig.axes[0]
+    centres = sorted(p.get_x() + p.get_width() / 2 for p in ax.patches)
+    assert centres == [1.0, 3.0, 6.0] and ax.get_legend() is None
+    plt.close(fig)
+    padded = pd.DataFrame({"size": [1, 3, 6], "padded_size": [8, 8, 8]})
+    fig = batch_size_hist(padded)
+    assert len(fig.axes[0].patches) == 4 and fig.axes[0].get_legend() is not None
+    plt.close(fig)
