@@ -98,49 +98,50 @@ class GoodRobot(threading.Thread):
             time.sleep(0.05)
 
 
-def attack_big_frames(address: str, stop: threading.Event) -> None:
-    """60 MB messages (a list of small ints), one after another, each on a fresh socket."""
+def _again_and_again(address: str, stop: threading.Event, act) -> None:
+    """Connect, read the metadata frame and `act(ws)`; again on a fresh connection each
+    time the server closes one, until `stop`."""
     from websockets.sync.client import connect
 
-    frame = msgpack.packb(list(range(2**20)) * 12)
     while not stop.is_set():
         try:
             with connect(f"ws://{address}", max_size=None, compression=None) as ws:
                 ws.recv()
-                ws.send(frame)
-                ws.recv(timeout=10)
+                act(ws)
         except Exception:  # noqa: BLE001 - the server closes it: the point
             pass
 
 
-def attack_pings(address: str, stop: threading.Event) -> None:
-    from websockets.sync.client import connect
+def attack_big_frames(address: str, stop: threading.Event) -> None:
+    """60 MB messages (a list of small ints), one after another, each on a fresh socket."""
+    frame = msgpack.packb(list(range(2**20)) * 12)
 
-    while not stop.is_set():
-        try:
-            with connect(f"ws://{address}", max_size=None, compression=None) as ws:
-                ws.recv()
-                while not stop.is_set():
-                    ws.ping(b"x" * 125)
-        except Exception:  # noqa: BLE001 - closed by the server
-            pass
+    def act(ws) -> None:
+        ws.send(frame)
+        ws.recv(timeout=10)
+
+    _again_and_again(address, stop, act)
+
+
+def attack_pings(address: str, stop: threading.Event) -> None:
+    def act(ws) -> None:
+        while not stop.is_set():
+            ws.ping(b"x" * 125)
+
+    _again_and_again(address, stop, act)
 
 
 def attack_bad_frames(address: str, stop: threading.Event) -> None:
     """Object arrays and out-of-vocabulary tokens, as fast as the server refuses them."""
-    from websockets.sync.client import connect
-
     bad = {b"__ndarray__": True, b"data": b"A" * 64, b"dtype": "|O", b"shape": [8]}
     frame = msgpack.packb({"images": [bad], "instruction": [10**6], "state": bad})
-    while not stop.is_set():
-        try:
-            with connect(f"ws://{address}", max_size=None, compression=None) as ws:
-                ws.recv()
-                ws.send(frame)
-                ws.recv(timeout=10)
-                ws.recv(timeout=10)
-        except Exception:  # noqa: BLE001 - refused and closed: the point
-            pass
+
+    def act(ws) -> None:
+        ws.send(frame)
+        ws.recv(timeout=10)
+        ws.recv(timeout=10)
+
+    _again_and_again(address, stop, act)
 
 
 ATTACKS = {

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 from pathlib import Path
 
@@ -40,38 +41,56 @@ SCENARIO = {
 }
 
 
-class Server:
-    """`batchsim serve` on a free port, in its own process."""
+WAIT_S = 30  # the longest any step may take on a busy machine
 
-    def __init__(self, tmp: Path, scenario: dict | None = None):
+
+class Server:
+    """`batchsim serve` on a free port, in its own process (`args`: more serve flags; the
+    folder is on PYTHONPATH, for a plug-in model written there)."""
+
+    def __init__(self, tmp: Path, scenario: dict | None = None, *args: str):
+        tmp.mkdir(parents=True, exist_ok=True)
         (tmp / "s.yaml").write_text(yaml.safe_dump(scenario or SCENARIO))
         self.out = tmp / "served"
         self.process = subprocess.Popen(
             [sys.executable, "-m", "sim.cli", "serve", str(tmp / "s.yaml"), "--port", "0",
-             "--out", str(self.out)],
+             "--out", str(self.out), *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
             cwd=tmp,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp}"},
         )  # fmt: skip
         line = self.process.stdout.readline()
         assert "listening on ws://" in line, line + self.process.stderr.read()
         self.port = int(line.rsplit(":", 1)[1])
+        self.uri = f"ws://127.0.0.1:{self.port}"
 
-    def stop(self) -> str:
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, timeout: float = WAIT_S) -> tuple[str, str, float]:
+        """SIGTERM, and its output, errors and how long it took to exit (exit code 0)."""
+        began = time.monotonic()
         self.process.send_signal(signal.SIGTERM)
-        out, err = self.process.communicate(timeout=60)
+        out, err = self.process.communicate(timeout=timeout)
         assert self.process.returncode == 0, err
-        return out
+        return out, err, time.monotonic() - began
+
+    def summary(self) -> dict:
+        return json.loads((self.out / "summary.json").read_text())
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.communicate()
 
 
 @pytest.fixture
 def server(tmp_path):
     s = Server(tmp_path)
     yield s
-    if s.process.poll() is None:
-        s.process.kill()
+    s.kill()
 
 
 def observation(spec: dict, rng: np.random.Generator) -> dict:

@@ -8,11 +8,6 @@ benchmarks/bench_serve_hostile.py, not asserted here.
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -22,9 +17,6 @@ import msgpack
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
-
-from tests.conftest import ROOT
 
 pytest.importorskip("torch")
 pytest.importorskip("websockets")
@@ -34,68 +26,17 @@ pytestmark = pytest.mark.filterwarnings("ignore:connect\\(\\) must be used:Depre
 from websockets.exceptions import ConnectionClosed  # noqa: E402
 from websockets.sync.client import connect  # noqa: E402
 
-SCENARIO = {
-    "name": "serve-hostile",
-    "seed": 1,
-    "duration_s": 10,
-    "profile": {"path": str(ROOT / "profiles/cpu/pi0-tiny.csv"), "cameras": 1},
-    "model": {"name": "pi0", "size": "tiny", "device": "cpu"},
-    "workload": {"kind": "poisson", "rate_rps": 10},
-    "policy": {"kind": "dynamic", "max_batch": 8, "max_wait_ms": 20},
-}
-WAIT_S = 30  # the longest any step may take on a busy machine
-
-
-class Server:
-    """`batchsim serve` on a free port, in its own process."""
-
-    def __init__(self, tmp: Path, scenario: dict | None = None, *args: str):
-        tmp.mkdir(parents=True, exist_ok=True)
-        (tmp / "s.yaml").write_text(yaml.safe_dump(scenario or SCENARIO))
-        self.out = tmp / "served"
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "sim.cli", "serve", str(tmp / "s.yaml"), "--port", "0",
-             "--out", str(self.out), *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=tmp,
-            env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp}"},
-        )  # fmt: skip
-        line = self.process.stdout.readline()
-        assert "listening on ws://" in line, line + self.process.stderr.read()
-        self.port = int(line.rsplit(":", 1)[1])
-        self.uri = f"ws://127.0.0.1:{self.port}"
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def stop(self, timeout: float = WAIT_S) -> tuple[str, str, float]:
-        began = time.monotonic()
-        self.process.send_signal(signal.SIGTERM)
-        out, err = self.process.communicate(timeout=timeout)
-        assert self.process.returncode == 0, err
-        return out, err, time.monotonic() - began
-
-    def summary(self) -> dict:
-        return json.loads((self.out / "summary.json").read_text())
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.communicate()
+from tests.test_serve import SCENARIO as SERVE_SCENARIO  # noqa: E402
+from tests.test_serve import WAIT_S, Server  # noqa: E402
+from tests.test_serve import observation as spec_observation  # noqa: E402
 
 
 def observation(spec: dict, seed: int = 0) -> dict:
-    rng = np.random.default_rng(seed)
-    return {
-        key: (
-            rng.standard_normal(v["shape"]).astype(v["dtype"])
-            if "float" in v["dtype"]
-            else rng.integers(0, 8, v["shape"]).astype(v["dtype"])
-        )
-        for key, v in spec.items()
-    }
+    """test_serve's random observation of the spec, from a seed."""
+    return spec_observation(spec, np.random.default_rng(seed))
+
+
+SCENARIO = {**SERVE_SCENARIO, "name": "serve-hostile"}
 
 
 def well_behaved(server: Server, seed: int = 0) -> dict:
