@@ -338,17 +338,25 @@ class PolicyServer:
             self.fail(f"batch {action.batch}: every request ran alone without failing")
         return np.stack(rows), model_ms
 
+    def _take(self, caller: Caller) -> asyncio.Future | None:
+        """The caller leaves the waiting set (its observation read, or no longer needed);
+        its answer to set, if its client still waits (counted until its handler sends it)."""
+        self.waiting.discard(caller)
+        caller.observation = None
+        answer = caller.answer
+        if answer is None or answer.done():  # its client left
+            return None
+        self._answered()
+        return answer
+
     def _send_answers(
         self, action: Start, started: float, end: float, actions, model_ms: float | None
     ) -> None:
         for callers, _, ok in self.inbox.answered:
             for i, caller in enumerate(callers):
-                self.waiting.discard(caller)
-                caller.observation = None  # the model has read it
-                answer = caller.answer
-                if answer is None or answer.done():  # its client left
+                answer = self._take(caller)
+                if answer is None:
                     continue
-                self._answered()
                 if not ok or actions is None:
                     answer.set_exception(RuntimeError("the batch failed on the server"))
                 elif caller.failed:
@@ -377,11 +385,8 @@ class PolicyServer:
         the admission timeout, the policy dropped it): their clients are told at once."""
         for callers, _, _ in self.inbox.answered:
             for caller in callers:
-                self.waiting.discard(caller)
-                caller.observation = None
-                answer = caller.answer
-                if answer is not None and not answer.done():
-                    self._answered()
+                answer = self._take(caller)
+                if answer is not None:
                     answer.set_exception(
                         Refused("the server turned this request away (its queue limits)")
                     )
@@ -390,14 +395,12 @@ class PolicyServer:
     def shut_out_waiting(self) -> None:
         """After the grace period: every request still waiting gets close 1001."""
         for caller in list(self.waiting):
-            answer = caller.answer
-            if answer is not None and not answer.done():
-                self._answered()
+            answer = self._take(caller)
+            if answer is not None:
                 answer.set_exception(
                     ShuttingDown("the server shut down before answering this request")
                 )
                 self.shut_out += 1
-        self.waiting.clear()
 
     def records(self):
         return self.core.records(self.now())
