@@ -34,7 +34,6 @@ from sim.engine.service import (
     ShapedService,
     StagedService,
 )
-from sim.metrics.cost import cost_block, energy_block
 from sim.metrics.registry import METRICS, metric_value
 from sim.metrics.robots import robots_columns, robots_frame, round_trip_columns
 from sim.metrics.summary import summarize
@@ -160,19 +159,12 @@ def summarise(resolved: ResolvedScenario, records: RunRecords) -> dict[str, Any]
     s = resolved.scenario
     steps = resolved.steps
     figures = summarize(
-        records, s.slo.latency_ms, None if steps is None else (steps.full, steps.floor)
+        records,
+        s.slo.latency_ms,
+        None if steps is None else (steps.full, steps.floor),
+        resolved.pricing,
     )
     summary = {**identity(resolved), **figures}
-    pricing = resolved.pricing
-    if pricing is not None:  # cost and energy, exact from the records
-        completed = summary["requests"]["completed"]
-        robots = summary["robots"]["count"] if "robots" in summary else None
-        energy = energy_block(records, pricing, completed)
-        if energy is not None:  # absent where no power is known (the table's footer says so)
-            summary["energy"] = energy
-        cost = cost_block(records, pricing, completed, robots)
-        if cost is not None:
-            summary["cost"] = cost
     if s.cluster.memory_mb is not None:
         summary["memory"] = {
             "limit_mb": s.cluster.memory_mb,

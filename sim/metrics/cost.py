@@ -35,12 +35,14 @@ def busy_in_window(rec: RunRecords) -> np.ndarray:
     )
 
 
-def energy_block(rec: RunRecords, pricing: Pricing, completed: int) -> dict[str, Any] | None:
-    """summary.json's `energy` block, or None where no power is known."""
+def energy_block(
+    rec: RunRecords, pricing: Pricing, completed: int, busy: np.ndarray
+) -> dict[str, Any] | None:
+    """summary.json's `energy` block (`busy`: busy_in_window of the records), or None where
+    no power is known."""
     if not pricing.has_energy:
         return None
     window_s = rec.end_s - rec.warmup_s
-    busy = busy_in_window(rec)
     if pricing.busy_w_by_size is not None:
         sizes, watts = pricing.busy_w_by_size
         busy_w = np.interp(rec.batch_padded.astype(float), sizes, watts)

@@ -25,8 +25,9 @@ from typing import Any
 
 import numpy as np
 
+from sim.config.pricing import Pricing
 from sim.core.records import COMPLETED, DROPPED, FAILED, IN_SERVICE, QUEUED, REJECTED, RunRecords
-from sim.metrics.cost import busy_in_window
+from sim.metrics.cost import busy_in_window, cost_block, energy_block
 from sim.metrics.registry import distribution, jain_index
 from sim.metrics.robots import robots_summary
 
@@ -72,12 +73,14 @@ def summarize(
     rec: RunRecords,
     slo_latency_ms: float | None = None,
     steps: tuple[int, int | None] | None = None,
+    pricing: Pricing | None = None,
 ) -> dict[str, Any]:
     """The summary.json figures of one run (the records are read, never changed).
 
     A request meets its SLO when it completes by its deadline (arrival + the SLO of its
     class, or `slo_latency_ms`). `steps`: (K, floor) of a staged model whose steps per
-    request the core kept. A fleet's records add the `robots` block.
+    request the core kept. A fleet's records add the `robots` block; `pricing` (prices
+    and power) the `cost` and `energy` blocks, from the same busy time as utilisation.
     """
     deadline_s = rec.deadline_s
     if deadline_s is None and slo_latency_ms is not None:
@@ -127,6 +130,15 @@ def summarize(
         summary["steps"] = steps_summary(rec, *steps)
     if rec.robots is not None:
         summary["robots"] = robots_summary(rec)
+    if pricing is not None:  # cost and energy, exact from the records
+        completed = summary["requests"]["completed"]
+        energy = energy_block(rec, pricing, completed, busy)
+        if energy is not None:  # absent where no power is known (the table's footer says so)
+            summary["energy"] = energy
+        robots = summary["robots"]["count"] if "robots" in summary else None
+        cost = cost_block(rec, pricing, completed, robots)
+        if cost is not None:
+            summary["cost"] = cost
     return summary
 
 
