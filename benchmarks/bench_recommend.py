@@ -5,7 +5,7 @@ max_batch and max_wait? `recommend --objective min-replicas` over 5 x 3 configur
 
 Prints the wall time, the probes and the requests they simulated, and the answer.
 
-    python benchmarks/bench_recommend.py [--workers N] [--replications R]
+    python benchmarks/bench_recommend.py [--workers N] [--replications R] [--max-replications M]
 """
 
 from __future__ import annotations
@@ -36,12 +36,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--replications", type=int, default=2)
+    parser.add_argument("--max-replications", type=int, default=None)
     args = parser.parse_args()
-    probes, requests = [], [0.0]
+    probes, requests, runs = [], [0.0], [0]
 
     def on_probe(config, ev, reused):
-        probes.append((config, ev.load, ev.feasible))
-        requests[0] += ev.metrics.get("requests_arrived", (0.0, 0.0))[0] * args.replications
+        probes.append((config, ev.load, ev.verdict))
+        requests[0] += ev.metrics.get("requests_arrived", (0.0,))[0] * ev.replications
+        runs[0] += ev.replications
 
     started = time.perf_counter()
     found = api.recommend(
@@ -50,6 +52,7 @@ def main() -> None:
         objective="min-replicas",
         space=SPACE,
         replications=args.replications,
+        max_replications=args.max_replications,
         workers=args.workers,
         overrides=OVERRIDES,
         on_probe=on_probe,
@@ -60,11 +63,16 @@ def main() -> None:
     )
     print(
         f"recommend min-replicas, 60 sync robots (ALOHA pi0, H100, 3 cameras), "
-        f"{len(found.ranked)} configurations, {args.replications} replications, "
-        f"{args.workers} workers"
+        f"{len(found.ranked)} configurations, {args.replications} replications (up to "
+        f"{found.search.max_replications} while uncertain), {args.workers} workers"
     )
     print(f"wall time: {wall_s:.1f} s (target < 60 s)")
-    print(f"probes: {len(probes)}; simulated requests (measured windows): {requests[0]:,.0f}")
+    verdicts = {v: sum(1 for p in probes if p[2] == v) for v in ("pass", "fail", "uncertain")}
+    print(
+        f"probes: {len(probes)} ({verdicts['pass']} pass, {verdicts['fail']} fail, "
+        f"{verdicts['uncertain']} uncertain), {runs[0]} runs; simulated requests (measured "
+        f"windows): {requests[0]:,.0f}"
+    )
     print(found.explanation)
 
 

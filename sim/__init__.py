@@ -25,7 +25,7 @@ _API = {
     "validate_records": "sim.validation.records",
     "estimate": "sim.profiles.estimate.roofline",
     "GPUS": "sim.profiles.estimate.gpus",
-    "confidence_interval": "sim.experiments.sweep",
+    "confidence_interval": "sim.experiments.stats",
     "InputError": "sim.errors",
 }
 __all__ = sorted(_API)

@@ -238,6 +238,7 @@ def recommend(
     objective: str = "max-throughput",
     space: Mapping[str, Sequence[Any]] | Sequence[str] = (),
     replications: int = 2,
+    max_replications: int | None = None,
     workers: int | None = None,
     search: str | None = None,
     overrides: Sequence[str] = (),
@@ -249,7 +250,9 @@ def recommend(
 ) -> Recommendation:
     """The configurations of `space` searched for the most load (or fewest replicas) that
     meets every SLO term ("p99_ms<=100", "stall<=0.05"), on `workers` processes (default
-    every core). `search`: the load key (default by objective). `out`: every probe kept in
+    every core). Each probe runs `replications` seeds, and more while an SLO term's 95%
+    interval straddles its bound, up to `max_replications` (default 10), else it is
+    uncertain (sim.experiments.stats). `search`: the load key (default by objective). `out`: every probe kept in
     probes.jsonl as it ends (a rerun reuses them) and recommend.json at the end.
     `on_start(search)` once the search is set up (its configs, load key and SLO terms, a
     sim.experiments.search.Recommender); `on_refused(config, why)` for
@@ -267,7 +270,10 @@ def recommend(
     terms = [slo] if isinstance(slo, str) else list(slo)
     if isinstance(space, Mapping):  # KEY=V1,V2 with YAML (here JSON) values
         space = [f"{k}={','.join(json.dumps(v) for v in values)}" for k, values in space.items()]
-    rec = Recommender(scenario, terms, objective, list(space), replications, search, overrides)
+    rec = Recommender(
+        scenario, terms, objective, list(space), replications, search, overrides,
+        max_replications=max_replications,
+    )  # fmt: skip
     log = ProbeLog(Path(out) / "probes.jsonl", rec.identity()) if out is not None else None
     if on_start is not None:
         on_start(rec)

@@ -430,6 +430,10 @@ TABLE: dict[str, Case] = {
         command(*RECOMMEND, "--workers", "0"),
         ["--workers", ">= 1"],
     ),
+    "recommend max replications below replications": (
+        command(*RECOMMEND, "--replications", "5", "--max-replications", "3"),
+        ["--max-replications", ">= --replications (5)"],
+    ),
     "recommend space beyond the profile": (
         command(*RECOMMEND, "--space", "policy.max_batch=8,128"),
         ["--space policy.max_batch=128", "extrapolated"],

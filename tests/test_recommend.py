@@ -38,7 +38,8 @@ def test_probes_stream_are_kept_and_a_rerun_reuses_them(tmp_path):
     probes = [line for line in first.stderr.splitlines() if line.startswith("probe ")]
     report = json.loads((tmp_path / "r" / "recommend.json").read_text())
     assert len(probes) == sum(c["probes"] for c in report["frontier"]) > 4
-    assert all("p99_ms " in line and ("pass" in line or "FAIL" in line) for line in probes)
+    verdicts = ("pass", "FAIL", "uncertain")
+    assert all("p99_ms " in line and any(v in line for v in verdicts) for line in probes)
     assert "p99_ms<=100" in first.stdout.splitlines()[2]  # the constrained metric is a column
     again = run_cli(*argv)
     reused = [line for line in again.stderr.splitlines() if line.startswith("probe ")]
@@ -103,7 +104,7 @@ def test_exact_ties_rank_in_the_order_the_configurations_were_listed():
         ["p99_ms<=100"],
         space=["policy.max_wait_ms=0,2,5"],
     )
-    same = {"latency_p99_ms": (40.0, 1.0)}
+    same = {"latency_p99_ms": (40.0, 39.0, 41.0)}
     finished = [
         Candidate(config, Evaluation(300.0, True, same)) for config in reversed(search.configs)
     ]
@@ -180,4 +181,7 @@ def test_nothing_feasible_after_probes_exits_3_and_says_what_was_tried(tmp_path)
         "--set", "duration_s=20", "--replications", "1",
     )  # fmt: skip
     assert result.returncode == 3, result.stderr
-    assert "no configuration meets stall<=0.06 at the cluster.replicas tried (1 to" in result.stdout
+    assert (
+        "no configuration is shown to meet stall<=0.06 at the cluster.replicas tried (1 to"
+        in result.stdout
+    )

@@ -105,7 +105,17 @@ def recommend(
     search: Annotated[
         str | None, typer.Option("--search", help="the load key to search (default by objective)")
     ] = None,
-    replications: Annotated[int, typer.Option("--replications", help="seeds per probe")] = 2,
+    replications: Annotated[
+        int, typer.Option("--replications", help="seeds each probe starts with")
+    ] = 2,
+    max_replications: Annotated[
+        int | None,
+        typer.Option(
+            "--max-replications",
+            help="the most seeds a probe may run while an interval straddles a bound, before "
+            "it is called uncertain (default 10, or --replications if more)",
+        ),
+    ] = None,
     workers: Annotated[
         int | None,
         typer.Option("--workers", help="local Dask worker processes (default: all cores)"),
@@ -114,7 +124,7 @@ def recommend(
     out: Annotated[Path | None, typer.Option("--out", help="folder for recommend.json")] = None,
 ) -> None:
     """Find the best configuration that meets an SLO, by capacity search (resumable with --out)."""
-    from sim.experiments.search import describe_probe
+    from sim.experiments.answer import describe_probe, fmt_interval, verdict_text
     from sim.experiments.sweep import label
 
     seen: dict[str, Any] = {}
@@ -133,10 +143,10 @@ def recommend(
     def on_probe(config: dict[str, Any], ev: Any, reused: bool) -> None:
         # one line per probe, on a terminal or in a log: what ran, at what load, the result
         rec = seen["search"]
-        verdict = "pass" if ev.feasible else "FAIL " + ", ".join(ev.failed)
+        runs = f"{ev.replications} run{'s' if ev.replications > 1 else ''}"
         err_console.print(
-            f"probe {where(config)} {rec.search_key}={ev.load:g}: {describe_probe(ev, rec.slo)}: "
-            f"{verdict}{' (saved)' if reused else ''}",
+            f"probe {where(config)} {rec.search_key}={ev.load:g}: {describe_probe(ev, rec.slo)}, "
+            f"{runs}: {verdict_text(ev)}{' (saved)' if reused else ''}",
             markup=False,
             highlight=False,
         )
@@ -161,6 +171,7 @@ def recommend(
             objective=objective,
             space=space or [],
             replications=replications,
+            max_replications=max_replications,
             workers=workers,
             search=search,
             overrides=set_ or [],
@@ -172,7 +183,9 @@ def recommend(
         )
     rec = found.search
     table = new_table(
-        title=f"frontier: {objective}, {' and '.join(str(t) for t in rec.slo)}", header_style="bold"
+        title=f"frontier: {objective}, {' and '.join(str(t) for t in rec.slo)} "
+        "(mean [95% interval])",
+        header_style="bold",
     )
     for key in rec.space:
         table.add_column(key, overflow="fold")
@@ -207,12 +220,11 @@ def recommend(
         m = cand.best.metrics if cand.best else {}
         cells = []
         for metric in shown:
-            mean, half = m.get(metric, (None, None))
-            ci = "" if half is None or half != half or half == 0 else f" ± {half:.2g}"
-            cells.append("-" if mean is None else f"{mean:.4g}{ci}")
+            mean, lo, hi = m.get(metric, (None, None, None))
+            cells.append("-" if mean is None else fmt_interval(mean, lo, hi))
         table.add_row(
             *[str(label(cand.config[k])) for k in rec.space],
-            "infeasible" if cand.best is None else f"{cand.best.load:g}",
+            _load_cell(cand),
             *cells,
         )
     out_console.print(table)
@@ -229,3 +241,10 @@ def recommend(
         err_console.print(f"batchsim: warning: {line}", markup=False, highlight=False)
     if not any(cand.best is not None for cand in found.ranked):
         raise typer.Exit(3)  # no configuration meets the SLO: an answer, but not a yes
+
+
+def _load_cell(cand: Any) -> str:
+    """A frontier row's load: the extreme shown to meet the SLO, or why there is none."""
+    if cand.best is not None:
+        return f"{cand.best.load:g}"
+    return "uncertain" if any(e.uncertain for e in cand.evaluations) else "infeasible"

@@ -7,9 +7,11 @@ SLO flips, then bisected to 2%. The load is the arrival rate (max-throughput), t
 fleet size (max-robots), or, the other way round, the fewest replicas that meet the
 SLO at the scenario's load (min-replicas; min-cost and min-energy search the same and
 rank those fleets by $/h, each priced by its own profile's GPU, or by joules per
-request). "Meets the SLO" is judged with
-confidence: over R replications (common random numbers), the 95% interval of every
-SLO metric must lie on the right side of its bound.
+request). "Meets the SLO" is judged with confidence: a probe runs R replications
+(common random numbers), and more while the 95% interval of an SLO metric straddles its
+bound, up to a cap; it passes (fails) only when every interval lies clear of its bound,
+and is otherwise uncertain, which the search treats as not shown to pass
+(sim.experiments.stats). answer.py words the outcome.
 """
 
 from __future__ import annotations
@@ -26,9 +28,10 @@ from typing import Any
 from sim.config import checks, load, parse
 from sim.config.limits import DEFAULT, Limits, check
 from sim.errors import InputError, Interrupted
+from sim.experiments import answer
 from sim.experiments.floors import check_priced, slo_floor
-from sim.experiments.sweep import confidence_interval, parse_grid, run_point
-from sim.metrics.registry import METRICS, SLO_NAMES
+from sim.experiments.stats import PASS, UNCERTAIN, SloTerm, combine, interval, next_count, unit_of
+from sim.experiments.sweep import parse_grid, run_point
 
 # the load keys the objectives search: they move the traffic and the cluster, not what the
 # profile must cover
@@ -44,6 +47,7 @@ OBJECTIVES = {
 }
 # what the min-cost and min-energy objectives rank feasible fleets by (lowest first)
 RANKED_BY = {"min-cost": "cost_usd_per_hour", "min-energy": "energy_joules_per_request"}
+DEFAULT_CAP = 10  # replications a probe may take before it is called uncertain
 # what every probe keeps beside its SLO terms (shown in the frontier where present)
 KEPT = (
     "throughput_rps",
@@ -56,75 +60,23 @@ KEPT = (
     "robots_stall_fraction",  # fleets: what the robots feel
     "robots_round_trip_p99_ms",
 )
-_NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
-_SLO_RE = re.compile(rf"^\s*([a-z0-9_]+)\s*(<=|>=|<|>)\s*({_NUMBER})\s*$")
-
-
-@dataclass(frozen=True)
-class SloTerm:
-    name: str
-    metric: str
-    op: str
-    bound: float
-
-    @classmethod
-    def parse(cls, text: str) -> SloTerm:
-        match = _SLO_RE.match(text)
-        if not match:
-            raise InputError(
-                f"'{text}' is not METRIC<=VALUE (e.g. p99_ms<=100, attainment>=0.99)",
-                option="slo",
-            )
-        name, op, bound = match.groups()
-        # a short name (p99_ms, stall_max), or any registry metric by its full name
-        metric = SLO_NAMES.get(name) or (name if name in METRICS else None)
-        if metric is None:
-            raise InputError(
-                f"unknown metric '{name}'; one of {', '.join(SLO_NAMES)}, or any metric of "
-                "the registry by its full name (latency_p95_ms, robots_stall_fraction_max, ...)",
-                option="slo",
-            )
-        if not math.isfinite(float(bound)):
-            raise InputError(f"'{text}': the bound must be a finite number", option="slo")
-        return cls(name, metric, op, float(bound))
-
-    def shortfall(self, values: Sequence[float | None]) -> float:
-        """How far the worst side of the 95% interval lies past the bound, relative to the
-        bound's size (<= 0: met; inf: no value)."""
-        if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in values):
-            return math.inf
-        mean, half = confidence_interval(values)
-        half = 0.0 if math.isnan(half) else half
-        scale = abs(self.bound) or 1.0
-        if self.op in ("<=", "<"):
-            return (mean + half - self.bound) / scale
-        return (self.bound - (mean - half)) / scale
-
-    def met(self, values: Sequence[float | None]) -> bool:
-        """True when the 95% interval of the values lies within the bound (the value itself
-        with one replication)."""
-        if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in values):
-            return False  # e.g. nothing completed
-        mean, half = confidence_interval(values)
-        half = 0.0 if math.isnan(half) else half
-        if self.op in ("<=", "<"):
-            worst = mean + half
-            return worst <= self.bound if self.op == "<=" else worst < self.bound
-        worst = mean - half
-        return worst >= self.bound if self.op == ">=" else worst > self.bound
-
-    def __str__(self) -> str:
-        return f"{self.name}{self.op}{self.bound:g}"
 
 
 @dataclass
 class Evaluation:
     load: float
-    feasible: bool
-    metrics: dict[str, tuple[float, float]]  # metric -> (mean, ci95 half-width)
-    failed: list[str] = field(default_factory=list)  # the SLO terms it missed
+    feasible: bool  # shown to meet every SLO term (verdict pass)
+    metrics: dict[str, tuple[float, float, float]]  # metric -> (mean, lo, hi) of the 95% interval
+    failed: list[str] = field(default_factory=list)  # the SLO terms it was shown to miss
     # how far its worst SLO term is past its bound, relative to the bound (<= 0: met)
     shortfall: float = 0.0
+    verdict: str = PASS  # pass, fail, or uncertain (an interval still straddles a bound)
+    replications: int = 1  # how many it took to decide (or the cap, if uncertain)
+    straddling: list[str] = field(default_factory=list)  # uncertain: the terms straddling
+
+    @property
+    def uncertain(self) -> bool:
+        return self.verdict == UNCERTAIN
 
 
 @dataclass
@@ -182,6 +134,7 @@ class Recommender:
         overrides: Sequence[str] = (),
         tolerance: float = 0.02,
         max_value: float | None = None,
+        max_replications: int | None = None,
     ):
         if objective not in OBJECTIVES:
             raise InputError(
@@ -190,6 +143,7 @@ class Recommender:
             )
         self.objective = objective
         self.search_key, self.direction = OBJECTIVES[objective]
+        self.ranked_by = RANKED_BY.get(objective)  # what min-cost and min-energy rank by
         if search_key:
             self.search_key = search_key
         self.slo = [SloTerm.parse(s) for s in slo]
@@ -198,6 +152,12 @@ class Recommender:
         if replications < 1:
             raise InputError("must be >= 1", option="replications")
         self.replications = replications
+        # a probe whose interval straddles a bound runs more, up to this many
+        self.max_replications = max(replications, max_replications or DEFAULT_CAP)
+        if max_replications is not None and max_replications < replications:
+            raise InputError(
+                f"must be >= --replications ({replications})", option="max_replications"
+            )
         self.tolerance = tolerance
         self.scenario_path = Path(scenario_path)
         parsed = parse(self.scenario_path, list(overrides))
@@ -225,7 +185,7 @@ class Recommender:
             loaded = load(self.base, config, base=parsed.base, origin=str(self.scenario_path),
                           option="space")  # fmt: skip
             resolved.append(loaded)
-            where = f" ({_named(config)})" if config else ""
+            where = f" ({answer.named(config)})" if config else ""
             check_priced(objective, loaded.pricing, where, str(self.scenario_path))
             floor = self.floor(loaded)
             if floor is not None:
@@ -269,19 +229,43 @@ class Recommender:
         return self.start
 
     def evaluate(self, config: dict[str, Any], load: float) -> Evaluation:
+        """One probe: `replications` runs (seeds base, base+1, ...: the same for every
+        configuration and load), then more while an SLO term's interval straddles its
+        bound, up to `max_replications`; judged pass, fail or uncertain
+        (sim.experiments.stats)."""
         overrides = {**config, self.search_key: int(load) if self.integer else load}
-        rows = [
-            run_point(self.base, self.base_dir, overrides, self.base_seed + r)
-            for r in range(self.replications)
-        ]
+        rows: list[dict[str, Any]] = []
+        count = self.replications
+        while True:
+            rows += [
+                run_point(self.base, self.base_dir, overrides, self.base_seed + r)
+                for r in range(len(rows), count)
+            ]
+            ev = self._judge(float(load), rows)
+            if not ev.uncertain or count >= self.max_replications:
+                return ev
+            count = next_count(count, self.max_replications)
+
+    def _judge(self, load: float, rows: list[dict[str, Any]]) -> Evaluation:
+        final = len(rows) >= self.max_replications
         metrics = {}
         for name in {t.metric for t in self.slo} | set(KEPT):
             values = [row.get(name) for row in rows]
             if all(v is not None for v in values):
-                metrics[name] = confidence_interval(values)
-        failed = [str(t) for t in self.slo if not t.met([row.get(t.metric) for row in rows])]
-        shortfall = max(t.shortfall([row.get(t.metric) for row in rows]) for t in self.slo)
-        return Evaluation(float(load), not failed, metrics, failed, shortfall)
+                iv = interval(values, unit_of(name))
+                metrics[name] = (iv.mean, iv.lo, iv.hi)
+        judged = [(t, *t.judge([row.get(t.metric) for row in rows], final)) for t in self.slo]
+        verdict = combine([v for _, v, _ in judged])
+        return Evaluation(
+            load,
+            verdict == PASS,
+            metrics,
+            failed=[str(t) for t, v, _ in judged if v == "fail"],
+            shortfall=max(s for _, _, s in judged),
+            verdict=verdict,
+            replications=len(rows),
+            straddling=[str(t) for t, v, _ in judged if v == UNCERTAIN],
+        )
 
     def search(
         self,
@@ -361,9 +345,9 @@ class Recommender:
                         cand.note = (
                             f"more {self.search_key.split('.')[-1]} stopped helping: the worst "
                             f"term was {evs[-3].shortfall:+.1%} past its bound at "
-                            f"{_fmt(evs[-3].load)}, then "
+                            f"{answer.fmt_load(evs[-3].load)}, then "
                             + " and ".join(
-                                f"{e.shortfall:+.1%} at {_fmt(e.load)}" for e in evs[-2:]
+                                f"{e.shortfall:+.1%} at {answer.fmt_load(e.load)}" for e in evs[-2:]
                             )
                         )
                         break
@@ -393,6 +377,7 @@ class Recommender:
             "objective": self.objective,
             "search_key": self.search_key,
             "replications": self.replications,
+            "max_replications": self.max_replications,
         }
 
     def run(
@@ -464,30 +449,8 @@ class Recommender:
         return sorted(candidates, key=score)
 
     def explain(self, ranked: list[Candidate]) -> str:
-        what = {"max": "sustains", "min": "needs"}[self.direction]
-        unit = self.search_key
-        slo = " and ".join(str(t) for t in self.slo)
-        win = ranked[0] if ranked else None
-        if win is None or win.best is None:
-            loads = sorted({e.load for c in ranked for e in c.evaluations})
-            if not loads:  # every configuration refused before any probe
-                return f"no configuration meets {slo}: each was refused before any probe"
-            tried = _fmt(loads[0]) if len(loads) == 1 else f"{_fmt(loads[0])} to {_fmt(loads[-1])}"
-            return f"no configuration meets {slo} at the {unit} tried ({tried})"
-        text = f"winner {_named(win.config)} {what} {unit}={_fmt(win.best.load)} within {slo}"
-        text += _priced(win.best)
-        if len(ranked) > 1 and ranked[1].best is not None:
-            r = ranked[1]
-            text += f"; runner-up {_named(r.config)} {what} {_fmt(r.best.load)}"
-            ranked_by = RANKED_BY.get(self.objective)
-            if ranked_by is not None:
-                mine = win.best.metrics.get(ranked_by, (None,))[0]
-                theirs = r.best.metrics.get(ranked_by, (None,))[0]
-                if mine is not None and theirs:
-                    text += f"{_priced(r.best)} ({mine / theirs - 1:+.1%} for the winner)"
-            elif self.direction == "max" and r.best.load > 0:
-                text += f" ({win.best.load / r.best.load - 1:+.1%} for the winner)"
-        return text
+        """The answer in one line (sim.experiments.answer)."""
+        return answer.explain(self, ranked)
 
     def phase_lock_warnings(self, ranked: list[Candidate]) -> list[str]:
         """A fleet whose robots all send exactly on their ticks (jitter_ms 0) can phase-lock:
@@ -506,7 +469,7 @@ class Recommender:
                 ma, mb = a.metrics.get(t.metric, (None,))[0], b.metrics.get(t.metric, (None,))[0]
                 if ma is not None and mb is not None and abs(ma - mb) > 0.05 * (abs(t.bound) or 1):
                     return True
-            return a.feasible != b.feasible
+            return a.verdict != b.verdict
 
         lines = []
         for cand in ranked:
@@ -518,101 +481,23 @@ class Recommender:
                     continue
                 where = " ".join(f"{k}={label(v)}" for k, v in cand.config.items()) or "(scenario)"
                 lines.append(
-                    f"{where} at {self.search_key}={_fmt(ev.load)}: "
-                    f"{describe_probe(ev, self.slo)} with jitter_ms 0, "
-                    f"{describe_probe(jittered, self.slo)} with 1 ms "
-                    f"({'pass' if jittered.feasible else 'fail'}): the robots phase-lock (the "
+                    f"{where} at {self.search_key}={answer.fmt_load(ev.load)}: "
+                    f"{answer.describe_probe(ev, self.slo)} with jitter_ms 0, "
+                    f"{answer.describe_probe(jittered, self.slo)} with 1 ms "
+                    f"({jittered.verdict}): the robots phase-lock (the "
                     "same robots share every batch); the answer depends on it, so set "
                     "workload.jitter_ms to what your robots do"
                 )
                 break  # one warning per configuration
         return lines
 
-    def _why_not(self, cand: Candidate) -> dict[str, Any]:
-        """For an infeasible configuration: its nearest miss and the SLO terms it failed, or
-        why no probe was run."""
-        if cand.best is not None:
-            return {}
-        out: dict[str, Any] = {"why": cand.note}
-        near = cand.closest()
-        if near is not None:
-            out["closest"] = {
-                "load": near.load,
-                "failed": near.failed,
-                "metrics": {k: {"mean": m, "ci95": h} for k, (m, h) in near.metrics.items()},
-                "shortfall": near.shortfall if math.isfinite(near.shortfall) else None,
-            }
-        return out
-
     def infeasible_line(self, cand: Candidate) -> str:
-        """One line on why a configuration has no feasible load."""
-        near = cand.closest()
-        if near is None:
-            return cand.note or "no probe ran"
-        text = (
-            f"closest at {self.search_key}={_fmt(near.load)}: {describe_probe(near, self.slo)}; "
-            f"failed {', '.join(near.failed)}"
-        )
-        return text + (f"; {cand.note}" if cand.note else "")
+        """One line on why a configuration has no load shown to meet the SLO."""
+        return answer.infeasible_line(self, cand)
 
     def report(self, ranked: list[Candidate]) -> dict[str, Any]:
-        return {
-            "objective": self.objective,
-            "search_key": self.search_key,
-            "slo": [str(t) for t in self.slo],
-            "replications": self.replications,
-            "explanation": self.explain(ranked),
-            "warnings": list(self.warnings),
-            "frontier": [
-                {
-                    "config": c.config,
-                    "feasible": c.best is not None,
-                    "load": None if c.best is None else c.best.load,
-                    "metrics": {}
-                    if c.best is None
-                    else {k: {"mean": m, "ci95": h} for k, (m, h) in c.best.metrics.items()},
-                    "probes": len(c.evaluations),
-                    **self._why_not(c),
-                }
-                for c in ranked
-            ],
-        }
-
-
-def describe_probe(ev: Evaluation, slo: Sequence[SloTerm]) -> str:
-    """A probe's constrained figures, each against its bound: "p99_ms 94.2 +- 1.3 (<=100)"."""
-    parts = []
-    for term in slo:
-        mean, half = ev.metrics.get(term.metric, (None, None))
-        if mean is None:
-            parts.append(f"{term.name} - ({term.op}{term.bound:g})")
-            continue
-        ci = "" if half is None or math.isnan(half) or half == 0 else f" +- {half:.3g}"
-        parts.append(f"{term.name} {mean:.4g}{ci} ({term.op}{term.bound:g})")
-    return ", ".join(parts)
-
-
-def _priced(ev: Evaluation) -> str:
-    """ " at $X/h ($Y per million requests), Z J per request" where the probe has them."""
-    parts = []
-    per_hour = ev.metrics.get("cost_usd_per_hour", (None,))[0]
-    per_million = ev.metrics.get("cost_usd_per_million_requests", (None,))[0]
-    joules = ev.metrics.get("energy_joules_per_request", (None,))[0]
-    if per_hour is not None:
-        parts.append(
-            f"${per_hour:.2f}/h"
-            + ("" if per_million is None else f" (${per_million:.3g} per million requests)")
-        )
-    if joules is not None:
-        parts.append(f"{joules:.3g} J per request")
-    return (" at " + ", ".join(parts)) if parts else ""
-
-
-def _named(config: dict[str, Any]) -> str:
-    """A configuration as the tables show it: {'policy': 'deadline max_batch=32'}."""
-    from sim.experiments.sweep import label
-
-    return str({k: label(v) for k, v in config.items()}) if config else "(scenario as is)"
+        """recommend.json (sim.experiments.answer)."""
+        return answer.report(self, ranked)
 
 
 def _config_key(config: dict[str, Any]) -> str:
@@ -639,7 +524,8 @@ class ProbeLog:
             if lines and lines[0] != header:
                 raise InputError(
                     "holds the probes of a different search (scenario, space, SLO, objective "
-                    "or replications differ); use another output folder",
+                    "or replications differ, or an older batchsim wrote it); use another "
+                    "output folder",
                     source=str(path),
                 )
             for line in lines[1:]:
@@ -648,7 +534,8 @@ class ProbeLog:
                     ev = Evaluation(
                         row["load"], row["feasible"],
                         {k: tuple(v) for k, v in row["metrics"].items()},
-                        row["failed"], row["shortfall"],
+                        row["failed"], row["shortfall"], row["verdict"],
+                        row["replications"], row["straddling"],
                     )  # fmt: skip
                 except (ValueError, KeyError, TypeError):
                     continue  # a line cut by a kill: that probe runs again
@@ -669,13 +556,12 @@ class ProbeLog:
             "metrics": ev.metrics,
             "failed": ev.failed,
             "shortfall": ev.shortfall if math.isfinite(ev.shortfall) else 1e300,
+            "verdict": ev.verdict,
+            "replications": ev.replications,
+            "straddling": ev.straddling,
         }
         with self.path.open("a") as f:
             f.write(json.dumps(row, default=str) + "\n")
-
-
-def _fmt(x: float) -> str:
-    return f"{x:g}" if x == int(x) else f"{x:.1f}"
 
 
 def _get(data: dict[str, Any], dotted: str) -> Any:

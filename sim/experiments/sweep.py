@@ -21,19 +21,19 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import yaml
 
 from sim.config import ParsedScenario, load, parse
 from sim.config.limits import check
 from sim.config.schema import SweepSection
 from sim.errors import InputError, Interrupted
+from sim.experiments.stats import confidence_interval
 from sim.io import files
 from sim.io.outputs import check_out_dir, replacing, write_text
 from sim.metrics.registry import METRICS, flatten
@@ -280,23 +280,6 @@ class Sweep:
 def _cell(value: Any) -> Any:
     """Grid values as Parquet cells: scalars stay, structures become their labels."""
     return label(value)
-
-
-def confidence_interval(values: Iterable[float], level: float = 0.95) -> tuple[float, float]:
-    """(mean, half-width) of the Student-t interval; half-width nan with one value."""
-    x = np.asarray([v for v in values if v is not None and not _isnan(v)], dtype=float)
-    if x.size == 0:
-        return math.nan, math.nan
-    if x.size == 1:
-        return float(x[0]), math.nan
-    from scipy import stats
-
-    half = stats.t.ppf(0.5 + level / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size)
-    return float(x.mean()), float(half)
-
-
-def _isnan(v: Any) -> bool:
-    return isinstance(v, float) and math.isnan(v)
 
 
 def summarize_sweep(
