@@ -229,6 +229,18 @@ def test_validate_records_on_the_shipped_recorded_runs_reproduces_their_report(t
     assert by_metric["robots_stall_fraction"]["live"] is not None
     assert set(result["noise_aware"]["per_metric"]) >= {"latency_p50_ms", "throughput_rps"}
     assert result["outside_model_ms"]["mean_ms"] > 0
+    # one definition of the counts: what each run's own summary.json (observe's table)
+    # counts, after the warm-up, and report.md says so
+    for run, described in zip(runs, result["records"], strict=True):
+        summary = json.loads((Path(run) / "summary.json").read_text())
+        assert described["requests"] == summary["requests"]["arrived"]
+        assert described["batches"] == summary["batch_size"]["batches"]
+        assert described["warmup_s"] == 2 and described["requests_in_warmup"] > 0
+    report = (out / "report.md").read_text()
+    first = result["records"][0]
+    assert (
+        f"({first['requests']:,} requests and {first['batches']:,} batches after the 2 s" in report
+    )
 
 
 def test_a_users_log_in_the_documented_schema_reads_as_the_run_folder(tmp_path):

@@ -340,13 +340,19 @@ SHIPPED_RECORDS = ROOT / "recorded" / "serve-observe-cpu" / "observed-1"
 @pytest.mark.parametrize(
     "override, words",
     [
-        ("workload.count=4", ["workload.count", "8 robots (distinct sources)", "has 4"]),
-        ("workload.execute=50", ["workload.control_hz", "send every", "1000 ms of actions"]),
+        ("workload.count=4", ["workload.count 8", "has 4"]),
+        ("workload.execute=50", ["workload.execute 10", "has 50"]),
+        ("workload.chunk=100", ["workload.chunk 50", "has 100"]),
+        ("workload.control_hz=30", ["workload.control_hz 50.0", "has 30.0"]),
+        ("workload.mode=async", ["workload.mode sync", "has async"]),
+        ("model.cameras=3", ["model.cameras 1", "has 3"]),
+        ("workload={kind: poisson, rate_rps: 50}", ["workload.kind robots", "has poisson"]),
     ],
 )
 def test_validate_records_refuses_records_of_another_fleet(tmp_path, override, words):
-    """8-robot records (10 of 50 actions at 50 Hz) against a 4-robot scenario, or one whose
-    robots could not send that often: one line, exit 2, nothing written."""
+    """The shipped 8-robot records (10 of 50 actions at 50 Hz, one camera) name the
+    scenario they were made with; against another fleet: one line naming the field and
+    both values, exit 2, nothing written."""
     result = run_cli(
         "validate", str(ROOT / "scenarios" / "serve-observe-cpu.yaml"), "--records",
         str(SHIPPED_RECORDS), "--set", override, "--out", str(tmp_path / "v"),
@@ -354,4 +360,30 @@ def test_validate_records_refuses_records_of_another_fleet(tmp_path, override, w
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and all(w in lines[0] for w in words), lines
+    assert "made with" in lines[0] and str(SHIPPED_RECORDS) in lines[0]
     assert not (tmp_path / "v").exists()
+
+
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ("workload.count=4", ["workload.count", "8 robots (distinct sources)", "has 4"]),
+        ("workload.execute=50", ["workload.control_hz", "send every", "1000 ms of actions"]),
+    ],
+)
+def test_records_without_their_scenario_are_checked_by_what_they_hold(tmp_path, override, words):
+    """The same records without scenario.yaml (as a user's log would come): the robots are
+    counted by distinct sources, and sync robots' send intervals checked against execute /
+    control_hz."""
+    import shutil
+
+    folder = tmp_path / "records"
+    shutil.copytree(SHIPPED_RECORDS, folder)
+    (folder / "scenario.yaml").unlink()
+    result = run_cli(
+        "validate", str(ROOT / "scenarios" / "serve-observe-cpu.yaml"), "--records",
+        str(folder), "--set", override, "--out", str(tmp_path / "v"),
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and all(w in lines[0] for w in words), lines

@@ -63,8 +63,10 @@ def summary_table(summary: dict[str, Any], command: str = "run") -> Table:
     )
     table.add_column("metric")
     table.add_column("value")
+    # every count of batchsim is of the measured window: arrivals (batches) after the warm-up
+    window = summary.get("window_s")
     table.add_row(
-        "requests",
+        "requests" + (f" (the {window:g} s after warm-up)" if window else ""),
         f"{v('requests_arrived'):,} arrived, {v('requests_completed'):,} completed, "
         f"{v('dropped'):,} dropped, {v('rejected'):,} rejected, "
         f"{v('requests_unfinished'):,} unfinished",

@@ -56,7 +56,8 @@ def serve(
     served = summary["serve"]
     out_console.print(
         f"served {summary['requests']['completed']:,} requests from {served['connections']} "
-        f"connection(s) in {summary['batch_size']['batches']:,} batches (mean size "
+        f"connection(s) in {summary['batch_size']['batches']:,} batches after the warm-up "
+        "(mean size "
         f"{fmt(summary['batch_size']['mean'])}); "
         f"{served['bad_observations']} bad observation(s), "
         f"{served['disconnected_mid_request']} disconnected mid-request, "
@@ -99,7 +100,7 @@ def observe(
     seen = summary["observe"]
     out_console.print(summary_table(summary, "observe"))
     out_console.print(
-        f"observed {summary['requests']['completed']:,} answered requests over "
+        f"observed {summary['requests']['completed']:,} answered requests after the warm-up over "
         f"{seen['connections']} connection(s); batches from {seen['batches_from']}; "
         f"{seen['problem_count']} problem(s)" + (f"; wrote {out}" if out is not None else "")
     )

@@ -45,6 +45,7 @@ class Recorded:
     robots: dict[str, Any] | None = None
     model_ms: np.ndarray | None = None  # per request: its batch's model call alone, if known
     has_sources: bool = True  # False: a log without a source column (every request source 0)
+    scenario: dict[str, Any] | None = None  # the scenario.yaml a batchsim folder was made with
 
 
 def read_recorded(path: Path, warmup_s: float) -> Recorded:
@@ -241,7 +242,8 @@ def _run_folder(path: Path, warmup_s: float) -> Recorded:
     batch_end = batches["end"].to_numpy(dtype=float)
     arrival = requests["arrival"].to_numpy(dtype=float)
     window_s = summary.get("window_s") if isinstance(summary, dict) else None
-    recorded_warmup = _warmup_of(path)
+    made_with = _scenario_of(path)
+    recorded_warmup = _warmup_of(made_with)
     if isinstance(window_s, int | float) and recorded_warmup is not None:
         end_s = recorded_warmup + float(window_s)
     else:
@@ -274,16 +276,24 @@ def _run_folder(path: Path, warmup_s: float) -> Recorded:
         requests["server_model_ms"].to_numpy(dtype=float) if "server_model_ms" in requests else None
     )
     robots = summary.get("robots") if isinstance(summary, dict) else None
-    return Recorded(source, records, robots if isinstance(robots, dict) else None, model_ms)
+    robots = robots if isinstance(robots, dict) else None
+    return Recorded(source, records, robots, model_ms, scenario=made_with)
 
 
-def _warmup_of(path: Path) -> float | None:
-    """The warm-up of the scenario a run folder recorded (its scenario.yaml)."""
+def _scenario_of(path: Path) -> dict[str, Any] | None:
+    """The scenario a run folder recorded (its scenario.yaml), as written."""
     scenario = path / "scenario.yaml"
     if not scenario.is_file():
         return None
     data = files.read_yaml(scenario, "scenario")
-    value = data.get("warmup_s", 0.0) if isinstance(data, dict) else None
+    return data if isinstance(data, dict) else None
+
+
+def _warmup_of(scenario: dict[str, Any] | None) -> float | None:
+    """The warm-up of the scenario a run folder recorded."""
+    if scenario is None:
+        return None
+    value = scenario.get("warmup_s", 0.0)
     return float(value) if isinstance(value, int | float) else None
 
 
@@ -304,13 +314,17 @@ def batch_times_ms(recorded: list[Recorded]) -> dict[int, np.ndarray]:
     return {int(k): g.ms.to_numpy() for k, g in frame.groupby("padded")}
 
 
-def describe(recorded: Recorded) -> dict[str, Any]:
-    """What one recorded run holds, for validation.json."""
+def describe(recorded: Recorded, summary: dict[str, Any]) -> dict[str, Any]:
+    """What one recorded run holds, for validation.json, counted as every batchsim output
+    counts (observe's and run's tables, summary.json): requests that arrived after the
+    warm-up, batches that started after it (`summary`: the run's summary)."""
     rec = recorded.records
     return {
         "source": recorded.source,
-        "requests": int(rec.arrival_s.size),
-        "batches": int(rec.batch_start_s.size),
+        "requests": summary["requests"]["arrived"],
+        "batches": summary["batch_size"]["batches"],
+        "warmup_s": rec.warmup_s,
+        "requests_in_warmup": int((rec.arrival_s < rec.warmup_s).sum()),
         "end_s": rec.end_s,
         "robot_figures": recorded.robots is not None,
     }

@@ -27,11 +27,71 @@ from sim.validation.compare import (
 )
 from sim.validation.report import render_records_report
 
+# what a robot group's records depend on, compared where the records name their scenario
+GROUP_KEYS = ("count", "control_hz", "chunk", "actions_per_chunk", "mode", "shape")
+OBSERVATION_KEYS = ("cameras", "image_size", "state_dim")
+
+
+def _mismatch(run: Any, field: str, recorded: Any, scenario: Any) -> InputError:
+    return InputError(
+        f"the records were made with {field} {recorded} but the scenario has {scenario}; "
+        "validate records against the scenario they were made with",
+        source=run.source,
+        field=field,
+    )
+
+
+def check_made_with(s: Any, run: Any) -> None:
+    """A batchsim folder names the scenario it was made with (its scenario.yaml): its
+    workload kind, each robot group's count, control rate, chunk, execute, mode and request
+    shape, the model's cameras and the observation's shapes must be the scenario's."""
+    if run.scenario is None:
+        return
+    from pydantic import TypeAdapter, ValidationError
+
+    from sim.config.schema import ObservationSection, Workload
+
+    try:
+        workload = TypeAdapter(Workload).validate_python(run.scenario.get("workload"))
+    except ValidationError:
+        return  # not a workload this batchsim reads: nothing to compare it with
+    if workload.kind != s.workload.kind:
+        raise _mismatch(run, "workload.kind", workload.kind, s.workload.kind)
+    if workload.kind == "robots":
+        mine, theirs = workload.groups, s.workload.groups
+        if len(mine) != len(theirs):
+            raise _mismatch(run, "workload.groups", f"{len(mine)} groups", len(theirs))
+        for k, (a, b) in enumerate(zip(mine, theirs, strict=True)):
+            for key in GROUP_KEYS:
+                if getattr(a, key) != getattr(b, key):
+                    where = f"groups[{k}]." if len(mine) > 1 else ""
+                    name = "execute" if key == "actions_per_chunk" else key
+                    raise _mismatch(
+                        run, f"workload.{where}{name}", getattr(a, key), getattr(b, key)
+                    )
+    model = run.scenario.get("model")
+    if isinstance(model, dict) and s.model is not None:  # the inputs observe sends, per camera
+        cameras = model.get("cameras", 1)
+        if cameras != s.model.cameras:
+            raise _mismatch(run, "model.cameras", cameras, s.model.cameras)
+    raw = run.scenario.get("observation")
+    if raw is not None and s.observation is not None:
+        try:
+            observation = ObservationSection.model_validate(raw)
+        except ValidationError:
+            return
+        for key in OBSERVATION_KEYS:
+            if getattr(observation, key) != getattr(s.observation, key):
+                field = f"observation.{key}"
+                raise _mismatch(run, field, getattr(observation, key), getattr(s.observation, key))
+
 
 def check_fits(s: Any, run: Any) -> None:
-    """The records are of the scenario's fleet: as many robots (distinct sources), and sync
-    robots that send no more often than their motion allows (execute / control_hz); else
-    one line naming the field and both values."""
+    """The records are of the scenario's fleet: the scenario they name, if any
+    (check_made_with); as many robots (distinct sources); and sync robots that send no more
+    often than their motion allows (execute / control_hz). Else one line naming the field
+    and both values."""
+    check_made_with(s, run)
     if s.workload.kind != "robots" or not run.has_sources:
         return  # open-loop sources are connections or clients; a log may name none
     records = run.records
@@ -96,8 +156,21 @@ def validate_records(
     observed = batch_times_ms(recorded)
     if not observed:
         raise InputError("the records hold no batch with a start and an end", option="records")
+    slo_ms = s.slo.latency_ms
+    live_summaries = []
+    for r in recorded:
+        summary = summarize(r.records, slo_ms)
+        if r.robots is not None:
+            summary["robots"] = r.robots
+        live_summaries.append(summary)
     stage(
-        f"read {len(recorded)} recorded run(s), {sum(v.size for v in observed.values()):,} batches"
+        f"read {len(recorded)} recorded run(s): "
+        + "; ".join(
+            f"{x['requests']['arrived']:,} requests and {x['batch_size']['batches']:,} batches"
+            for x in live_summaries
+        )
+        + f" after the {s.warmup_s:g} s warm-up (as observe counts them); the recorded "
+        f"batch-time profile takes every batch, {sum(v.size for v in observed.values()):,}"
     )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -149,13 +222,6 @@ def validate_records(
         kinds["sim"] = with_recorded_profile()
     stage(f"simulating the scenario ({sim_draws} draws of service times, {len(kinds)} way(s))")
     sims = {key: simulations(loaded) for key, loaded in kinds.items()}
-    slo_ms = s.slo.latency_ms
-    live_summaries = []
-    for r in recorded:
-        summary = summarize(r.records, slo_ms)
-        if r.robots is not None:
-            summary["robots"] = r.robots
-        live_summaries.append(summary)
     sim_summaries = {key: [summarize(x, slo_ms) for x in runs] for key, runs in sims.items()}
     rows = comparison_rows(live_summaries, sim_summaries)
     lat_live = np.concatenate([latencies_ms(r.records) for r in recorded])
@@ -182,14 +248,14 @@ def validate_records(
     overhead = _outside_model(recorded)
     result = {
         "scenario": parsed.source,
-        "records": [describe(r) for r in recorded],
+        "records": [describe(r, x) for r, x in zip(recorded, live_summaries, strict=True)],
         "prediction_profile": primary,
         "profile": str(records_profile) if primary != "scenario" else first.profile.source,
         "profile_from_records": {
             "file": str(records_profile),
             "recorded_sizes": sorted(observed),
             "sizes_from_scenario_profile": filled,
-            "batches": int(sum(v.size for v in observed.values())),
+            "batches": int(sum(v.size for v in observed.values())),  # warm-up included
         },
         "outside_model_ms": overhead,
         "sim_draws": sim_draws,

@@ -141,7 +141,11 @@ def render_records_report(result: dict[str, Any]) -> str:
         f"# Validation against recorded runs: {result['scenario']}",
         "",
         f"Recorded: {runs} run(s): "
-        + "; ".join(f"`{r['source']}` ({r['requests']:,} requests)" for r in result["records"])
+        + "; ".join(
+            f"`{r['source']}` ({r['requests']:,} requests and {r['batches']:,} batches after "
+            f"the {r['warmup_s']:g} s warm-up, as observe and summary.json count them)"
+            for r in result["records"]
+        )
         + ". The recorded figure is their median; spread: (largest - smallest) / median.",
         "",
         f"Simulated: the median of {result['sim_draws']} simulations of the scenario, with the "
@@ -202,7 +206,8 @@ def render_records_report(result: dict[str, Any]) -> str:
     made = result["profile_from_records"]
     lines += [
         "",
-        f"Recorded batch times: {made['batches']:,} batches at sizes {made['recorded_sizes']}"
+        f"Recorded batch times: {made['batches']:,} batches (every one, warm-up included) at "
+        f"sizes {made['recorded_sizes']}"
         + (
             f"; sizes {made['sizes_from_scenario_profile']} from the scenario's profile"
             if made["sizes_from_scenario_profile"]
