@@ -428,6 +428,76 @@ def test_no_text_of_any_figure_is_clipped(tmp_path, monkeypatch):
     for folder in (sweep_out, run_out, fleet_out):
         plot_folder(folder)
     assert len(checked) >= 9  # 2 sweep figures, 3 run figures, 4 fleet figures
+    # validate --records' CDF (two simulations, a long legend) and an estimated profile
+
+    from sim.api import plot_profile
+    from sim.validation.records import validate_records
+
+    shipped = ROOT / "recorded" / "serve-observe-cpu"
+    validate_records(ROOT / "scenarios" / "serve-observe-cpu.yaml",
+                     sorted(shipped.glob("observed-*")), tmp_path / "val", sim_draws=2)  # fmt: skip
+    estimated = ROOT / "profiles" / "estimated" / "l40s-pi0-cudagraph"
+    for suffix in (".csv", ".meta.json"):
+        shutil.copy(estimated.with_name(estimated.name + suffix), tmp_path)
+    plot_profile(tmp_path / "l40s-pi0-cudagraph.csv")
+    assert len(checked) >= 11
+    assert any(t.startswith("latency CDF: 3 recorded run(s)") for t in checked)
+
+
+def test_frontier_points_are_labelled_and_joined_in_the_order_of_the_swept_key():
+    """Throughput need not grow with the swept key (here it dips at 150): the line follows
+    the key, not the x axis, and each point names its value."""
+    from sim.plots.figures import frontier
+
+    summary = pd.DataFrame(
+        {
+            "grid.workload.rate_rps": [150.0, 100.0, 180.0],
+            "throughput_rps": [90.0, 99.0, 120.0],
+            "latency_p99_ms": [50.0, 40.0, 70.0],
+        }
+    )
+    fig = frontier(summary, along="grid.workload.rate_rps")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.texts] == ["100", "150", "180"]
+    line = ax.get_lines()[0]
+    assert list(line.get_xdata()) == [99.0, 90.0, 120.0]  # in the key's order, not sorted by x
+    assert "joined by workload.rate_rps" in ax.get_title()
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def test_run_figures_leave_out_the_warm_up_as_the_table_does(tmp_path):
+    """A run folder's latency CDF and batch sizes are over the table's window: the run's
+    own summary counts what they draw."""
+    from sim.api import plot as plot_folder
+    from sim.plots import figures
+
+    out = tmp_path / "run"
+    path = scenario(tmp_path, warmup_s=5)
+    assert run_cli("run", str(path), "-q", "--out", str(out)).returncode == 0
+    drawn = {}
+    real_cdfs, real_hist = figures.latency_cdfs, figures.batch_size_hist
+
+    def cdfs(runs, warmup_s=0.0):
+        drawn["warmup_s"] = warmup_s
+        return real_cdfs(runs, warmup_s)
+
+    def hist(batches):
+        drawn["batches"] = len(batches)
+        return real_hist(batches)
+
+    import sim.plots.folders as folders
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(folders, "latency_cdfs", cdfs)
+        mp.setattr(folders, "batch_size_hist", hist)
+        plot_folder(out)
+    summary = json.loads((out / "summary.json").read_text())
+    assert drawn == {"warmup_s": 5.0, "batches": summary["batch_size"]["batches"]}
+    requests = pd.read_parquet(out / "requests.parquet")
+    fig = figures.latency_cdfs({"run": requests}, 5.0)
+    assert len(fig.axes[0].get_lines()[0].get_xdata()) == summary["requests"]["completed"]
 
 
 def test_the_batch_size_histogram_has_a_numeric_axis_and_no_lone_legend():

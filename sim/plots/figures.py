@@ -58,34 +58,44 @@ def metric_plot(
     hue: str | None = None,
     subtitle: str = "",
     x_is_metric: bool = False,
+    along: str | None = None,
 ):
     """One metric against a swept key (or another metric), mean and 95% CI over
     replications, one line per `hue` value. A log axis is used when the values span more
-    than 30x; the intervals never cross its floor."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    than 30x; the intervals never cross its floor. Against a metric, each line joins its
+    points in the order of the swept key `along`, each labelled with its value."""
+    fig, ax = plt.subplots(figsize=_size(hue))
     groups = [(None, summary)] if hue is None else list(summary.groupby(hue, sort=True))
     palette = sns.color_palette("colorblind", max(len(groups), 1))
     values = summary[y].dropna()
     log = bool(len(values) and values.min() > 0 and values.max() / values.min() > 30)
+    labels: list[tuple] = []
     for color, (label, group) in zip(palette, groups, strict=False):
-        group = group.sort_values(x)
+        group = group.sort_values(along if along is not None else x)
         yerr = _error_bars(group[y], group.get(f"{y}_ci95"), log)
         xerr = _error_bars(group[x], group.get(f"{x}_ci95"), False) if x_is_metric else None
         ax.errorbar(group[x], group[y], xerr=xerr, yerr=yerr, fmt="o-", color=color, capsize=3,
                     label=None if label is None else f"{hue.removeprefix('grid.')}={label}")  # fmt: skip
-        if yerr is not None:
+        if yerr is not None and along is None:  # a band only along a monotone x
             ax.fill_between(
                 group[x], group[y] - yerr[0], group[y] + yerr[1], color=color, alpha=0.15
             )
+        if along is not None:  # which configuration each point is
+            labels += [(px, py, _short(v), color)
+                       for px, py, v in zip(group[x], group[y], group[along], strict=True)]  # fmt: skip
     if log:
         ax.set_yscale("log")  # overloaded points would flatten the rest
+    _label_points(ax, labels)
     if pd.api.types.is_integer_dtype(summary[x]):  # replicas, robots: whole ticks
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel(_axis_label(x))
     ax.set_ylabel(_axis_label(y))
-    titles(ax, f"{_axis_label(y)} vs {_axis_label(x)} (mean, 95% CI over replications)", subtitle)
+    what = f"{_axis_label(y)} vs {_axis_label(x)} (mean, 95% CI over replications)"
+    if along is not None:
+        what += f"; points labelled and joined by {along.removeprefix('grid.')}"
+    titles(ax, what, subtitle)
     if hue is not None:
-        ax.legend(fontsize="small")
+        _legend_outside(ax)
     fig.tight_layout()
     return fig
 
@@ -96,9 +106,44 @@ def frontier(
     x: str = "throughput_rps",
     y: str = "latency_p99_ms",
     subtitle: str = "",
+    along: str | None = None,
 ):
-    """Latency vs throughput per configuration, with 95% CI bars; one line per `hue` value."""
-    return metric_plot(summary, x, y, hue, subtitle, x_is_metric=True)
+    """Latency vs throughput per configuration, with 95% CI bars; one line per `hue` value,
+    its points joined in the order of the swept key `along` and labelled with its value."""
+    return metric_plot(summary, x, y, hue, subtitle, x_is_metric=True, along=along)
+
+
+def _size(hue: str | None) -> tuple[float, float]:
+    """A figure's size in inches: wider with a legend beside the axes."""
+    return (9.0, 4.8) if hue is not None else (7.0, 4.5)
+
+
+def _legend_outside(ax) -> None:
+    """The legend right of the axes, where it hides no line (inside, "best" still sat on
+    a falling attainment line)."""
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
+
+
+def _label_points(ax, labels: list[tuple], room_px: float = 11.0) -> None:
+    """Each point's label beside it, unless it would sit on one already placed (saturated
+    points crowd together; identical configurations coincide): those are left unlabelled."""
+    ax.autoscale_view()
+    placed: list[np.ndarray] = []
+    for px, py, text, color in labels:
+        at = ax.transData.transform((px, py))
+        if not np.all(np.isfinite(at)) or any(np.hypot(*(at - p)) < room_px for p in placed):
+            continue
+        placed.append(at)
+        ax.annotate(text, (px, py), textcoords="offset points", xytext=(5, 4), fontsize=7,
+                    color=color)  # fmt: skip
+
+
+def _short(value) -> str:
+    """A swept value as a point's label: 150 not 150.0, a long label cut."""
+    if isinstance(value, float) and value == int(value):
+        value = int(value)
+    text = str(value)
+    return text if len(text) <= 24 else text[:23] + "…"
 
 
 def titles(ax, title: str, subtitle: str) -> None:
@@ -132,7 +177,7 @@ def attainment_vs_load(summary: pd.DataFrame, load: str, hue: str | None = None)
     """SLO attainment against the swept load key, one line per `hue` value."""
     if "slo_attainment" not in summary:
         raise InputError("the sweep has no SLO attainment (set slo.latency_ms)", field="slo")
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=_size(hue))
     groups = [(None, summary)] if hue is None else list(summary.groupby(hue, sort=True))
     for (label, group), color in zip(
         groups, sns.color_palette("colorblind", len(groups)), strict=False
@@ -145,18 +190,24 @@ def attainment_vs_load(summary: pd.DataFrame, load: str, hue: str | None = None)
     ax.set_ylabel("SLO attainment")
     ax.set_ylim(-0.02, 1.02)
     if hue is not None:
-        ax.legend(fontsize="small")
+        _legend_outside(ax)
     fig.tight_layout()
     return fig
 
 
-def latency_cdfs(runs: dict[str, pd.DataFrame]):
-    """Empirical CDFs of request latency (ms), one line per labelled requests table."""
+def latency_cdfs(runs: dict[str, pd.DataFrame], warmup_s: float = 0.0):
+    """Empirical CDFs of request latency (ms), one line per labelled requests table, over
+    the completed requests that arrived after `warmup_s` (the table's window)."""
     lines = {}
     for label, requests in runs.items():
-        done = requests[requests.outcome == "completed"]
+        done = requests[(requests.outcome == "completed") & (requests.arrival >= warmup_s)]
         lines[label] = (done.completion - done.arrival).to_numpy() * 1000
-    return _cdfs(lines, "latency (ms)", "fraction of requests")
+    return latency_cdf_of(lines)
+
+
+def latency_cdf_of(samples: dict[str, np.ndarray]):
+    """Empirical CDFs of labelled latency samples (ms)."""
+    return _cdfs(samples, "latency (ms)", "fraction of requests")
 
 
 def round_trip_cdfs(trips: pd.DataFrame):
@@ -175,8 +226,9 @@ def _cdfs(lines: dict[str, np.ndarray], xlabel: str, ylabel: str):
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for label, values in lines.items():
         values = np.sort(values)
-        if values.size:
-            ax.plot(values, np.arange(1, values.size + 1) / values.size, label=label)
+        if values.size:  # predictions dashed, measurements solid
+            style = "--" if label.startswith("simulated") else "-"
+            ax.plot(values, np.arange(1, values.size + 1) / values.size, style, label=label)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.legend(fontsize="small")
@@ -211,7 +263,8 @@ def gantt(batches: pd.DataFrame, start_s: float | None = None, span_s: float = 1
         start_s = float(batches.start.median()) if len(batches) else 0.0
     window = batches[(batches.end > start_s) & (batches.start < start_s + span_s)]
     replicas = sorted(batches.replica.unique()) if len(batches) else [0]
-    fig, ax = plt.subplots(figsize=(10, 1.6 + 0.55 * len(replicas)))
+    # tall enough for a colour bar with readable ticks, also with one replica
+    fig, ax = plt.subplots(figsize=(10, max(2.8, 1.6 + 0.55 * len(replicas))))
     cmap = plt.get_cmap("viridis")
     top = max(int(batches["size"].max()), 1) if len(batches) else 1
     norm = matplotlib.colors.Normalize(vmin=1, vmax=max(top, 2))
@@ -229,7 +282,8 @@ def gantt(batches: pd.DataFrame, start_s: float | None = None, span_s: float = 1
     ax.set_xlabel(f"time (ms) from t = {start_s:.3f} s; numbers: requests in the batch")
     bar = fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, pad=0.01,
                        label="requests in the batch")  # fmt: skip
-    bar.locator = matplotlib.ticker.MaxNLocator(integer=True)  # batch sizes are whole
+    # at most five whole ticks: batch sizes are whole, and 1..64 in full was unreadable
+    bar.locator = matplotlib.ticker.MaxNLocator(nbins=5, integer=True)
     bar.update_ticks()
     fig.tight_layout()
     return fig
@@ -266,27 +320,33 @@ def profile_figure(frame: pd.DataFrame, title: str = ""):
 
 
 def fit_text(fig) -> None:
-    """Every title inside the figure: a title wider than the figure is wrapped at word
-    boundaries until it fits, then the layout is made tight (titles were clipped on the
-    right of every 800-pixel figure)."""
+    """Every title inside the figure: the layout is made tight, and a title that still
+    reaches past either edge (a title is centred over its axes, not the figure) is wrapped
+    at word boundaries, a little narrower each round, until it fits (titles were clipped on
+    the right of every 800-pixel figure)."""
     import textwrap
 
-    renderer = fig.canvas.get_renderer()
-    room = fig.bbox.width * 0.96
     titles = [ax.title for ax in fig.axes]
     if getattr(fig, "_suptitle", None) is not None:
         titles.append(fig._suptitle)
-    for text in titles:
-        if not text.get_text():
-            continue
-        paragraphs = text.get_text().split("\n")  # the title's own lines stay lines
-        chars = max(len(line) for line in paragraphs)
-        while text.get_window_extent(renderer).width > room and chars > 20:
-            chars = int(chars * 0.85)
-            text.set_text("\n".join(textwrap.fill(line, chars) for line in paragraphs))
-    with warnings.catch_warnings():  # a layout that cannot be tightened further is kept
-        warnings.simplefilter("ignore", UserWarning)
-        fig.tight_layout()
+    titles = [t for t in titles if t.get_text()]
+    width = {id(t): max(len(line) for line in t.get_text().split("\n")) for t in titles}
+    original = {id(t): t.get_text().split("\n") for t in titles}  # its own lines stay lines
+    for _ in range(12):
+        with warnings.catch_warnings():  # a layout that cannot be tightened further is kept
+            warnings.simplefilter("ignore", UserWarning)
+            fig.tight_layout()
+        renderer = fig.canvas.get_renderer()
+        right = fig.bbox.width
+        over = [
+            t for t in titles
+            if (box := t.get_window_extent(renderer)).x0 < 0 or box.x1 > right
+        ]  # fmt: skip
+        if not over:
+            return
+        for t in over:
+            width[id(t)] = max(int(width[id(t)] * 0.85), 20)
+            t.set_text("\n".join(textwrap.fill(line, width[id(t)]) for line in original[id(t)]))
 
 
 def save(fig, path: Path) -> Path:

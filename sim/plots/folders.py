@@ -88,16 +88,20 @@ def plot_dir(
             other = hue if hue != x_col else None
             fig = metric_plot(summary, x_col, y, other, subtitle, x_is_metric=x_metric)
             return [save(fig, out / _name(y, x_col, other))]
+        # the points of each line are joined in the order of the key that varies along it
+        along = next((k for k in keys if summary[k].nunique() > 1 and k != hue), None)
         written.append(
             save(
-                frontier(summary, hue, subtitle=subtitle),
+                frontier(summary, hue, subtitle=subtitle, along=along),
                 out / _name("latency_p99_ms", "throughput_rps", hue),
             )  # fmt: skip
         )
         load = (
             _grid_col(load, keys)
             if load
-            else next((k for k in keys if k.endswith(("rate_rps", "rate_hz", "count"))), None)
+            else next(
+                (k for k in keys if k.endswith(LOAD_SUFFIXES) and summary[k].nunique() > 1), None
+            )
         )
         if (
             load is not None
@@ -139,11 +143,17 @@ def plot_dir(
         )
         requests = _table(folder / "requests.parquet", "run's requests", REQUEST_COLUMNS)
         batches = _table(folder / "batches.parquet", "run's batches", BATCH_COLUMNS)
+        # the table's window: requests that arrived, and batches that started, after it
+        warmup_s = _warmup_s(folder)
+        window = f", after the {warmup_s:g} s warm-up" if warmup_s else ""
+        measured = batches[batches.start >= warmup_s]
+        middle = float(measured.start.median()) if len(measured) else None
         figures = [
-            (latency_cdfs({folder.name: requests}), "latency_cdf.png", "server latency CDF"),
-            (batch_size_hist(batches), "batch_sizes.png", "batch sizes"),
-            (gantt(batches), "gantt.png", "one second of batches per replica"),
-        ]
+            (latency_cdfs({folder.name: requests}, warmup_s), "latency_cdf.png",
+             f"server latency CDF{window}"),
+            (batch_size_hist(measured), "batch_sizes.png", f"batch sizes{window}"),
+            (gantt(batches, middle), "gantt.png", f"one second of batches per replica{window}"),
+        ]  # fmt: skip
         if (folder / "round_trips.parquet").exists():  # a fleet: what the robots waited
             trips = _table(
                 folder / "round_trips.parquet",
@@ -161,7 +171,23 @@ def plot_dir(
     )
 
 
+# swept keys that move the offered load: a sweep of one draws attainment against it
+LOAD_SUFFIXES = ("rate_rps", "rate_hz", "count")
 BATCH_COLUMNS = ("replica", "start", "end", "size", "padded_size")
+
+
+def _warmup_s(folder: Path) -> float:
+    """The warm-up of the scenario a run folder was made with (its scenario.yaml), which
+    the run's table leaves out; 0 when the folder does not say."""
+    from sim.io.files import read_yaml
+
+    if not (folder / "scenario.yaml").is_file():
+        return 0.0
+    data = read_yaml(folder / "scenario.yaml", "scenario")
+    value = data.get("warmup_s", 0.0) if isinstance(data, dict) else 0.0
+    return float(value) if isinstance(value, int | float) and value > 0 else 0.0
+
+
 REQUEST_COLUMNS = ("arrival", "completion", "outcome")
 
 

@@ -388,7 +388,7 @@ def predict(setup: Setup, measured: Measured, stage: Callable[[str], None]) -> P
 def compare(setup: Setup, measured: Measured, predicted: Predicted) -> dict[str, Any]:
     """The live runs against the predictions: comparison rows and target verdicts, the KS
     statistic on latency, the CDF figure, validation.json and report.md."""
-    from sim.plots.figures import latency_cdfs, save
+    from sim.plots.figures import latency_cdf_of, save, titles
     from sim.validation.verdict import ks as two_sample_ks
 
     out, repeats, sim_draws, lives = setup.out, setup.repeats, setup.sim_draws, measured.lives
@@ -402,24 +402,29 @@ def compare(setup: Setup, measured: Measured, predicted: Predicted) -> dict[str,
     lat_live = np.concatenate([latencies_ms(r.records) for r in lives])
     lat_sim = np.concatenate([latencies_ms(r) for r in sims_adj])
     ks = two_sample_ks(lat_live, lat_sim) if lat_live.size and lat_sim.size else None
-    figure = save(
-        latency_cdfs(
-            {
-                **{
-                    f"live{f' (run {k + 1})' if repeats > 1 else ''}": r.records.requests_frame()
-                    for k, r in enumerate(lives)
-                },
-                # every draw pooled: the distribution the simulator predicts
-                f"simulated (profile + overhead, {sim_draws} draws)": pd.concat(
-                    [r.requests_frame() for r in sims_adj]
-                ),
-                f"simulated (profile as measured, {sim_draws} draws)": pd.concat(
-                    [r.requests_frame() for r in sims_raw]
-                ),
-            }
-        ),
-        out / "latency_cdf.png",
+    # the samples the KS compares (completed, after the warm-up); each way, its draws pooled
+    fig = latency_cdf_of(
+        {
+            **{
+                f"live{f' (run {k + 1})' if repeats > 1 else ''}": latencies_ms(r.records)
+                for k, r in enumerate(lives)
+            },
+            f"simulated (profile + overhead, {sim_draws} draws)": lat_sim,
+            f"simulated (profile as measured, {sim_draws} draws)": np.concatenate(
+                [latencies_ms(r) for r in sims_raw]
+            ),
+            f"simulated (live batch times, {sim_draws} draws)": np.concatenate(
+                [latencies_ms(r) for r in predicted.sims["sim_live_service"]]
+            ),
+        }
     )
+    titles(
+        fig.axes[0],
+        f"latency CDF: {repeats} live run(s) vs the simulations, after the "
+        f"{setup.scenario.warmup_s:g} s warm-up",
+        Path(setup.parsed.source).name,
+    )
+    figure = save(fig, out / "latency_cdf.png")
     passes = measured.passes
     result = {
         "scenario": setup.parsed.source,

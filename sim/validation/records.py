@@ -139,7 +139,7 @@ def validate_records(
     server did around it, per batch); with both at hand both are reported."""
     from sim.engine import pipeline
     from sim.io.outputs import check_out_dir
-    from sim.plots.figures import latency_cdfs, save
+    from sim.plots.figures import latency_cdf_of, save, titles
     from sim.real.recorded import batch_times_ms, describe, read_recorded
     from sim.validation.verdict import ks as two_sample_ks
 
@@ -228,20 +228,27 @@ def validate_records(
     lat_sim = np.concatenate([latencies_ms(x) for x in sims["sim"]])
     ks = two_sample_ks(lat_live, lat_sim) if lat_live.size and lat_sim.size else None
     label = "recorded" if len(recorded) == 1 else "recorded run {k}"
-    figure = save(
-        latency_cdfs(
-            {
-                **{
-                    label.format(k=k + 1): r.records.requests_frame()
-                    for k, r in enumerate(recorded)
-                },
-                f"simulated ({primary} profile, {sim_draws} draws)": pd.concat(
-                    [x.requests_frame() for x in sims["sim"]]
-                ),
-            }
-        ),
-        out / "latency_cdf.png",
+    # the samples the KS compares: completed requests that arrived after the warm-up; every
+    # simulation, its draws pooled
+    way = {"sim": f"{primary} profile", "sim_recorded_batches": "recorded batch times"}
+    fig = latency_cdf_of(
+        {
+            **{label.format(k=k + 1): latencies_ms(r.records) for k, r in enumerate(recorded)},
+            **{
+                f"simulated ({way[key]}, {sim_draws} draws)": np.concatenate(
+                    [latencies_ms(x) for x in runs]
+                )
+                for key, runs in sims.items()
+            },
+        }
     )
+    titles(
+        fig.axes[0],
+        f"latency CDF: {len(recorded)} recorded run(s) vs the simulations, after the "
+        f"{s.warmup_s:g} s warm-up",
+        Path(parsed.source).name,
+    )
+    figure = save(fig, out / "latency_cdf.png")
     first = kinds["sim"]
     first_summary = pipeline.summarise(first, sims["sim"][0])
     pipeline.write_outputs(out / "sim-draw-1", first_summary, sims["sim"][0], first.raw)
