@@ -26,8 +26,12 @@ def test_every_metric_is_where_the_registry_says():
     stalling = summary_of("aloha-pi0-fleet")  # the async fleet never freezes
     staged = summary_of("pi0-continuous", **{"policy.min_steps": 4})
     priced = summary_of("aloha-pi0-fleet", cost={"gpu_hour_usd": 2.5})
+    rtc = summary_of("rtc-pi0-fleet")
     for metric in REGISTRY:
         summary = fleet if metric.name.startswith("robots_") else open_loop
+        if metric.name.startswith("robots_rtc_"):
+            assert metric_value(fleet, metric.name) is None  # real-time chunking robots only
+            summary = rtc
         if metric.name.startswith(("cost_", "energy_")):
             summary = priced  # a price only where the scenario gives one
         if metric.name == "robots_stall_episode_mean_ms":

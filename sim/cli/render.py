@@ -147,6 +147,16 @@ def summary_table(summary: dict[str, Any], command: str = "run") -> Table:
             if episodes
             else "none",
         )
+        if summary["robots"].get("rtc"):  # real-time chunking: what late chunks cost
+            late = v("robots_rtc_late_share")
+            table.add_row(
+                "real-time chunking",
+                f"{'-' if late is None else f'{late:.1%}'} of chunks late, "
+                f"{fmt(v('robots_rtc_late_actions_per_chunk'))} late actions per chunk, "
+                f"{v('robots_rtc_discarded_chunks'):,} discarded; delay d "
+                f"{fmt(v('robots_rtc_delay_steps_mean'))} ticks on average; stalest action "
+                f"{v('robots_rtc_staleness_max_actions')} ticks old",
+            )
         stale = v("robots_stale_actions_per_chunk")
         table.add_row(
             "robot deadlines",

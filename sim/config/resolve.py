@@ -25,7 +25,7 @@ from sim.policies import registry
 from sim.policies.base import Policy
 from sim.profiles import store
 from sim.profiles.profile import Profile
-from sim.profiles.staged import Stage, StagedModel, Variants
+from sim.profiles.staged import Stage, StagedModel, Variants, scaled_stage
 
 
 @dataclass(frozen=True)
@@ -103,6 +103,7 @@ def _resolve(parsed: ParsedScenario) -> ResolvedScenario:
     if open_loop:  # open loop needs no profile: refused before it is read
         checks.check_requests(s, source, 0.0)
     model, shape_name = _load_model(s, base, source)
+    model = guided(model, s, source)
     profile = model.whole.profile
     checks.check_work(s, source, profile)
     if not open_loop:
@@ -192,6 +193,40 @@ class _Tables:
         if path not in self._read:
             self._read[path] = store.read_table(path)
         return self._read[path]
+
+
+def guided(model: StagedModel, s: Scenario, source: str) -> StagedModel:
+    """Inference-time RTC guidance (a backward pass per denoising step): the last stage of a
+    staged profile costs `guidance_step_factor` times as much. Every batch holds a guided
+    request when every robot is guided alike; a fleet mixing factors is refused (a batch
+    would pay the guided cost if any request in it were guided, which is not simulated)."""
+    if s.workload.kind != "robots":
+        return model
+    factors = {
+        g.guidance_step_factor if g.mode == "rtc" and g.guidance == "inference" else 1.0
+        for g in s.workload.groups
+    }
+    if factors == {1.0}:
+        return model
+    if len(factors) > 1:
+        raise InputError(
+            "every robot group must share guidance_step_factor (got "
+            f"{', '.join(f'{f:g}' for f in sorted(factors))}; groups without inference-time "
+            "rtc guidance count as 1): a fleet mixing guided and unguided requests in one "
+            "batch is not simulated",
+            source=source,
+            field="workload.guidance_step_factor",
+        )
+    if len(model.stages) == 1:
+        raise InputError(
+            "guidance_step_factor needs a staged profile (profile: {stages: [...]}), whose "
+            "last stage is the denoising step it multiplies; this profile is one stage",
+            source=source,
+            field="workload.guidance_step_factor",
+        )
+    (factor,) = factors
+    *first, last = model.stages
+    return StagedModel.of([*first, scaled_stage(last, factor)], source)
 
 
 def _load_model(s: Scenario, base: Path, source: str) -> tuple[StagedModel, str]:

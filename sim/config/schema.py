@@ -191,6 +191,10 @@ class NetworkMs(Strict):
     jitter: NonNegativeFloat = 0.0
 
 
+# the keys of a robot group that only real-time chunking robots read
+RTC_KEYS = ("delay_steps", "initial_delay_steps", "guidance", "guidance_step_factor")
+
+
 class RobotGroup(Strict):
     """Robots that share one control loop configuration."""
 
@@ -200,8 +204,15 @@ class RobotGroup(Strict):
     control_hz: PositiveFloat
     chunk: PositiveInt
     execute: PositiveInt | None = None  # default: the whole chunk
-    mode: Literal["sync", "async"] = "sync"
+    mode: Literal["sync", "async", "rtc"] = "sync"
     threshold: float = Field(0.5, ge=0.0, le=1.0)
+    # rtc (real-time chunking; docs/semantics.md): the frozen prefix d in control ticks, a
+    # number or auto (LeRobot's: the largest round trip so far, in ticks), where auto starts
+    delay_steps: int | Literal["auto"] = Field("auto", union_mode="left_to_right")
+    initial_delay_steps: int = Field(0, ge=0, le=100_000)
+    guidance: Literal["inference", "training", "none"] = "inference"
+    # inference-time guidance: the denoising stage's cost factor (the paper: ~3)
+    guidance_step_factor: float = Field(1.0, ge=1.0, le=100.0)
     start: Literal["synchronized", "staggered", "random"] = "staggered"
     jitter_ms: NonNegativeFloat = 0.0
     network_ms: NetworkMs = NetworkMs()
@@ -215,13 +226,44 @@ class RobotGroup(Strict):
     def _execute_within_chunk(self) -> RobotGroup:
         if self.execute is not None and self.execute > self.chunk:
             raise ValueError(f"execute ({self.execute}) cannot exceed chunk ({self.chunk})")
-        if self.mode == "sync" and "threshold" in self.model_fields_set:
+        if self.mode != "async" and "threshold" in self.model_fields_set:
             # a key that would do nothing is refused, not silently ignored
             raise ValueError(
                 "threshold applies to async robots (when they ask for the next chunk); a "
-                "sync robot asks when its chunk runs out: drop threshold or set mode: async"
+                f"{self.mode} robot asks "
+                + ("when its chunk runs out" if self.mode == "sync" else "every execute actions")
+                + ": drop threshold or set mode: async"
             )
+        rtc_keys = sorted(set(RTC_KEYS) & self.model_fields_set)
+        if self.mode != "rtc" and rtc_keys:
+            raise ValueError(f"{', '.join(rtc_keys)} apply to mode: rtc only")
+        if self.mode == "rtc":
+            self._check_rtc()
         return self
+
+    def _check_rtc(self) -> None:
+        """d <= s <= H - d (Black et al.): the frozen prefix fits in what the robot executes,
+        and the chunk still covers s actions after it."""
+        h, s = self.chunk, self.actions_per_chunk
+        if isinstance(self.delay_steps, int):
+            d = self.delay_steps
+            if not 0 <= d <= s <= h - d:
+                raise ValueError(
+                    f"rtc needs delay_steps <= execute <= chunk - delay_steps; delay_steps {d}, "
+                    f"execute {s}, chunk {h}"
+                )
+        elif not self.initial_delay_steps <= s <= h - self.initial_delay_steps:
+            raise ValueError(
+                f"rtc needs initial_delay_steps <= execute <= chunk - initial_delay_steps; "
+                f"initial_delay_steps {self.initial_delay_steps}, execute {s}, chunk {h}"
+            )
+        if self.guidance != "inference" and self.guidance_step_factor != 1.0:
+            raise ValueError("guidance_step_factor applies to guidance: inference only")
+
+    @property
+    def max_delay_steps(self) -> int:
+        """The largest frozen prefix d <= s <= H - d allows (auto delays stop there)."""
+        return min(self.actions_per_chunk, self.chunk - self.actions_per_chunk)
 
     @property
     def actions_per_chunk(self) -> int:

@@ -51,6 +51,9 @@ class RobotRecords:
     round_trip_count: np.ndarray
     stall_log: np.ndarray | None = None  # (n, 2): start, end of each freeze
     stall_count: np.ndarray | None = None
+    # real-time chunking robots' window counts by name (sim.workload.rtc.RTC_FIGURES), one
+    # value per robot (0 for robots of other modes); None without rtc robots
+    rtc: dict[str, np.ndarray] | None = None
 
     def __len__(self) -> int:
         return int(self.id.size)

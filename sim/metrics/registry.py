@@ -82,6 +82,19 @@ REGISTRY: tuple[Metric, ...] = (
         for stat in ("mean", *(f"p{p}" for p in PERCENTILES), "max")
     ),
 )  # fmt: skip
+# real-time chunking robots (docs/semantics.md, "Real-time chunking"): present with rtc robots
+REGISTRY += (
+    Metric("robots_rtc_late_share", ("robots", "rtc", "late_share"), "fraction",
+           "late chunks", "rtc_late_share"),
+    Metric("robots_rtc_late_actions_per_chunk", ("robots", "rtc", "late_actions_per_chunk"),
+           "actions", "late actions per chunk", "rtc_late_actions"),
+    Metric("robots_rtc_discarded_chunks", ("robots", "rtc", "discarded_chunks"), "chunks",
+           "discarded chunks", "rtc_discarded"),
+    Metric("robots_rtc_delay_steps_mean", ("robots", "rtc", "delay_steps_mean"), "ticks",
+           "frozen prefix d", "rtc_delay_steps"),
+    Metric("robots_rtc_staleness_max_actions", ("robots", "rtc", "staleness_max_actions"),
+           "actions", "worst staleness", "rtc_staleness_max"),
+)  # fmt: skip
 # cost and energy (docs/semantics.md, "Cost and energy"): present where priced / powered
 REGISTRY += (
     Metric("cost_usd_per_hour", ("cost", "usd_per_hour"), "USD/h", "cost per hour",

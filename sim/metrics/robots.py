@@ -123,4 +123,24 @@ def robots_summary(rec: RunRecords) -> dict[str, Any]:
         "replaced_actions": int(np.sum(columns["replaced_actions"])),
         "round_trip_ms": distribution(r.round_trips_s * 1000.0),
         "jain_control_rate": jain_index(columns["control_rate_ratio"]),
+        **({"rtc": rtc_summary(r.rtc)} if r.rtc is not None else {}),
+    }
+
+
+def rtc_summary(rtc: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Real-time chunking robots' figures over the window (docs/semantics.md): the share
+    of chunks that came after their switch tick, their late actions per chunk, discarded
+    chunks (training-time RTC), the mean frozen prefix d sent with, and the stalest action
+    executed (d + s - 1 when every chunk is in time)."""
+    chunks = int(rtc["rtc_chunks"].sum())
+    discarded = int(rtc["rtc_discarded"].sum())
+    received, late = chunks + discarded, int(rtc["rtc_late"].sum()) + discarded
+    sends = int(rtc["rtc_sends"].sum())
+    return {
+        "chunks": chunks,
+        "late_share": late / received if received else None,
+        "late_actions_per_chunk": int(rtc["rtc_late_actions"].sum()) / chunks if chunks else None,
+        "discarded_chunks": discarded,
+        "delay_steps_mean": int(rtc["rtc_delay_sum"].sum()) / sends if sends else None,
+        "staleness_max_actions": int(rtc["rtc_staleness_max"].max()),
     }

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -97,6 +97,28 @@ class StagedModel:
         if len(stages) > 1:
             prefix = combine_variants(stages[:-1], provenance, source)
         return cls(stages, whole, prefix, stages[-1].variants)
+
+
+def scaled_stage(stage: Stage, factor: float) -> Stage:
+    """A stage whose every sample (of every variant) costs `factor` times as much."""
+
+    def scaled(profile: Profile) -> Profile:
+        return replace(
+            profile,
+            samples_ms=tuple(samples * factor for samples in profile.samples_ms),
+            provenance={**profile.provenance, "cost_factor": factor},
+        )
+
+    v = stage.variants
+    return Stage(
+        stage.name,
+        Variants(
+            scaled(v.profile),
+            None if v.shaped is None else {k: scaled(p) for k, p in v.shaped.items()},
+            None if v.after_idle is None else {k: scaled(p) for k, p in v.after_idle.items()},
+        ),
+        stage.repeat,
+    )
 
 
 def combined(

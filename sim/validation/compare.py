@@ -26,6 +26,9 @@ COMPARED = (
     "robots_stall_fraction",
     "robots_deadline_miss_rate",
     "robots_control_rate_ratio",
+    "robots_rtc_late_share",  # real-time chunking robots only
+    "robots_rtc_late_actions_per_chunk",
+    "robots_rtc_delay_steps_mean",
 )
 
 

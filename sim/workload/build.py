@@ -81,6 +81,7 @@ def robots(
                 slo_s=None if slo_ms is None else slo_ms / 1000.0,
                 group=group.name or f"group{g_index}",
                 shape=group.shape,
+                **_rtc_params(group),
             )
             child = np.random.default_rng(rng.integers(2**63))
             client = client_class(params)
@@ -88,9 +89,24 @@ def robots(
     return clients
 
 
+def _rtc_params(group: Any) -> dict[str, Any]:
+    if group.mode != "rtc":
+        return {}
+    return {
+        "delay_steps": None if group.delay_steps == "auto" else group.delay_steps,
+        "initial_delay_steps": group.initial_delay_steps,
+        "max_delay_steps": group.max_delay_steps,
+        "guidance": group.guidance,
+    }
+
+
 def client_class(params: RobotParams) -> type:
-    """The lean SyncRobot for a sync robot (its figures are derived after the run), else
-    RobotClient, which counts them on the way."""
+    """The lean SyncRobot for a sync robot (its figures are derived after the run), RtcRobot
+    for real-time chunking, else RobotClient, which counts them on the way."""
+    if params.mode == "rtc":
+        from sim.workload.rtc import RtcRobot
+
+        return RtcRobot
     return SyncRobot if params.mode == "sync" else RobotClient
 
 

@@ -58,6 +58,12 @@ class RobotParams:
     slo_s: float | None = None  # sync deadline after the send; None: one control period
     group: str = "robots"
     shape: int | None = None  # request shape (e.g. cameras), for shape-aware profiles
+    # rtc (sim/workload/rtc.py): the frozen prefix in ticks (None: auto, from the initial
+    # one, at most the largest d <= execute <= chunk - d allows), and the guidance
+    delay_steps: int | None = None
+    initial_delay_steps: int = 0
+    max_delay_steps: int = 0
+    guidance: str = "inference"
 
     @property
     def period_s(self) -> float:
@@ -65,7 +71,7 @@ class RobotParams:
 
     @property
     def has_deadlines(self) -> bool:
-        return self.mode == "async" or self.slo_s is not None
+        return self.mode != "sync" or self.slo_s is not None
 
 
 class Normals:
@@ -371,6 +377,14 @@ def robot_records(clients: Sequence) -> RobotRecords:
     trips = [row["round_trips_s"] for row in rows]
     logged = bool(rows) and all(row["stall_log"] is not None for row in rows)
     logs = [row["stall_log"] for row in rows] if logged else []
+    rtc = None
+    if any(c.p.mode == "rtc" for c in clients):
+        from sim.workload.rtc import RTC_FIGURES
+
+        rtc = {
+            name: np.fromiter((row.get(name, 0) for row in rows), dtype=np.int64, count=len(rows))
+            for name in RTC_FIGURES
+        }
     chunk = np.array([c.p.chunk for c in clients], dtype=np.int64)
     usable = np.array([c.usable for c in clients], dtype=np.int64)
     responses = ints["responses"]
@@ -402,4 +416,5 @@ def robot_records(clients: Sequence) -> RobotRecords:
         round_trip_count=np.array([t.size for t in trips], dtype=np.int64),
         stall_log=np.concatenate(logs).reshape(-1, 2) if logged else None,
         stall_count=np.array([log.size // 2 for log in logs], dtype=np.int64) if logged else None,
+        rtc=rtc,
     )
