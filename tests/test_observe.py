@@ -111,6 +111,38 @@ def test_serve_and_observe_agree_on_every_request_and_batch(tmp_path):
     assert len(robots) == 6 and (robots.responses > 0).all()
 
 
+def test_rtc_robots_on_the_real_clock_against_serve_and_validated_from_their_records(tmp_path):
+    """Real-time chunking robots (issue 29) run by observe with the simulator's own RtcRobot
+    on the real clock, against batchsim serve: the rtc figures are recorded, and validate
+    --records compares them with the simulation of the same fleet."""
+    from tests.test_serve import Server
+
+    workload = {**ROBOTS["workload"], "mode": "rtc", "delay_steps": "auto",
+                "initial_delay_steps": 2}  # fmt: skip
+    rtc = {**ROBOTS, "name": "observe-rtc", "workload": workload}
+    scenario = write(tmp_path, rtc, "rtc.yaml")
+    server = Server(tmp_path, rtc)
+    out = tmp_path / "observed"
+    try:
+        target = f"ws://127.0.0.1:{server.port}"
+        assert main(["observe", str(scenario), "--target", target, "--out", str(out)]) == 0
+    finally:
+        server.stop()
+    summary = json.loads((out / "summary.json").read_text())
+    rtc_figures = summary["robots"]["rtc"]
+    assert rtc_figures["chunks"] > 6 * 5
+    assert 0 <= rtc_figures["late_share"] <= 1 and rtc_figures["discarded_chunks"] == 0
+    # auto: d is the largest round trip so far in 20 ms ticks, at least one tick
+    assert 1 <= rtc_figures["delay_steps_mean"] <= 10
+    # an rtc robot keeps moving while its request is out
+    assert summary["robots"]["stall_fraction"] < 0.5
+    v = tmp_path / "v"
+    assert main(["validate", str(scenario), "--records", str(out), "--out", str(v)]) == 0
+    rows = {r["metric"]: r for r in json.loads((v / "validation.json").read_text())["comparison"]}
+    assert rows["robots_rtc_late_share"]["live"] == rtc_figures["late_share"]
+    assert rows["robots_rtc_delay_steps_mean"]["sim"] is not None
+
+
 class PlainServer:
     """An openpi-style server written here: websockets' sync server, metadata {} on
     connect, then one answer per observation, one request at a time across all
