@@ -180,3 +180,30 @@ def test_properties_of_the_rtc_client(trips, fails, delay, guidance, execute):
     assert robot.rtc_staleness_max <= chunk - 1
     assert robot.rtc_late_actions <= robot.rtc_late * chunk
     assert not math.isnan(robot.window_stall_s)
+
+
+def test_rtc_robots_run_in_sweep_and_recommend(tmp_path):
+    """The shipped rtc fleet swept over d (the rtc figures are sweep columns) and searched
+    for the most robots within a late-chunk share (an rtc SLO term)."""
+    import pandas as pd
+
+    from tests.conftest import ROOT, run_cli
+
+    fleet_yaml = str(ROOT / "scenarios" / "rtc-pi0-fleet.yaml")
+    short = ["--set", "duration_s=30", "--set", "workload.count=32"]
+    swept = run_cli("sweep", fleet_yaml, "--grid", "workload.delay_steps=2,12", *short,
+                    "--workers", "1", "--out", str(tmp_path / "sw"), "-q")  # fmt: skip
+    assert swept.returncode == 0, swept.stderr
+    summary = pd.read_parquet(tmp_path / "sw" / "summary.parquet").set_index(
+        "grid.workload.delay_steps"
+    )
+    late = summary["robots_rtc_late_share"]
+    assert late[2] > late[12]  # a frozen prefix shorter than the round trip: late chunks
+    # s + max(d, r) - 1: d + s - 1 at least, more where a chunk came late
+    assert summary.loc[12, "robots_rtc_staleness_max_actions"] >= 12 + 25 - 1
+    found = run_cli("recommend", fleet_yaml, "--objective", "max-robots", "--slo",
+                    "rtc_late_share<=0.05", "--set", "duration_s=30", "--workers", "1",
+                    "--max-replications", "2")  # fmt: skip
+    assert found.returncode == 0, found.stderr
+    assert "sustains workload.count=" in found.stdout
+    assert "rtc_late_share<=0.05" in found.stdout

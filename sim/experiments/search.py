@@ -59,6 +59,7 @@ KEPT = (
     "energy_joules_per_request",
     "robots_stall_fraction",  # fleets: what the robots feel
     "robots_round_trip_p99_ms",
+    "robots_rtc_late_share",  # real-time chunking robots: how many chunks came late
 )
 
 
