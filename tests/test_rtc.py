@@ -207,3 +207,53 @@ def test_rtc_robots_run_in_sweep_and_recommend(tmp_path):
     assert found.returncode == 0, found.stderr
     assert "sustains workload.count=" in found.stdout
     assert "rtc_late_share<=0.05" in found.stdout
+
+
+def test_a_batch_holding_any_guided_request_pays_the_guided_cost(tmp_path):
+    """A fleet mixing an inference-guided rtc robot (factor 3) and sync robots on a staged
+    10 ms prefix + 10 x 2 ms steps: a batch with the guided robot's request in it takes
+    10 + 10 x 2 x 3 = 70 ms whoever else is in it, any other 30 ms."""
+    import pandas as pd
+
+    stages = [
+        {"name": "prefix", "batch_size": [1, 4], "latency_ms": [10, 10]},
+        {"name": "step", "batch_size": [1, 4], "latency_ms": [2, 2], "repeat": 10},
+    ]
+    base = {"control_hz": 50, "chunk": 50, "execute": 25, "start": "staggered"}
+    data = {
+        "name": "mixed-guidance", "seed": 3, "duration_s": 20, "warmup_s": 1,
+        "profile": {"stages": stages},
+        "workload": {"kind": "robots", "groups": [
+            {**base, "name": "guided", "count": 1, "mode": "rtc", "delay_steps": 5,
+             "guidance_step_factor": 3},
+            {**base, "name": "sync", "count": 3, "jitter_ms": 3},
+        ]},
+        "policy": {"kind": "dynamic", "max_batch": 4, "max_wait_ms": 10},
+    }  # fmt: skip
+    path = tmp_path / "mixed.yaml"
+    path.write_text(yaml.safe_dump(data))
+    out = tmp_path / "out"
+    sim.run(path, out=out, check=True)
+    requests = pd.read_parquet(out / "requests.parquet")
+    batches = pd.read_parquet(out / "batches.parquet").set_index("id")
+    took_ms = (batches.end - batches.start) * 1000
+    guided = set(requests.loc[requests.source == 0, "batch"]) - {-1}
+    others = set(batches.index) - guided
+    assert guided and others  # both kinds ran
+    assert np.allclose(took_ms[sorted(guided)], 70.0)
+    assert np.allclose(took_ms[sorted(others)], 30.0)
+    mixed = requests[requests.batch.isin(guided)].groupby("batch").source.nunique()
+    assert (mixed > 1).any()  # some guided batches carried sync robots' requests too
+
+
+def test_guided_groups_with_different_factors_are_refused(tmp_path):
+    from tests.conftest import run_cli
+
+    path = fleet(tmp_path, guidance_step_factor=3)
+    data = yaml.safe_load(path.read_text())
+    rtc = data.pop("workload")
+    del rtc["kind"]
+    data["workload"] = {"kind": "robots", "groups": [rtc, {**rtc, "guidance_step_factor": 2}]}
+    path.write_text(yaml.safe_dump(data))
+    done = run_cli("run", str(path))
+    assert done.returncode == 2 and "must share guidance_step_factor (got 2, 3)" in done.stderr

@@ -46,6 +46,9 @@ class ResolvedScenario:
     floor_profile: Profile | None  # the model run at min_steps, what a policy plans a floor with
     steps: Steps | None  # steps per request, where they are chosen or run one by one
     pricing: Pricing | None = None  # prices and power (summary.json's cost and energy)
+    # a fleet mixing inference-time-guided and other robots: what a batch holding a guided
+    # request runs (the last stage scaled); None: every batch runs `model`
+    guided_model: StagedModel | None = None
 
     @property
     def profile(self) -> Profile:
@@ -103,7 +106,7 @@ def _resolve(parsed: ParsedScenario) -> ResolvedScenario:
     if open_loop:  # open loop needs no profile: refused before it is read
         checks.check_requests(s, source, 0.0)
     model, shape_name = _load_model(s, base, source)
-    model = guided(model, s, source)
+    model, guided_model = guided(model, s, source)
     profile = model.whole.profile
     checks.check_work(s, source, profile)
     if not open_loop:
@@ -139,6 +142,7 @@ def _resolve(parsed: ParsedScenario) -> ResolvedScenario:
         floor_profile=floor_profile,
         steps=steps,
         pricing=resolve_pricing(s, profile, source),
+        guided_model=guided_model,
     )
 
 
@@ -195,25 +199,24 @@ class _Tables:
         return self._read[path]
 
 
-def guided(model: StagedModel, s: Scenario, source: str) -> StagedModel:
+def guided(model: StagedModel, s: Scenario, source: str) -> tuple[StagedModel, StagedModel | None]:
     """Inference-time RTC guidance (a backward pass per denoising step): the last stage of a
-    staged profile costs `guidance_step_factor` times as much. Every batch holds a guided
-    request when every robot is guided alike; a fleet mixing factors is refused (a batch
-    would pay the guided cost if any request in it were guided, which is not simulated)."""
+    staged profile costs `guidance_step_factor` times as much in a batch holding any guided
+    request. Returns the model batches run (scaled when every robot is guided alike) and,
+    for a fleet mixing guided and unguided robots, the guided model its guided batches run."""
     if s.workload.kind != "robots":
-        return model
+        return model, None
     factors = {
         g.guidance_step_factor if g.mode == "rtc" and g.guidance == "inference" else 1.0
         for g in s.workload.groups
     }
     if factors == {1.0}:
-        return model
-    if len(factors) > 1:
+        return model, None
+    if len(factors - {1.0}) > 1:
         raise InputError(
-            "every robot group must share guidance_step_factor (got "
-            f"{', '.join(f'{f:g}' for f in sorted(factors))}; groups without inference-time "
-            "rtc guidance count as 1): a fleet mixing guided and unguided requests in one "
-            "batch is not simulated",
+            "the guided robot groups must share guidance_step_factor (got "
+            f"{', '.join(f'{f:g}' for f in sorted(factors - {1.0}))}): a batch pays one "
+            "guided cost",
             source=source,
             field="workload.guidance_step_factor",
         )
@@ -224,9 +227,10 @@ def guided(model: StagedModel, s: Scenario, source: str) -> StagedModel:
             source=source,
             field="workload.guidance_step_factor",
         )
-    (factor,) = factors
+    (factor,) = factors - {1.0}
     *first, last = model.stages
-    return StagedModel.of([*first, scaled_stage(last, factor)], source)
+    scaled = StagedModel.of([*first, scaled_stage(last, factor)], source)
+    return (scaled, None) if len(factors) == 1 else (model, scaled)
 
 
 def _load_model(s: Scenario, base: Path, source: str) -> tuple[StagedModel, str]:

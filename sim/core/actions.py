@@ -23,6 +23,7 @@ class Start:
     steps: int | None = None
     admitted: int | None = None
     admitted_variant: int | None = None
+    guided: bool = False  # it holds an RTC-guided request: the guided model's cost
 
 
 @dataclass(slots=True)

@@ -28,8 +28,15 @@ class Always:
 class RequestColumns:
     """Per-request columns: Python lists where policies read scalars, arrays for the rest."""
 
-    def __init__(self, traffic: OpenTraffic | ClosedLoopTraffic, shapes: tuple[int, ...] | None):
+    def __init__(
+        self,
+        traffic: OpenTraffic | ClosedLoopTraffic,
+        shapes: tuple[int, ...] | None,
+        guided: bool = False,
+    ):
+        self.guided: list[bool] | None = None  # closed loop, mixed guidance: per request
         if not isinstance(traffic, OpenTraffic):
+            self.guided = [] if guided else None
             # arrivals as they come: float buffers (numpy reads them without a copy)
             self.times = array("d")
             self.deadlines = array("d")

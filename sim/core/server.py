@@ -81,6 +81,9 @@ class ServerSpec:
     # every sleeping replica keeps its own wake and is asked again at it (the reference the
     # cohorts and per-replica wake-ups are tested against: the same request times)
     poll_every_sleeper: bool = False
+    # a fleet mixing guided and unguided robots (RTC inference-time guidance): each
+    # request's client says which it is, and a batch holding a guided one says so (Start)
+    guided: bool = False
 
     @classmethod
     def shared(cls, policy: Policy, profile: Profile, replicas: int = 1, **options) -> ServerSpec:
@@ -123,7 +126,7 @@ class ServerCore:
         self._batch_done_of = [
             wrap(p.on_batch_done) if hasattr(p, "on_batch_done") else None for p in policies
         ]
-        self.columns = c = RequestColumns(traffic, spec.shapes)
+        self.columns = c = RequestColumns(traffic, spec.shapes, spec.guided)
         self._times, self._deadlines = c.times, c.deadlines
         make_queue = queue_factory(
             policies[0].order,
@@ -421,6 +424,8 @@ class ServerCore:
         if c.shapes is not None:
             default = max(self.spec.shapes)
             c.shapes.extend(client.p.shape or default for client in self._clients[first:])
+        if c.guided is not None:
+            c.guided.extend(client.p.guided for client in self._clients[first:])
 
     def _fail(self, requests: Sequence[int], at_s: float) -> None:
         """Closed loop: the server answers these requests with a failure notice at `at_s`."""
@@ -485,6 +490,9 @@ class ServerCore:
             steps = rule.choose(now_s, deadline_s, rule.prefix_s[padded], rule.step_s[padded])
         if rule is not None:
             self.columns.steps[ids] = rule.full if steps is None else steps
+        guided = self.columns.guided
+        if guided is not None:  # a batch holding any guided request pays the guided cost
+            return Start(batch, count, padded, variant, steps, guided=any(guided[i] for i in ids))
         return Start(batch, count, padded, variant, steps)
 
     def _dispatch_sees(self, replica: int, now_s: float, padded: int, count: int) -> None:

@@ -66,7 +66,9 @@ class Iterations:
             new_variant = shape_for[max(shapes[i] for i in ids)] if ids else None
             log.shape.append(variant)
         core._dispatch_sees(replica, now_s, b, b)
-        return Start(batch, b, b, variant, None, len(ids), new_variant)
+        guided = core.columns.guided  # an iteration holding a guided request pays its step
+        return Start(batch, b, b, variant, None, len(ids), new_variant,
+                     guided is not None and any(guided[i] for i in flying))  # fmt: skip
 
     def end(self, batch: int, end_s: float, ok: bool) -> None:
         """An iteration ends at `end_s`: everyone in flight ran one more step; those that

@@ -29,6 +29,7 @@ from sim.core.traffic import OpenTraffic
 from sim.engine.engine import Engine, ProgressFn
 from sim.engine.service import (
     AfterIdleService,
+    GuidedService,
     PlainService,
     ServiceModel,
     ShapedService,
@@ -38,7 +39,7 @@ from sim.metrics.registry import METRICS, metric_value
 from sim.metrics.robots import robots_columns, robots_frame, round_trip_columns
 from sim.metrics.summary import summarize
 from sim.profiles.profile import Profile, ServiceSampler
-from sim.profiles.staged import Variants
+from sim.profiles.staged import StagedModel, Variants
 from sim.workload import build as workload
 from sim.workload.traffic import Fleet
 
@@ -98,16 +99,27 @@ def server_spec(
         policy_kind=s.policy.kind,
         steps=resolved.steps,
         trusted=resolved.trusted,
+        guided=resolved.guided_model is not None,
         step_level=resolved.step_level,
     )
 
 
 def service_model(resolved: ResolvedScenario, service_rng: np.random.Generator) -> ServiceModel:
     """How long a simulated batch takes, chosen once: plain, by shape, or after idle; by
-    stage where batches run a chosen number of steps or step by step."""
-    shaped, after_idle = resolved.shaped, resolved.after_idle
+    stage where batches run a chosen number of steps or step by step. A fleet mixing
+    RTC-guided and other robots runs a batch holding a guided request on the guided model
+    (both draw from the one service stream)."""
+    plain = _service_of(resolved, resolved.model, service_rng)
+    if resolved.guided_model is None:
+        return plain
+    return GuidedService(plain, _service_of(resolved, resolved.guided_model, service_rng))
+
+
+def _service_of(
+    resolved: ResolvedScenario, model: StagedModel, service_rng: np.random.Generator
+) -> ServiceModel:
+    shaped, after_idle = model.whole.shaped, model.whole.after_idle
     if resolved.steps is not None:
-        model = resolved.model
         shapes = sorted(shaped) if shaped is not None else None
         prefix = None if model.prefix is None else _by_variant(model.prefix, shapes)
         return StagedService(prefix, _by_variant(model.step, shapes), model.steps, service_rng)
@@ -116,7 +128,7 @@ def service_model(resolved: ResolvedScenario, service_rng: np.random.Generator) 
     if after_idle is not None:
         levels = _split_samplers(sorted(after_idle.items()), service_rng)
         return AfterIdleService(levels, resolved.scenario.cluster.replicas)
-    return PlainService(resolved.profile.sampler(service_rng))
+    return PlainService(model.whole.profile.sampler(service_rng))
 
 
 def simulate(

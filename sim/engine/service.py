@@ -7,6 +7,8 @@
   largest level <= the time since its previous batch ended; no previous batch: the
   largest level).
 
+- `GuidedService`: a fleet mixing RTC-guided and other robots, the guided model for a
+  batch holding a guided request, else the plain one.
 - `StagedService`: by stage, for batches that run a chosen number of steps (request
   level: the prefix and `steps` steps at the padded size) or step by step (an iteration:
   the prefix of the admitted requests and one step of those in flight). A batch's stages
@@ -90,4 +92,15 @@ class StagedService:
         return total
 
 
-ServiceModel = PlainService | ShapedService | AfterIdleService | StagedService
+class GuidedService:
+    """A fleet mixing RTC-guided and other robots: a batch holding a guided request
+    (`start.guided`) costs what the guided model draws, any other the plain model's."""
+
+    def __init__(self, plain, guided):
+        self._plain, self._guided = plain, guided
+
+    def __call__(self, replica: int, now_s: float, start) -> float:
+        return (self._guided if start.guided else self._plain)(replica, now_s, start)
+
+
+ServiceModel = PlainService | ShapedService | AfterIdleService | StagedService | GuidedService

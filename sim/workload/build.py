@@ -97,6 +97,7 @@ def _rtc_params(group: Any) -> dict[str, Any]:
         "initial_delay_steps": group.initial_delay_steps,
         "max_delay_steps": group.max_delay_steps,
         "guidance": group.guidance,
+        "guided": group.guidance == "inference" and group.guidance_step_factor > 1.0,
     }
 
 

@@ -64,6 +64,7 @@ class RobotParams:
     initial_delay_steps: int = 0
     max_delay_steps: int = 0
     guidance: str = "inference"
+    guided: bool = False  # its requests run the guided model (inference-time, factor > 1)
 
     @property
     def period_s(self) -> float:
