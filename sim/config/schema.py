@@ -245,6 +245,8 @@ class RobotGroup(Strict):
         """d <= s <= H - d (Black et al.): the frozen prefix fits in what the robot executes,
         and the chunk still covers s actions after it."""
         h, s = self.chunk, self.actions_per_chunk
+        if isinstance(self.delay_steps, int) and "initial_delay_steps" in self.model_fields_set:
+            raise ValueError("initial_delay_steps applies to delay_steps: auto only")
         if isinstance(self.delay_steps, int):
             d = self.delay_steps
             if not 0 <= d <= s <= h - d:
