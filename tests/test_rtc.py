@@ -95,7 +95,6 @@ def test_inference_guidance_multiplies_the_denoising_stage(tmp_path):
         ("workload.guidance_step_factor=3", ["needs a staged profile"]),
         ("workload.mode=async", ["apply to mode: rtc only"]),
         ("workload.threshold=0.5", ["threshold applies to async robots"]),
-        ("workload.initial_delay_steps=3", ["initial_delay_steps applies to delay_steps: auto"]),
     ],
 )
 def test_impossible_combinations_are_one_line(tmp_path, override, words):

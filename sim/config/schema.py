@@ -208,6 +208,7 @@ class RobotGroup(Strict):
     threshold: float = Field(0.5, ge=0.0, le=1.0)
     # rtc (real-time chunking; docs/semantics.md): the frozen prefix d in control ticks, a
     # number or auto (LeRobot's: the largest round trip so far, in ticks), where auto starts
+    # (kept, unread, with a number: a sweep of delay_steps over an auto scenario must load)
     delay_steps: int | Literal["auto"] = Field("auto", union_mode="left_to_right")
     initial_delay_steps: int = Field(0, ge=0, le=100_000)
     guidance: Literal["inference", "training", "none"] = "inference"
@@ -245,8 +246,6 @@ class RobotGroup(Strict):
         """d <= s <= H - d (Black et al.): the frozen prefix fits in what the robot executes,
         and the chunk still covers s actions after it."""
         h, s = self.chunk, self.actions_per_chunk
-        if isinstance(self.delay_steps, int) and "initial_delay_steps" in self.model_fields_set:
-            raise ValueError("initial_delay_steps applies to delay_steps: auto only")
         if isinstance(self.delay_steps, int):
             d = self.delay_steps
             if not 0 <= d <= s <= h - d:
