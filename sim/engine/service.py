@@ -96,7 +96,7 @@ class GuidedService:
     """A fleet mixing RTC-guided and other robots: a batch holding a guided request
     (`start.guided`) costs what the guided model draws, any other the plain model's."""
 
-    def __init__(self, plain, guided):
+    def __init__(self, plain: ServiceModel, guided: ServiceModel):
         self._plain, self._guided = plain, guided
 
     def __call__(self, replica: int, now_s: float, start) -> float:
