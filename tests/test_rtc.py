@@ -95,6 +95,7 @@ def test_inference_guidance_multiplies_the_denoising_stage(tmp_path):
         ("workload.guidance_step_factor=3", ["needs a staged profile"]),
         ("workload.mode=async", ["apply to mode: rtc only"]),
         ("workload.threshold=0.5", ["threshold applies to async robots"]),
+        ("workload.delay_steps=foo", ["workload.delay_steps", "control ticks, or auto", "foo"]),
     ],
 )
 def test_impossible_combinations_are_one_line(tmp_path, override, words):

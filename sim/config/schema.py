@@ -223,6 +223,14 @@ class RobotGroup(Strict):
     def _no_network(cls, value: Any) -> Any:
         return {} if value is None else value  # null: no network, as "none" means elsewhere
 
+    @field_validator("delay_steps", mode="before")
+    @classmethod
+    def _ticks_or_auto(cls, value: Any) -> Any:
+        # one line naming both spellings (the union's own errors name its int branch)
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool)):
+            return value
+        raise ValueError(f"a whole number of control ticks, or auto (got {value!r})")
+
     @model_validator(mode="after")
     def _execute_within_chunk(self) -> RobotGroup:
         if self.execute is not None and self.execute > self.chunk:
