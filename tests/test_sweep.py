@@ -385,10 +385,35 @@ def test_intervals_never_cross_a_log_axis_floor():
 
     from sim.plots.figures import _error_bars
 
-    values, half = pd.Series([1.0, 100.0, 1000.0]), pd.Series([5.0, 1.0, float("nan")])
-    lower, upper = _error_bars(values, half, log=True)
-    assert (values - lower > 0).all() and list(upper) == [5.0, 1.0, 0.0]
-    assert list(_error_bars(values, half, log=False)[0]) == [5.0, 1.0, 0.0]
+    # a sweep folder from before _lo/_hi: the t half-width, its lower bar above zero
+    old = pd.DataFrame({"m": [1.0, 100.0, 1000.0], "m_ci95": [5.0, 1.0, float("nan")]})
+    lower, upper = _error_bars(old, "m", log=True)
+    assert (old.m - lower > 0).all() and list(upper) == [5.0, 1.0, 0.0]
+    assert list(_error_bars(old, "m", log=False)[0]) == [5.0, 1.0, 0.0]
+    # today's: the skew-aware interval, never below zero by construction
+    new = old.assign(m_lo=[0.5, 90.0, float("nan")], m_hi=[3.0, 120.0, float("nan")])
+    lower, upper = _error_bars(new, "m", log=True)
+    assert list(lower) == [0.5, 10.0, 0.0] and list(upper) == [2.0, 20.0, 0.0]
+
+
+def test_a_sweep_reports_the_interval_recommend_decides_by(tmp_path):
+    """summary.csv's _lo/_hi are sim.experiments.stats.interval of the replications (a
+    p99 on the log scale, attainment cut to [0, 1]); the table prints them."""
+    from sim.experiments.stats import interval
+
+    out = tmp_path / "sw"
+    done = run_cli("sweep", str(scenario(tmp_path)), "--grid", "workload.rate_rps=100,170",
+                   "--replications", "3", "--workers", "1", "--out", str(out))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rows = pd.read_parquet(out / "results.parquet")
+    summary = pd.read_csv(out / "summary.csv")
+    for config, group in rows.groupby("config"):
+        row = summary[summary.config == config].iloc[0]
+        p99 = interval(group.latency_p99_ms.tolist(), "ms")
+        assert row.latency_p99_ms_lo == pytest.approx(p99.lo)
+        assert row.latency_p99_ms_hi == pytest.approx(p99.hi)
+        assert 0 <= row.slo_attainment_lo <= row.slo_attainment_hi <= 1
+    assert f"{summary.latency_p99_ms.iloc[0]:.1f} [" in done.stdout
 
 
 def test_no_text_of_any_figure_is_clipped(tmp_path, monkeypatch):

@@ -207,7 +207,7 @@ def summary_table(summary: dict[str, Any], command: str = "run") -> Table:
 def sweep_table(summary: Any, keys: list[str]) -> Table:
     from sim.metrics.registry import METRICS
 
-    table = new_table(title="sweep: mean ± 95% CI over replications", header_style="bold")
+    table = new_table(title="sweep: mean [95% interval] over replications", header_style="bold")
     for key in keys:
         table.add_column(key, overflow="fold")
     columns = ("throughput_rps", "latency_p99_ms", "slo_attainment", "batch_size_mean")
@@ -227,10 +227,10 @@ def sweep_table(summary: Any, keys: list[str]) -> Table:
         mean = row.get(metric)
         if mean is None or mean != mean:
             return "-"
-        half = row.get(f"{metric}_ci95")
-        return f"{mean:.{digits}f}" + (
-            "" if half is None or half != half else f" ± {half:.{digits}f}"
-        )
+        lo, hi = row.get(f"{metric}_lo"), row.get(f"{metric}_hi")
+        if lo is None or hi is None or lo != lo or hi != hi or lo == hi:
+            return f"{mean:.{digits}f}"
+        return f"{mean:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
     digits = {"slo_attainment": 3, "batch_size_mean": 2, "robots_stall_fraction": 3}
     for row in rows:

@@ -33,7 +33,7 @@ from sim.config import ParsedScenario, load, parse
 from sim.config.limits import check
 from sim.config.schema import SweepSection
 from sim.errors import InputError, Interrupted
-from sim.experiments.stats import confidence_interval
+from sim.experiments.stats import confidence_interval, interval
 from sim.io import files
 from sim.io.outputs import check_out_dir, replacing, write_text
 from sim.metrics.registry import METRICS, flatten
@@ -287,8 +287,11 @@ def summarize_sweep(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     import pandas as pd
 
-    """Per configuration: mean and 95% CI of each metric. And paired differences of each
-    configuration against configuration 0 (same replication = same random numbers)."""
+    """Per configuration: each metric's mean, the Student t half-width of its 95% interval
+    (`_ci95`) and the interval recommend decides by (`_lo`, `_hi`: on the log scale for
+    positive figures, cut to [0, 1] for shares; sim.experiments.stats). And paired
+    differences of each configuration against configuration 0 (same replication = same
+    random numbers)."""
     grid_cols = [f"grid.{k}" for k in grid_keys]
     rows, diffs = [], []
     base = results[results.config == 0].set_index("replication")
@@ -301,9 +304,13 @@ def summarize_sweep(
         for metric in METRICS:  # every figure of the metrics registry the points have
             if metric not in group or group[metric].isna().all():
                 continue
-            mean, half = confidence_interval(group[metric].tolist())
+            values = group[metric].tolist()
+            mean, half = confidence_interval(values)
             row[f"{metric}"] = mean
             row[f"{metric}_ci95"] = half
+            # the interval recommend decides by: skew-aware, never outside the metric's range
+            iv = interval(values, METRICS[metric].unit)
+            row[f"{metric}_lo"], row[f"{metric}_hi"] = iv.lo, iv.hi
             if config != 0 and f"{metric}_base" in paired:
                 d_mean, d_half = confidence_interval(
                     (paired[metric] - paired[f"{metric}_base"]).tolist()

@@ -40,13 +40,20 @@ def _axis_label(name: str) -> str:
     return f"{metric.label} ({metric.unit})"
 
 
-def _error_bars(values: pd.Series, ci: pd.Series | None, log: bool) -> np.ndarray | None:
-    """Asymmetric error bars; on a log axis the lower bar stops above zero (an interval
-    reaching below 0 would be drawn down to -infinity)."""
+def _error_bars(group: pd.DataFrame, name: str, log: bool) -> np.ndarray | None:
+    """Error bars of a metric's 95% interval over replications: the sweep's `_lo`/`_hi`
+    (skew-aware, never below zero), else (a sweep folder from before them) the t
+    half-width, whose lower bar stops above zero on a log axis (an interval reaching below
+    0 would be drawn down to -infinity)."""
+    y = group[name].to_numpy(dtype=float)
+    if f"{name}_lo" in group and f"{name}_hi" in group:
+        lo = group[f"{name}_lo"].to_numpy(dtype=float)
+        hi = group[f"{name}_hi"].to_numpy(dtype=float)
+        return np.vstack([np.nan_to_num(y - lo), np.nan_to_num(hi - y)]).clip(min=0)
+    ci = group.get(f"{name}_ci95")
     if ci is None:
         return None
     half = ci.fillna(0).to_numpy(dtype=float)
-    y = values.to_numpy(dtype=float)
     lower = np.minimum(half, 0.9 * y) if log else half
     return np.vstack([lower, half])
 
@@ -72,8 +79,8 @@ def metric_plot(
     labels: list[tuple] = []
     for color, (label, group) in zip(palette, groups, strict=False):
         group = group.sort_values(along if along is not None else x)
-        yerr = _error_bars(group[y], group.get(f"{y}_ci95"), log)
-        xerr = _error_bars(group[x], group.get(f"{x}_ci95"), False) if x_is_metric else None
+        yerr = _error_bars(group, y, log)
+        xerr = _error_bars(group, x, False) if x_is_metric else None
         ax.errorbar(group[x], group[y], xerr=xerr, yerr=yerr, fmt="o-", color=color, capsize=3,
                     label=None if label is None else f"{hue.removeprefix('grid.')}={label}")  # fmt: skip
         if yerr is not None and along is None:  # a band only along a monotone x
@@ -90,7 +97,7 @@ def metric_plot(
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel(_axis_label(x))
     ax.set_ylabel(_axis_label(y))
-    what = f"{_axis_label(y)} vs {_axis_label(x)} (mean, 95% CI over replications)"
+    what = f"{_axis_label(y)} vs {_axis_label(x)} (mean, 95% interval over replications)"
     if along is not None:
         what += f"; points labelled and joined by {along.removeprefix('grid.')}"
     titles(ax, what, subtitle)
@@ -183,7 +190,8 @@ def attainment_vs_load(summary: pd.DataFrame, load: str, hue: str | None = None)
         groups, sns.color_palette("colorblind", len(groups)), strict=False
     ):
         group = group.sort_values(load)
-        ax.errorbar(group[load], group["slo_attainment"], yerr=group.get("slo_attainment_ci95"),
+        ax.errorbar(group[load], group["slo_attainment"],
+                    yerr=_error_bars(group, "slo_attainment", False),
                     fmt="o-", capsize=3, color=color,
                     label=None if label is None else f"{hue.removeprefix('grid.')}={label}")  # fmt: skip
     ax.set_xlabel(load.removeprefix("grid."))
