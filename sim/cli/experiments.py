@@ -124,13 +124,10 @@ def recommend(
     out: Annotated[Path | None, typer.Option("--out", help="folder for recommend.json")] = None,
 ) -> None:
     """Find the best configuration that meets an SLO, by capacity search (resumable with --out)."""
-    from sim.experiments.answer import describe_probe, fmt_interval, verdict_text
+    from sim.experiments.answer import describe_probe, fmt_interval, verdict_text, where
     from sim.experiments.sweep import label
 
     seen: dict[str, Any] = {}
-
-    def where(config: dict[str, Any]) -> str:
-        return " ".join(f"{k}={label(v)}" for k, v in config.items()) or "(scenario)"
 
     told: set[str] = set()  # each reason is printed once, however many configurations share it
 

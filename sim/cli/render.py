@@ -205,6 +205,7 @@ def summary_table(summary: dict[str, Any], command: str = "run") -> Table:
 
 
 def sweep_table(summary: Any, keys: list[str]) -> Table:
+    from sim.experiments.answer import fmt_interval
     from sim.metrics.registry import METRICS
 
     table = new_table(title="sweep: mean [95% interval] over replications", header_style="bold")
@@ -227,10 +228,8 @@ def sweep_table(summary: Any, keys: list[str]) -> Table:
         mean = row.get(metric)
         if mean is None or mean != mean:
             return "-"
-        lo, hi = row.get(f"{metric}_lo"), row.get(f"{metric}_hi")
-        if lo is None or hi is None or lo != lo or hi != hi or lo == hi:
-            return f"{mean:.{digits}f}"
-        return f"{mean:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+        spec = f".{digits}f"
+        return fmt_interval(mean, row.get(f"{metric}_lo"), row.get(f"{metric}_hi"), spec, spec)
 
     digits = {"slo_attainment": 3, "batch_size_mean": 2, "robots_stall_fraction": 3}
     for row in rows:

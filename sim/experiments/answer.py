@@ -32,17 +32,27 @@ def fmt_load(x: float) -> str:
 
 
 def named(config: dict[str, Any]) -> str:
-    """A configuration as the tables show it: {'policy': 'deadline max_batch=32'}."""
+    """A configuration as the winner line shows it: {'policy': 'deadline max_batch=32'}."""
     from sim.experiments.sweep import label
 
     return str({k: label(v) for k, v in config.items()}) if config else "(scenario as is)"
 
 
-def fmt_interval(mean: float, lo: float, hi: float, digits: int = 4) -> str:
-    """ "94.2 [92.8, 95.9]"; the value alone with one replication, or when all agree."""
+def where(config: dict[str, Any]) -> str:
+    """A configuration as probe lines and warnings show it: "policy.max_batch=8"."""
+    from sim.experiments.sweep import label
+
+    return " ".join(f"{k}={label(v)}" for k, v in config.items()) or "(scenario)"
+
+
+def fmt_interval(
+    mean: float, lo: float | None, hi: float | None, spec: str = ".4g", ends: str = ".3g"
+) -> str:
+    """ "94.2 [92.8, 95.9]" (the mean as `spec`, the interval's ends as `ends`); the value
+    alone with one replication, or when all agree."""
     if lo is None or hi is None or math.isnan(lo) or math.isnan(hi) or lo == hi:
-        return f"{mean:.{digits}g}"
-    return f"{mean:.{digits}g} [{lo:.3g}, {hi:.3g}]"
+        return f"{mean:{spec}}"
+    return f"{mean:{spec}} [{lo:{ends}}, {hi:{ends}}]"
 
 
 def describe_probe(ev: Any, slo: Sequence[SloTerm]) -> str:

@@ -30,7 +30,16 @@ from sim.config.limits import DEFAULT, Limits, check
 from sim.errors import InputError, Interrupted
 from sim.experiments import answer
 from sim.experiments.floors import check_priced, slo_floor
-from sim.experiments.stats import PASS, UNCERTAIN, SloTerm, combine, interval, next_count, unit_of
+from sim.experiments.stats import (
+    FAIL,
+    PASS,
+    UNCERTAIN,
+    SloTerm,
+    combine,
+    interval,
+    next_count,
+    unit_of,
+)
 from sim.experiments.sweep import parse_grid, run_point
 
 # the load keys the objectives search: they move the traffic and the cluster, not what the
@@ -261,7 +270,7 @@ class Recommender:
             load,
             verdict == PASS,
             metrics,
-            failed=[str(t) for t, v, _ in judged if v == "fail"],
+            failed=[str(t) for t, v, _ in judged if v == FAIL],
             shortfall=max(s for _, _, s in judged),
             verdict=verdict,
             replications=len(rows),
@@ -435,7 +444,7 @@ class Recommender:
         # order the workers finished in
         listed = {_config_key(c): i for i, c in enumerate(self.configs)}
 
-        ranked_by = RANKED_BY.get(self.objective)
+        ranked_by = self.ranked_by
 
         def score(c: Candidate) -> tuple:
             position = listed.get(_config_key(c.config), len(listed))
@@ -458,8 +467,6 @@ class Recommender:
         the same robots share every batch. Each configuration's answer (its best load, or
         its nearest miss) is probed again with 1 ms of send jitter; where feasibility flips,
         or the worst SLO term moves by 5% of its bound, the answer depends on the lockstep."""
-        from sim.experiments.sweep import label
-
         loaded = load(self.base, {}, base=Path(self.base_dir), origin=str(self.scenario_path))
         workload = loaded.scenario.workload
         if workload.kind != "robots" or any(g.jitter_ms > 0 for g in workload.groups):
@@ -480,9 +487,8 @@ class Recommender:
                 jittered = self.evaluate({**cand.config, "workload.jitter_ms": 1.0}, ev.load)
                 if not moved(ev, jittered):
                     continue
-                where = " ".join(f"{k}={label(v)}" for k, v in cand.config.items()) or "(scenario)"
                 lines.append(
-                    f"{where} at {self.search_key}={answer.fmt_load(ev.load)}: "
+                    f"{answer.where(cand.config)} at {self.search_key}={answer.fmt_load(ev.load)}: "
                     f"{answer.describe_probe(ev, self.slo)} with jitter_ms 0, "
                     f"{answer.describe_probe(jittered, self.slo)} with 1 ms "
                     f"({jittered.verdict}): the robots phase-lock (the "

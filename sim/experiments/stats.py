@@ -76,11 +76,6 @@ class Interval:
     def known(self) -> bool:
         return not (math.isnan(self.lo) or math.isnan(self.hi))
 
-    @property
-    def half(self) -> float:
-        """Half the interval's width (what the tables print as ±)."""
-        return (self.hi - self.lo) / 2 if self.known else math.nan
-
 
 def interval(values: Iterable[Any], unit: str = "", level: float = LEVEL) -> Interval:
     """The interval recommend judges a metric by (see the module's docstring); `unit`: the
