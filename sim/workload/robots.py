@@ -227,14 +227,7 @@ class RobotClient(Robot):
     def deliver(self, now_s: float, ok: bool) -> float | None:
         """The response (ok) or a failure notice (not ok) reaches the robot at `now_s`;
         returns its next send (next_send_s)."""
-        stalled = self.stalled_since_s
-        if stalled is None:
-            if self.queue:  # ticks strictly before now; a response at a tick comes first
-                self._run_until(now_s)
-                stalled = self.stalled_since_s
-            elif self.next_tick_s < now_s:
-                stalled = self.stalled_since_s = self.next_tick_s
-        self.in_flight = False
+        stalled = self._arrive(now_s)
         in_window = now_s >= self.warmup_s
         if not ok:
             self._failed(now_s, in_window)
@@ -269,14 +262,29 @@ class RobotClient(Robot):
             self._schedule_async_send(now_s)
         return self.next_send_s
 
+    def _arrive(self, now_s: float) -> float | None:
+        """An answer reaches the robot at `now_s`: it executes every action due before then
+        (one due at `now_s` is the answer's) and waits no more. Returns since when it has
+        been stalled (None: it has an action to run)."""
+        stalled = self.stalled_since_s
+        if stalled is None:
+            if self.queue:  # ticks strictly before now; a response at a tick comes first
+                self._run_until(now_s)
+                stalled = self.stalled_since_s
+            elif self.next_tick_s < now_s:
+                stalled = self.stalled_since_s = self.next_tick_s
+        self.in_flight = False
+        return stalled
+
     def _failed(self, now_s: float, in_window: bool) -> None:
-        """A failure notice: a miss; the robot sends again one control period later."""
+        """A failure notice: a miss; the robot sends again one control period later (an
+        async robot with more actions left than its threshold, when it crosses it)."""
         self.misses += 1
         self.failures += 1
         self.window_misses += in_window
         self.window_failures += in_window
         self.next_send_s = self._jittered(now_s + self._period_s)
-        if not self._sync:
+        if self.p.mode == "async":
             self._schedule_async_send(now_s)
 
     def finish(self, end_s: float) -> None:

@@ -61,7 +61,6 @@ class RtcRobot(RobotClient):
         if params.mode != "rtc":
             raise ValueError("RtcRobot runs rtc robots")
         super().__init__(robot_id, params, rng, warmup_s, log_stalls)
-        self._sync = False
         self.usable = params.chunk  # a late next chunk lets it run past s, to the chunk's end
         self._s = params.execute
         self._auto = params.delay_steps is None
@@ -97,21 +96,10 @@ class RtcRobot(RobotClient):
     def deliver(self, now_s: float, ok: bool) -> float | None:
         """Chunk k (ok) or a failure notice reaches the robot at `now_s`: it switches (or,
         training-time, discards a late chunk); returns its next send."""
-        stalled = self.stalled_since_s
-        if stalled is None:
-            if self.queue:  # ticks strictly before now; a chunk at a tick is used for it
-                self._run_until(now_s)
-                stalled = self.stalled_since_s
-            elif self.next_tick_s < now_s:
-                stalled = self.stalled_since_s = self.next_tick_s
-        self.in_flight = False
+        stalled = self._arrive(now_s)  # a chunk at a tick is used for it
         in_window = now_s >= self.warmup_s
         if not ok:  # a failure notice: a miss; the robot observes again one period later
-            self.misses += 1
-            self.failures += 1
-            self.window_misses += in_window
-            self.window_failures += in_window
-            self.next_send_s = self._jittered(now_s + self._period_s)
+            self._failed(now_s, in_window)
             return self.next_send_s
         trip_s = now_s - self.sent_at_s
         if self.sent_at_s >= self.warmup_s:
