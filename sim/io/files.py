@@ -200,6 +200,24 @@ def read_yaml(path: Path, what: str) -> Any:
     return parse_yaml(read_text(path, what), str(path))
 
 
+def run_scenario(folder: Path) -> dict[str, Any] | None:
+    """The scenario a run folder was made with (the scenario.yaml `run`, `observe` and
+    `serve` write beside their records), as written; None when the folder has none."""
+    path = folder / "scenario.yaml"
+    if not path.is_file():
+        return None
+    data = read_yaml(path, "scenario")
+    return data if isinstance(data, dict) else None
+
+
+def warmup_of(scenario: dict[str, Any] | None) -> float | None:
+    """A written scenario's warm-up (s; 0 when it sets none), None when it cannot say."""
+    if scenario is None:
+        return None
+    value = scenario.get("warmup_s", 0.0)
+    return float(value) if isinstance(value, int | float) else None
+
+
 def _check_expanded_size(data: Any, source: str) -> None:
     """Aliases share one object, but everything that walks the data expands them: refuse
     data that would expand past MAX_YAML_VALUES."""

@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from sim.errors import InputError
+from sim.io import files
 from sim.io.files import read_parquet
 from sim.io.outputs import check_out_dir
 from sim.plots.figures import (
@@ -143,8 +144,9 @@ def plot_dir(
         )
         requests = _table(folder / "requests.parquet", "run's requests", REQUEST_COLUMNS)
         batches = _table(folder / "batches.parquet", "run's batches", BATCH_COLUMNS)
-        # the table's window: requests that arrived, and batches that started, after it
-        warmup_s = _warmup_s(folder)
+        # the table's window: requests that arrived, and batches that started, after the
+        # warm-up of the scenario the folder was made with (0 when it does not say)
+        warmup_s = files.warmup_of(files.run_scenario(folder)) or 0.0
         window = f", after the {warmup_s:g} s warm-up" if warmup_s else ""
         measured = batches[batches.start >= warmup_s]
         middle = float(measured.start.median()) if len(measured) else None
@@ -174,20 +176,6 @@ def plot_dir(
 # swept keys that move the offered load: a sweep of one draws attainment against it
 LOAD_SUFFIXES = ("rate_rps", "rate_hz", "count")
 BATCH_COLUMNS = ("replica", "start", "end", "size", "padded_size")
-
-
-def _warmup_s(folder: Path) -> float:
-    """The warm-up of the scenario a run folder was made with (its scenario.yaml), which
-    the run's table leaves out; 0 when the folder does not say."""
-    from sim.io.files import read_yaml
-
-    if not (folder / "scenario.yaml").is_file():
-        return 0.0
-    data = read_yaml(folder / "scenario.yaml", "scenario")
-    value = data.get("warmup_s", 0.0) if isinstance(data, dict) else 0.0
-    return float(value) if isinstance(value, int | float) and value > 0 else 0.0
-
-
 REQUEST_COLUMNS = ("arrival", "completion", "outcome")
 
 

@@ -242,8 +242,8 @@ def _run_folder(path: Path, warmup_s: float) -> Recorded:
     batch_end = batches["end"].to_numpy(dtype=float)
     arrival = requests["arrival"].to_numpy(dtype=float)
     window_s = summary.get("window_s") if isinstance(summary, dict) else None
-    made_with = _scenario_of(path)
-    recorded_warmup = _warmup_of(made_with)
+    made_with = files.run_scenario(path)
+    recorded_warmup = files.warmup_of(made_with)
     if isinstance(window_s, int | float) and recorded_warmup is not None:
         end_s = recorded_warmup + float(window_s)
     else:
@@ -278,23 +278,6 @@ def _run_folder(path: Path, warmup_s: float) -> Recorded:
     robots = summary.get("robots") if isinstance(summary, dict) else None
     robots = robots if isinstance(robots, dict) else None
     return Recorded(source, records, robots, model_ms, scenario=made_with)
-
-
-def _scenario_of(path: Path) -> dict[str, Any] | None:
-    """The scenario a run folder recorded (its scenario.yaml), as written."""
-    scenario = path / "scenario.yaml"
-    if not scenario.is_file():
-        return None
-    data = files.read_yaml(scenario, "scenario")
-    return data if isinstance(data, dict) else None
-
-
-def _warmup_of(scenario: dict[str, Any] | None) -> float | None:
-    """The warm-up of the scenario a run folder recorded."""
-    if scenario is None:
-        return None
-    value = scenario.get("warmup_s", 0.0)
-    return float(value) if isinstance(value, int | float) else None
 
 
 def batch_times_ms(recorded: list[Recorded]) -> dict[int, np.ndarray]:
